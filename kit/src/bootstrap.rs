@@ -1,0 +1,122 @@
+//! Starting a service the same way everywhere: auth, database and
+//! migrations, audit, the service's own gRPC services, then serve until
+//! shutdown and close the pool.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use airt_proto::audit::v1::audit_service_server::AuditServiceServer;
+use tokio::net::TcpListener;
+use tonic_health::server::HealthReporter;
+
+use crate::audit::{AuditApi, AuditLog};
+use crate::auth::{AuthSettings, Authenticator};
+use crate::config::{ServerArgs, ServiceConfig, ServiceIdentity};
+use crate::db::{Database, Migrations};
+use crate::server::{GrpcServer, shutdown_signal};
+
+/// What a service's builder receives to construct its gRPC services.
+#[derive(Debug)]
+pub struct ServiceContext {
+    pub config: ServiceConfig,
+    pub db: Database,
+    pub auth: Authenticator,
+    pub audit: AuditLog,
+    pub health: HealthReporter,
+}
+
+/// Runs one service on `listener` until `shutdown` resolves.
+///
+/// The database is opened and migrated before the first connection is
+/// accepted, so `Health/Check` answers SERVING only after migrations ran.
+/// `build` adds the service's own gRPC services (intercepted with
+/// `ctx.auth.interceptor()`); `AuditService` is added here for every service.
+pub async fn serve<F>(
+    identity: &ServiceIdentity,
+    config: ServiceConfig,
+    migrations: Option<Migrations>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    build: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(&ServiceContext, GrpcServer) -> anyhow::Result<GrpcServer>,
+{
+    let auth = Authenticator::new(&config.auth)?;
+    match config.auth {
+        AuthSettings::Development => tracing::warn!(
+            service = identity.name,
+            "DEVELOPMENT AUTH MODE: callers are trusted to name themselves in x-airt-principal; never use this in production"
+        ),
+        AuthSettings::Unconfigured => tracing::warn!(
+            service = identity.name,
+            "no token verifier configured: every authenticated call will be refused (set AIRT_JWT_HS256_SECRET or AIRT_JWT_EDDSA_PUBLIC_KEY_FILE)"
+        ),
+        AuthSettings::Jwt(_) => {}
+    }
+    let db = Database::connect(&config.database_url, migrations).await?;
+    let audit = AuditLog::new(db.clone());
+    let server = GrpcServer::new();
+    let ctx = ServiceContext {
+        config,
+        db: db.clone(),
+        auth: auth.clone(),
+        audit: audit.clone(),
+        health: server.health_reporter(),
+    };
+    let server = server.add_service(AuditServiceServer::with_interceptor(
+        AuditApi::new(audit),
+        auth.interceptor(),
+    ));
+    let server = build(&ctx, server)?;
+    tracing::info!(service = identity.name, addr = %listener.local_addr()?, ?server, "serving");
+    let result = server
+        .serve(listener, shutdown, ctx.config.shutdown_grace)
+        .await;
+    db.close().await;
+    tracing::info!(service = identity.name, "stopped");
+    Ok(result?)
+}
+
+/// The whole `main` of a service binary: logging, configuration (logged with
+/// secrets redacted), bind, serve until SIGTERM/SIGINT. Exit code 0 after a
+/// clean shutdown, 1 on any error.
+pub fn run_main<S, Fut>(
+    identity: &'static ServiceIdentity,
+    args: ServerArgs,
+    serve_on: S,
+) -> ExitCode
+where
+    S: FnOnce(
+        ServiceConfig,
+        TcpListener,
+        std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    crate::telemetry::init(&args.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let config = ServiceConfig::from_args(identity, &args)?;
+        tracing::info!(service = identity.name, version = env!("CARGO_PKG_VERSION"), config = %config.redacted(), "starting");
+        let listener = TcpListener::bind(config.listen).await?;
+        serve_on(config, listener, Box::pin(shutdown_signal())).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(
+                service = identity.name,
+                error = format!("{error:#}"),
+                "exiting"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}

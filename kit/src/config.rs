@@ -1,0 +1,299 @@
+//! Server configuration from flags and `AIRT_*` environment variables.
+//!
+//! Every service binary flattens [`ServerArgs`]; each process has its own
+//! environment, so the variable names are the same for all three services.
+//! [`ServiceConfig`] is the resolved, plain form that `serve` takes (tests and
+//! `airt up` build it directly).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::auth::{AuthSettings, JwtKey, JwtSettings};
+
+/// Flags shared by every service binary.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Address to listen on (default 127.0.0.1:<service port>).
+    #[arg(long, env = "AIRT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Database URL: `sqlite://PATH` or `postgres://...` (default SQLite under ./.airt/).
+    #[arg(long, env = "AIRT_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// How long in-flight calls may finish after SIGTERM/SIGINT (e.g. `5s`, `500ms`).
+    #[arg(long, env = "AIRT_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Authentication flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthArgs {
+    /// Trust `x-airt-principal` / `x-airt-roles` metadata instead of tokens. Development only.
+    #[arg(long, env = "AIRT_AUTH_DEV_MODE", default_value_t = false)]
+    pub auth_dev_mode: bool,
+
+    /// HS256 secret (at least 32 bytes) that signs bearer tokens.
+    #[arg(long, env = "AIRT_JWT_HS256_SECRET", hide_env_values = true)]
+    pub jwt_hs256_secret: Option<Secret>,
+
+    /// PEM file with the Ed25519 public key that verifies EdDSA bearer tokens.
+    #[arg(long, env = "AIRT_JWT_EDDSA_PUBLIC_KEY_FILE")]
+    pub jwt_eddsa_public_key_file: Option<PathBuf>,
+
+    /// Required `iss` claim.
+    #[arg(long, env = "AIRT_JWT_ISSUER", default_value = "airt")]
+    pub jwt_issuer: String,
+
+    /// Required `aud` claim.
+    #[arg(long, env = "AIRT_JWT_AUDIENCE", default_value = "airt")]
+    pub jwt_audience: String,
+}
+
+/// Logging flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// `text` or `json`.
+    #[arg(long, env = "AIRT_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Filter directives, e.g. `info` or `info,sqlx=warn`.
+    #[arg(long, env = "AIRT_LOG", default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A string that never appears in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Fixed facts about one service: its name and default port.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceIdentity {
+    /// Binary and log name, e.g. `registry-service`.
+    pub name: &'static str,
+    /// Default listening port.
+    pub default_port: u16,
+    /// Default SQLite file name under `./.airt/`.
+    pub default_db_file: &'static str,
+}
+
+/// The resolved configuration a service runs with.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub auth: AuthSettings,
+    pub shutdown_grace: Duration,
+}
+
+impl ServiceConfig {
+    /// Defaults for local use: loopback, SQLite under `./.airt/`, no auth
+    /// configured (authenticated calls refused).
+    pub fn local(identity: &ServiceIdentity) -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), identity.default_port),
+            database_url: format!("sqlite://.airt/{}", identity.default_db_file),
+            auth: AuthSettings::Unconfigured,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+
+    /// Resolves flags and environment against the service's defaults.
+    pub fn from_args(identity: &ServiceIdentity, args: &ServerArgs) -> anyhow::Result<Self> {
+        let mut config = Self::local(identity);
+        if let Some(listen) = args.listen {
+            config.listen = listen;
+        }
+        if let Some(url) = &args.database_url {
+            config.database_url = url.clone();
+        }
+        config.shutdown_grace = args.shutdown_grace;
+        config.auth = auth_settings(&args.auth)?;
+        Ok(config)
+    }
+
+    /// The configuration as it may be logged: secrets and passwords redacted.
+    pub fn redacted(&self) -> String {
+        format!(
+            "listen={} database_url={} auth={} shutdown_grace={:?}",
+            self.listen,
+            redact_url(&self.database_url),
+            match &self.auth {
+                AuthSettings::Unconfigured =>
+                    "unconfigured (all authenticated calls refused)".to_owned(),
+                AuthSettings::Development => "development (trusts x-airt-principal)".to_owned(),
+                AuthSettings::Jwt(jwt) => format!(
+                    "jwt key={:?} issuer={} audience={}",
+                    jwt.key, jwt.issuer, jwt.audience
+                ),
+            },
+            self.shutdown_grace,
+        )
+    }
+}
+
+fn auth_settings(args: &AuthArgs) -> anyhow::Result<AuthSettings> {
+    let key = match (&args.jwt_hs256_secret, &args.jwt_eddsa_public_key_file) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("configure either an HS256 secret or an EdDSA public key, not both")
+        }
+        (Some(secret), None) => Some(JwtKey::Hs256(secret.expose().as_bytes().to_vec())),
+        (None, Some(path)) => Some(JwtKey::EdDsaPem(
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        )),
+        (None, None) => None,
+    };
+    Ok(match (args.auth_dev_mode, key) {
+        (true, Some(_)) => anyhow::bail!("development auth mode and JWT keys are exclusive"),
+        (true, None) => AuthSettings::Development,
+        (false, Some(key)) => AuthSettings::Jwt(JwtSettings {
+            key,
+            issuer: args.jwt_issuer.clone(),
+            audience: args.jwt_audience.clone(),
+            leeway_secs: 30,
+        }),
+        (false, None) => AuthSettings::Unconfigured,
+    })
+}
+
+/// Replaces the password of a URL with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h`, `1d` (a bare number means seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 5s, 2m, 1h"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86_400.0,
+        other => return Err(format!("invalid duration unit {other:?} in {text:?}")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("postgres://app:hunter2@db:5432/airt"),
+            "postgres://app:***@db:5432/airt"
+        );
+        assert_eq!(redact_url("postgres://db/airt"), "postgres://db/airt");
+        assert_eq!(redact_url("sqlite://.airt/x.db"), "sqlite://.airt/x.db");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = ServiceConfig {
+            auth: AuthSettings::Jwt(JwtSettings {
+                key: JwtKey::Hs256(b"a-very-secret-value-of-32-bytes!!".to_vec()),
+                issuer: "airt".into(),
+                audience: "airt".into(),
+                leeway_secs: 0,
+            }),
+            database_url: "postgres://u:pw@h/db".into(),
+            ..ServiceConfig::local(&ServiceIdentity {
+                name: "x",
+                default_port: 1,
+                default_db_file: "x.db",
+            })
+        };
+        let shown = format!("{} {:?}", config.redacted(), Secret::new("hunter2"));
+        assert!(
+            !shown.contains("very-secret") && !shown.contains("pw@") && !shown.contains("hunter2")
+        );
+    }
+
+    #[test]
+    fn development_mode_is_off_by_default() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            server: ServerArgs,
+        }
+        // Reads AIRT_* variables only when set; the test environment sets none.
+        let cli = Cli::try_parse_from(["svc"]).expect("defaults parse");
+        assert!(!cli.server.auth.auth_dev_mode);
+        let identity = ServiceIdentity {
+            name: "x",
+            default_port: 1,
+            default_db_file: "x.db",
+        };
+        let config = ServiceConfig::from_args(&identity, &cli.server).expect("resolves");
+        assert!(matches!(config.auth, AuthSettings::Unconfigured));
+    }
+}

@@ -1,0 +1,166 @@
+//! The database connection manager: one URL, one pool, embedded migrations.
+//!
+//! `sqlite://PATH` (or `sqlite:PATH`) opens a SQLite file — created if
+//! missing, WAL journal, `synchronous=NORMAL`, a busy timeout and foreign keys
+//! on. Write transactions must start with [`begin_immediate`] so that two
+//! writers never deadlock upgrading a read lock ("database is locked").
+//! `postgres://...` opens a PostgreSQL pool.
+//!
+//! Migrations are embedded per backend. The audit chain's schema belongs to
+//! this crate and is tracked in its own table (`_airt_kit_migrations`), so each
+//! service's own migrations stay independent of it.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+
+/// How long a SQLite writer waits for the write lock before failing.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which database a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Result<Self, DbError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(DbError::UnsupportedUrl(crate::config::redact_url(url)))
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    #[error("cannot create the directory of the SQLite file: {0}")]
+    CreateDir(#[source] std::io::Error),
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A service's own migrations, one set per backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations {
+    pub sqlite: &'static Migrator,
+    pub postgres: &'static Migrator,
+}
+
+/// An open pool on one of the two backends.
+#[derive(Debug, Clone)]
+pub enum Database {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Database {
+    /// Opens the database named by `url` and runs the kit's migrations (the
+    /// audit chain), then `service` migrations if given.
+    pub async fn connect(url: &str, service: Option<Migrations>) -> Result<Self, DbError> {
+        let db = match Backend::of_url(url)? {
+            Backend::Sqlite => Self::Sqlite(open_sqlite(url).await?),
+            Backend::Postgres => Self::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await?,
+            ),
+        };
+        db.migrate(service).await?;
+        Ok(db)
+    }
+
+    async fn migrate(&self, service: Option<Migrations>) -> Result<(), DbError> {
+        match self {
+            Self::Sqlite(pool) => {
+                let mut kit = sqlx::migrate!("migrations/sqlite");
+                kit.dangerous_set_table_name("_airt_kit_migrations");
+                kit.run(pool).await?;
+                if let Some(m) = service {
+                    m.sqlite.run(pool).await?;
+                }
+            }
+            Self::Postgres(pool) => {
+                let mut kit = sqlx::migrate!("migrations/postgres");
+                kit.dangerous_set_table_name("_airt_kit_migrations");
+                kit.run(pool).await?;
+                if let Some(m) = service {
+                    m.postgres.run(pool).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Waits for checked-out connections to return, then closes the pool.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(pool) => pool.close().await,
+            Self::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+async fn open_sqlite(url: &str) -> Result<SqlitePool, DbError> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        .foreign_keys(true);
+    let path = options.get_filename();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(DbError::CreateDir)?;
+    }
+    Ok(SqlitePoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await?)
+}
+
+/// Starts a SQLite write transaction that holds the write lock from its first
+/// statement (`BEGIN IMMEDIATE`). A deferred transaction that reads and then
+/// writes can fail with SQLITE_BUSY without waiting; this one waits up to the
+/// busy timeout instead.
+pub async fn begin_immediate(
+    pool: &SqlitePool,
+) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}
+
+/// Runs the same expression against whichever pool a [`Database`] holds.
+/// The expression is type-checked once per backend, so SQL written once in
+/// portable form (`$1` placeholders work on both) is executed on either.
+#[macro_export]
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Database::Sqlite($pool) => $body,
+            $crate::db::Database::Postgres($pool) => $body,
+        }
+    };
+}

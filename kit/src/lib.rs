@@ -1,0 +1,28 @@
+//! `airt-kit`: what every AI-First Runtime server shares.
+//!
+//! - [`config`]: flags and `AIRT_*` environment, secrets redacted when logged.
+//! - [`telemetry`]: tracing initialisation.
+//! - [`server`] and [`bootstrap`]: one way to start a service — its gRPC
+//!   services, `AuditService`, health, reflection (v1 and v1alpha) and graceful
+//!   shutdown.
+//! - [`auth`]: bearer JWT (HS256, EdDSA) or explicit development mode →
+//!   [`Principal`]; role checks.
+//! - [`db`]: the database connection manager (SQLite or PostgreSQL from the URL).
+//! - [`audit`]: the hash-chained audit log and its gRPC service.
+//! - [`status`]: `tonic::Status` with `google.rpc.ErrorInfo` and field violations.
+//! - [`json`]: canonical JSON and `google.protobuf.Struct` conversions.
+//! - [`testing`]: fresh databases and in-process servers for tests.
+
+pub mod audit;
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod db;
+pub mod json;
+pub mod principal;
+pub mod server;
+pub mod status;
+pub mod telemetry;
+pub mod testing;
+
+pub use principal::Principal;

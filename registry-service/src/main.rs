@@ -1,0 +1,20 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// AI-First Runtime registry service: the Law — capabilities, their risk and how to undo them. Knows nothing about workflows or policy.
+#[derive(Debug, Parser)]
+#[command(name = "registry-service", version)]
+struct Cli {
+    #[command(flatten)]
+    server: airt_kit::config::ServerArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    airt_kit::bootstrap::run_main(
+        &registry_service::IDENTITY,
+        cli.server,
+        registry_service::serve_on,
+    )
+}

@@ -226,3 +226,235 @@ mod tests {
         assert_eq!(database_url("postgres://h", "t3"), "postgres://h/t3");
     }
 }
+
+/// Services a server advertises through reflection v1 and v1alpha (both must
+/// agree; the result is sorted).
+pub async fn reflected_services(channel: Channel) -> Vec<String> {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut v1_client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let mut stream = v1_client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection v1")
+        .into_inner();
+    let response = stream
+        .message()
+        .await
+        .expect("v1 response")
+        .expect("one v1 message");
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
+        panic!("unexpected v1 reflection answer");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut alpha_client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let mut stream = alpha_client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection v1alpha")
+        .into_inner();
+    let response = stream
+        .message()
+        .await
+        .expect("v1alpha response")
+        .expect("one v1alpha message");
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
+        panic!("unexpected v1alpha reflection answer");
+    };
+    let mut alpha_names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    alpha_names.sort();
+    assert_eq!(names, alpha_names, "reflection v1 and v1alpha disagree");
+    names
+}
+
+/// `grpc.health.v1.Health/Check` for `service` ("" is the whole server).
+pub async fn health_status(
+    channel: Channel,
+    service: &str,
+) -> tonic_health::pb::health_check_response::ServingStatus {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .expect("health check")
+        .into_inner();
+    ServingStatus::try_from(response.status).unwrap_or(ServingStatus::Unknown)
+}
+
+/// A real service binary started as a child process on `127.0.0.1:0`.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl ServiceProcess {
+    /// Starts `binary --listen 127.0.0.1:0 --database-url URL --log-format json
+    /// [extra args]` and waits (at most 60 s) for its `serving` log line,
+    /// which carries the bound address.
+    pub fn spawn(binary: &str, database_url: &str, extra_args: &[&str]) -> Self {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(binary)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                database_url,
+                "--log-format",
+                "json",
+            ])
+            .args(extra_args)
+            .env("AIRT_LOG", "info")
+            .env_remove("AIRT_AUTH_DEV_MODE")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {binary}: {e}"));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (found, address) = std::sync::mpsc::channel::<SocketAddr>();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                eprintln!("[service] {line}");
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                let fields = &event["fields"];
+                if fields["message"] == "serving"
+                    && let Some(addr) = fields["addr"].as_str().and_then(|a| a.parse().ok())
+                {
+                    let _ = found.send(addr);
+                }
+            }
+        });
+        let addr = address
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{binary} did not report `serving` within 60 s"));
+        Self { child, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .expect("valid URL")
+            .connect()
+            .await
+            .expect("connect to the service process")
+    }
+
+    /// Sends SIGTERM and waits for the exit, at most `deadline`; returns
+    /// the exit status, or `None` (after killing it) if it did not exit.
+    pub async fn terminate(
+        mut self,
+        deadline: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for child") {
+                return Some(status);
+            }
+            if started.elapsed() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Services every AI-First Runtime server advertises besides its own.
+pub const COMMON_SERVICES: &[&str] = &[
+    "airt.audit.v1.AuditService",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Starts the real binary on each available backend and checks what an
+/// operator sees: reflection lists the common services plus `own_services`,
+/// Health/Check answers SERVING, and SIGTERM makes it exit 0 within 5 s.
+pub async fn assert_binary_lifecycle(binary: &str, own_services: &[&str]) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut expected: Vec<String> = COMMON_SERVICES
+        .iter()
+        .chain(own_services)
+        .map(|s| (*s).to_owned())
+        .collect();
+    expected.sort();
+    for db in TestDb::all().await {
+        let process = ServiceProcess::spawn(binary, db.url(), &[]);
+        let channel = process.channel().await;
+        assert_eq!(
+            reflected_services(channel.clone()).await,
+            expected,
+            "{:?}",
+            db.backend()
+        );
+        assert_eq!(
+            health_status(channel.clone(), "").await,
+            ServingStatus::Serving
+        );
+        for service in COMMON_SERVICES
+            .iter()
+            .filter(|s| s.starts_with("airt."))
+            .chain(own_services)
+        {
+            assert_eq!(
+                health_status(channel.clone(), service).await,
+                ServingStatus::Serving,
+                "{service}"
+            );
+        }
+        drop(channel);
+        let status = process
+            .terminate(std::time::Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("{binary} did not exit within 5 s of SIGTERM"));
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{binary} exit status after SIGTERM: {status}"
+        );
+    }
+}

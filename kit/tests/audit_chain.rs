@@ -1,0 +1,225 @@
+//! The hash-chained audit log on both backends: intact chains verify, and
+//! any edit, deletion or reordering is reported at the first broken event.
+
+use airt_kit::audit::{AuditFilter, AuditLog, GENESIS_HASH, NewAuditEvent};
+use airt_kit::db::Database;
+use airt_kit::testing::TestDb;
+use serde_json::json;
+
+async fn log_with_events(test_db: &TestDb, count: i64) -> (Database, AuditLog) {
+    let db = Database::connect(test_db.url(), None)
+        .await
+        .expect("connect");
+    let log = AuditLog::new(db.clone());
+    for i in 1..=count {
+        log.append(
+            &NewAuditEvent::new(
+                "user:alice",
+                "capability.registered",
+                "capability",
+                format!("demo.cap_{i}"),
+            )
+            .with_details(json!({"version": "1.0.0", "n": i})),
+        )
+        .await
+        .expect("append");
+    }
+    (db, log)
+}
+
+async fn exec(db: &Database, sql: &'static str) {
+    airt_kit::with_pool!(db, pool => { sqlx::query(sql).execute(pool).await.expect(sql); });
+}
+
+async fn broken_at(log: &AuditLog) -> Option<(i64, String)> {
+    let report = log.verify().await.expect("verify");
+    report.broken.map(|b| (b.sequence, b.problem))
+}
+
+#[tokio::test]
+async fn an_intact_chain_verifies_and_links_every_event() {
+    for test_db in TestDb::all().await {
+        let (db, log) = log_with_events(&test_db, 5).await;
+        let report = log.verify().await.expect("verify");
+        assert!(report.intact(), "{:?}: {report:?}", test_db.backend());
+        assert_eq!(report.events_checked, 5);
+
+        let events = log
+            .list(&AuditFilter::default(), 0, 100)
+            .await
+            .expect("list");
+        assert_eq!(
+            events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        assert_eq!(events[0].prev_hash, GENESIS_HASH);
+        for pair in events.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].hash);
+        }
+        assert_eq!(report.head_hash, events[4].hash);
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn an_edited_event_is_named() {
+    for test_db in TestDb::all().await {
+        let (db, log) = log_with_events(&test_db, 5).await;
+        exec(&db, "UPDATE audit_events SET details = '{\"n\":3,\"version\":\"9.9.9\"}' WHERE sequence = 3").await;
+        let (sequence, problem) = broken_at(&log).await.expect("broken");
+        assert_eq!(sequence, 3, "{:?}", test_db.backend());
+        assert!(problem.contains("hash does not match"), "{problem}");
+
+        db.close().await;
+
+        // Editing the actor (not the details) is caught the same way.
+        let (db, log) = log_with_events(&test_db, 0).await;
+        exec(
+            &db,
+            "UPDATE audit_events SET actor = 'user:mallory' WHERE sequence = 2",
+        )
+        .await;
+        assert_eq!(
+            broken_at(&log).await.map(|b| b.0),
+            Some(2),
+            "{:?}",
+            test_db.backend()
+        );
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_recomputed_hash_still_breaks_the_next_link() {
+    for test_db in TestDb::all().await {
+        let (db, log) = log_with_events(&test_db, 5).await;
+        // An attacker rewrites event 2 and its own hash; event 3 still points at the old hash.
+        let mut events = log
+            .list(&AuditFilter::default(), 0, 10)
+            .await
+            .expect("list");
+        let mut forged = events.remove(1);
+        forged.actor = "user:mallory".into();
+        let forged_hash = forged.compute_hash().expect("hash");
+        airt_kit::with_pool!(&db, pool => {
+            sqlx::query("UPDATE audit_events SET actor = $1, hash = $2 WHERE sequence = 2")
+                .bind(&forged.actor)
+                .bind(&forged_hash)
+                .execute(pool)
+                .await
+                .expect("forge");
+        });
+        let (sequence, problem) = broken_at(&log).await.expect("broken");
+        assert_eq!(sequence, 3, "{:?}", test_db.backend());
+        assert!(problem.contains("prev_hash"), "{problem}");
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_event_is_named() {
+    for test_db in TestDb::all().await {
+        let (db, log) = log_with_events(&test_db, 5).await;
+        exec(&db, "DELETE FROM audit_events WHERE sequence = 2").await;
+        let (sequence, problem) = broken_at(&log).await.expect("broken");
+        assert_eq!(sequence, 2, "{:?}", test_db.backend());
+        assert!(problem.contains("missing event"), "{problem}");
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn deleting_the_newest_event_is_detected_through_the_head() {
+    for test_db in TestDb::all().await {
+        let (db, log) = log_with_events(&test_db, 5).await;
+        exec(&db, "DELETE FROM audit_events WHERE sequence = 5").await;
+        let (sequence, problem) = broken_at(&log).await.expect("broken");
+        assert_eq!(sequence, 5, "{:?}", test_db.backend());
+        assert!(problem.contains("missing event"), "{problem}");
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn reordered_events_are_named() {
+    for test_db in TestDb::all().await {
+        let (db, log) = log_with_events(&test_db, 5).await;
+        // Swap events 3 and 4.
+        exec(
+            &db,
+            "UPDATE audit_events SET sequence = -3 WHERE sequence = 3",
+        )
+        .await;
+        exec(
+            &db,
+            "UPDATE audit_events SET sequence = 3 WHERE sequence = 4",
+        )
+        .await;
+        exec(
+            &db,
+            "UPDATE audit_events SET sequence = 4 WHERE sequence = -3",
+        )
+        .await;
+        let (sequence, _) = broken_at(&log).await.expect("broken");
+        assert_eq!(sequence, 3, "{:?}", test_db.backend());
+        db.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_form_one_gapless_chain() {
+    for test_db in TestDb::all().await {
+        let db = Database::connect(test_db.url(), None)
+            .await
+            .expect("connect");
+        let log = AuditLog::new(db.clone());
+        let mut tasks = Vec::new();
+        for task in 0..4 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..25 {
+                    log.append(&NewAuditEvent::new(
+                        "service:test",
+                        "test.appended",
+                        "test",
+                        format!("{task}-{i}"),
+                    ))
+                    .await
+                    .expect("append");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("task");
+        }
+        let report = log.verify().await.expect("verify");
+        assert!(report.intact(), "{:?}: {report:?}", test_db.backend());
+        assert_eq!(report.events_checked, 100);
+        db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn exported_json_lines_can_be_verified_offline() {
+    use sha2::{Digest, Sha256};
+    let test_db = TestDb::sqlite();
+    let (db, log) = log_with_events(&test_db, 3).await;
+    let mut prev = GENESIS_HASH.to_owned();
+    for event in log
+        .list(&AuditFilter::default(), 0, 10)
+        .await
+        .expect("list")
+    {
+        let mut line: serde_json::Value =
+            serde_json::from_str(&event.json_line()).expect("json line");
+        let object = line.as_object_mut().expect("object");
+        let hash = object.remove("hash").expect("hash");
+        let prev_hash = object.remove("prev_hash").expect("prev_hash");
+        assert_eq!(prev_hash, prev.as_str());
+        let body = airt_kit::json::canonical_json(&serde_json::Value::Object(object.clone()));
+        let recomputed = hex::encode(Sha256::digest(format!("{prev}{body}")));
+        assert_eq!(hash, recomputed.as_str());
+        prev = recomputed;
+    }
+    db.close().await;
+}

@@ -1,0 +1,6 @@
+//! The real `workflow-service` binary: reflection, health and SIGTERM.
+
+#[tokio::test]
+async fn binary_serves_health_reflection_and_audit_then_exits_cleanly_on_sigterm() {
+    airt_kit::testing::assert_binary_lifecycle(env!("CARGO_BIN_EXE_workflow-service"), &[]).await;
+}

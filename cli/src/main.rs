@@ -1,1 +1,57 @@
-fn main() {}
+//! `airt`: the operator and agent command line of AI-First Runtime.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod audit;
+mod client;
+mod health;
+mod up;
+
+/// AI-First Runtime: a transactional control plane for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "airt", version)]
+struct Cli {
+    #[command(flatten)]
+    connection: client::ConnectionArgs,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole stack (registry, policy, workflow) in one process on SQLite.
+    Up(up::UpArgs),
+    /// Check the health of the three services.
+    Health,
+    /// Read, verify and export a service's audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Health => health::run(&cli.connection).await,
+            Command::Audit(command) => audit::run(&cli.connection, command).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

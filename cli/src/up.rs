@@ -1,0 +1,96 @@
+//! `airt up`: the three services in one process, each with its own SQLite
+//! file under the data directory.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use airt_kit::config::{AuthArgs, LogArgs, ServiceConfig, ServiceIdentity, ServerArgs};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// Directory holding the three SQLite databases.
+    #[arg(long, env = "AIRT_DATA_DIR", default_value = ".airt")]
+    data_dir: PathBuf,
+
+    /// Interface to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+
+    #[command(flatten)]
+    auth: AuthArgs,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+fn service_config(args: &UpArgs, identity: &ServiceIdentity) -> anyhow::Result<ServiceConfig> {
+    let server_args = ServerArgs {
+        listen: Some(SocketAddr::new(args.host, identity.default_port)),
+        database_url: Some(format!(
+            "sqlite://{}",
+            args.data_dir.join(identity.default_db_file).display()
+        )),
+        shutdown_grace: Duration::from_secs(5),
+        auth: args.auth.clone(),
+        log: args.log.clone(),
+    };
+    ServiceConfig::from_args(identity, &server_args)
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    airt_kit::telemetry::init(&args.log);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let registry = service_config(&args, &registry_service::IDENTITY)?;
+    let policy = service_config(&args, &policy_service::IDENTITY)?;
+    let workflow = service_config(&args, &workflow_service::IDENTITY)?;
+    // Bind everything first so a busy port fails before anything starts.
+    let registry_listener = TcpListener::bind(registry.listen).await?;
+    let policy_listener = TcpListener::bind(policy.listen).await?;
+    let workflow_listener = TcpListener::bind(workflow.listen).await?;
+    tracing::info!(
+        registry = %registry.listen, policy = %policy.listen, workflow = %workflow.listen,
+        data_dir = %args.data_dir.display(), auth = %registry.redacted(), "airt up"
+    );
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(registry_service::serve_on(registry, registry_listener, stopped(stop_rx.clone())));
+    tasks.spawn(policy_service::serve_on(policy, policy_listener, stopped(stop_rx.clone())));
+    tasks.spawn(workflow_service::serve_on(workflow, workflow_listener, stopped(stop_rx)));
+
+    let mut failed = false;
+    tokio::select! {
+        () = airt_kit::server::shutdown_signal() => {}
+        Some(first) = tasks.join_next() => {
+            failed = true;
+            report(first);
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(result) = tasks.join_next().await {
+        failed |= !report(result);
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Logs a finished service task; true when it ended cleanly.
+fn report(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> bool {
+    match result {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            tracing::error!(error = format!("{error:#}"), "a service stopped with an error");
+            false
+        }
+        Err(error) => {
+            tracing::error!(%error, "a service task panicked");
+            false
+        }
+    }
+}

@@ -41,7 +41,13 @@ pub enum AuditCommand {
 
 pub async fn run(args: &ConnectionArgs, command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
-        AuditCommand::List { service, action, resource_type, resource_id, limit } => {
+        AuditCommand::List {
+            service,
+            action,
+            resource_type,
+            resource_id,
+            limit,
+        } => {
             let mut client = AuditServiceClient::new(args.authenticated(service)?);
             let mut page_token = String::new();
             let mut shown = 0;
@@ -65,7 +71,11 @@ pub async fn run(args: &ConnectionArgs, command: AuditCommand) -> anyhow::Result
                     let time = event.occur_time.map(|t| t.to_string()).unwrap_or_default();
                     println!(
                         "{:>6}  {time}  {:<22} {:<28} {}:{}",
-                        event.sequence, event.actor, event.action, event.resource_type, event.resource_id
+                        event.sequence,
+                        event.actor,
+                        event.action,
+                        event.resource_type,
+                        event.resource_id
                     );
                     shown += 1;
                 }
@@ -83,7 +93,10 @@ pub async fn run(args: &ConnectionArgs, command: AuditCommand) -> anyhow::Result
                 .map_err(|s| anyhow::anyhow!(describe(&s)))?
                 .into_inner();
             if report.intact {
-                println!("intact: {} events, head {}", report.events_checked, report.head_hash);
+                println!(
+                    "intact: {} events, head {}",
+                    report.events_checked, report.head_hash
+                );
                 Ok(ExitCode::SUCCESS)
             } else {
                 println!(
@@ -96,12 +109,18 @@ pub async fn run(args: &ConnectionArgs, command: AuditCommand) -> anyhow::Result
         AuditCommand::Export { service, after } => {
             let mut client = AuditServiceClient::new(args.authenticated(service)?);
             let mut stream = client
-                .export_audit_events(pb::ExportAuditEventsRequest { after_sequence: after })
+                .export_audit_events(pb::ExportAuditEventsRequest {
+                    after_sequence: after,
+                })
                 .await
                 .map_err(|s| anyhow::anyhow!(describe(&s)))?
                 .into_inner();
             let mut out = std::io::stdout().lock();
-            while let Some(item) = stream.message().await.map_err(|s| anyhow::anyhow!(describe(&s)))? {
+            while let Some(item) = stream
+                .message()
+                .await
+                .map_err(|s| anyhow::anyhow!(describe(&s)))?
+            {
                 writeln!(out, "{}", item.json_line)?;
             }
             Ok(ExitCode::SUCCESS)

@@ -11,15 +11,30 @@ use tonic::{Request, Status};
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectionArgs {
     /// Registry service address.
-    #[arg(long, global = true, env = "AIRT_REGISTRY_ADDR", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        env = "AIRT_REGISTRY_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub registry_addr: String,
 
     /// Policy service address.
-    #[arg(long, global = true, env = "AIRT_POLICY_ADDR", default_value = "http://127.0.0.1:50052")]
+    #[arg(
+        long,
+        global = true,
+        env = "AIRT_POLICY_ADDR",
+        default_value = "http://127.0.0.1:50052"
+    )]
     pub policy_addr: String,
 
     /// Workflow service address.
-    #[arg(long, global = true, env = "AIRT_WORKFLOW_ADDR", default_value = "http://127.0.0.1:50053")]
+    #[arg(
+        long,
+        global = true,
+        env = "AIRT_WORKFLOW_ADDR",
+        default_value = "http://127.0.0.1:50053"
+    )]
     pub workflow_addr: String,
 
     /// Bearer token (JWT) sent as `authorization: Bearer <token>`.
@@ -63,7 +78,10 @@ impl ConnectionArgs {
     }
 
     /// A channel that adds the caller's credentials to every request.
-    pub fn authenticated(&self, service: ServiceName) -> anyhow::Result<InterceptedService<Channel, Credentials>> {
+    pub fn authenticated(
+        &self,
+        service: ServiceName,
+    ) -> anyhow::Result<InterceptedService<Channel, Credentials>> {
         let credentials = Credentials::from_args(self)?;
         Ok(InterceptedService::new(self.channel(service)?, credentials))
     }
@@ -86,7 +104,10 @@ impl Credentials {
             headers.push(("authorization", ascii(format!("Bearer {token}"))?));
         }
         if let Some(principal) = &args.principal {
-            headers.push((airt_kit::auth::DEV_PRINCIPAL_HEADER, ascii(principal.clone())?));
+            headers.push((
+                airt_kit::auth::DEV_PRINCIPAL_HEADER,
+                ascii(principal.clone())?,
+            ));
             headers.push((airt_kit::auth::DEV_ROLES_HEADER, ascii(args.roles.clone())?));
         }
         Ok(Self { headers })
@@ -110,7 +131,10 @@ pub fn describe(status: &Status) -> String {
         text.push_str(&format!(" [{reason}]"));
     }
     for violation in airt_kit::status::violations_of(status) {
-        text.push_str(&format!("\n  - {}: {}", violation.field, violation.description));
+        text.push_str(&format!(
+            "\n  - {}: {}",
+            violation.field, violation.description
+        ));
     }
     text
 }

@@ -15,7 +15,12 @@ pub async fn run(args: &ConnectionArgs) -> anyhow::Result<ExitCode> {
         ("workflow-service", ServiceName::Workflow),
     ] {
         let mut client = HealthClient::new(args.channel(service)?);
-        let status = match client.check(HealthCheckRequest { service: String::new() }).await {
+        let status = match client
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+        {
             Ok(response) => ServingStatus::try_from(response.into_inner().status)
                 .unwrap_or(ServingStatus::Unknown)
                 .as_str_name()
@@ -25,5 +30,9 @@ pub async fn run(args: &ConnectionArgs) -> anyhow::Result<ExitCode> {
         all_serving &= status == "SERVING";
         println!("{name:<18} {:<28} {status}", args.address(service));
     }
-    Ok(if all_serving { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if all_serving {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use airt_kit::config::{AuthArgs, LogArgs, ServiceConfig, ServiceIdentity, ServerArgs};
+use airt_kit::config::{AuthArgs, LogArgs, ServerArgs, ServiceConfig, ServiceIdentity};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -61,9 +61,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     );
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(registry_service::serve_on(registry, registry_listener, stopped(stop_rx.clone())));
-    tasks.spawn(policy_service::serve_on(policy, policy_listener, stopped(stop_rx.clone())));
-    tasks.spawn(workflow_service::serve_on(workflow, workflow_listener, stopped(stop_rx)));
+    tasks.spawn(registry_service::serve_on(
+        registry,
+        registry_listener,
+        stopped(stop_rx.clone()),
+    ));
+    tasks.spawn(policy_service::serve_on(
+        policy,
+        policy_listener,
+        stopped(stop_rx.clone()),
+    ));
+    tasks.spawn(workflow_service::serve_on(
+        workflow,
+        workflow_listener,
+        stopped(stop_rx),
+    ));
 
     let mut failed = false;
     tokio::select! {
@@ -77,7 +89,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     while let Some(result) = tasks.join_next().await {
         failed |= !report(result);
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Logs a finished service task; true when it ended cleanly.
@@ -85,7 +101,10 @@ fn report(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> bool {
     match result {
         Ok(Ok(())) => true,
         Ok(Err(error)) => {
-            tracing::error!(error = format!("{error:#}"), "a service stopped with an error");
+            tracing::error!(
+                error = format!("{error:#}"),
+                "a service stopped with an error"
+            );
             false
         }
         Err(error) => {

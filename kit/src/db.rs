@@ -164,3 +164,28 @@ macro_rules! with_pool {
         }
     };
 }
+
+/// Runs `$body` inside a write transaction on whichever backend a
+/// [`Database`] holds — `BEGIN IMMEDIATE` on SQLite, `BEGIN` on PostgreSQL —
+/// and commits it. `$tx` is the open transaction; the body may leave early
+/// with `?` or `return`, which rolls back. Evaluates to
+/// `Result<body value, sqlx::Error>`.
+#[macro_export]
+macro_rules! write_tx {
+    ($db:expr, $tx:ident => $body:expr) => {
+        match $db {
+            $crate::db::Database::Sqlite(pool) => {
+                #[allow(unused_mut)]
+                let mut $tx = $crate::db::begin_immediate(pool).await?;
+                let value = $body;
+                $tx.commit().await.map(|()| value)
+            }
+            $crate::db::Database::Postgres(pool) => {
+                #[allow(unused_mut)]
+                let mut $tx = pool.begin().await?;
+                let value = $body;
+                $tx.commit().await.map(|()| value)
+            }
+        }
+    };
+}

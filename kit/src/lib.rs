@@ -12,6 +12,7 @@
 //! - [`status`]: `tonic::Status` with `google.rpc.ErrorInfo` and field violations.
 //! - [`json`]: canonical JSON and `google.protobuf.Struct` conversions.
 //! - [`testing`]: fresh databases and in-process servers for tests.
+//! - [`vocabulary`]: `RiskLevel`, `OperationType` (the `airt.common.v1` enums).
 
 pub mod audit;
 pub mod auth;
@@ -24,5 +25,6 @@ pub mod server;
 pub mod status;
 pub mod telemetry;
 pub mod testing;
+pub mod vocabulary;
 
 pub use principal::Principal;

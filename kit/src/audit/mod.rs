@@ -257,6 +257,28 @@ pub async fn append_postgres(
     append_on!(conn, SELECT_HEAD_FOR_UPDATE, event)
 }
 
+/// Appending inside an open transaction on either backend, so code written
+/// once for both (see [`crate::write_tx!`]) can record its audit event in the
+/// same transaction as its change.
+pub trait AppendAudit {
+    fn append_audit(
+        &mut self,
+        event: &NewAuditEvent,
+    ) -> impl std::future::Future<Output = Result<AuditEvent, sqlx::Error>> + Send;
+}
+
+impl AppendAudit for SqliteConnection {
+    async fn append_audit(&mut self, event: &NewAuditEvent) -> Result<AuditEvent, sqlx::Error> {
+        append_sqlite(self, event).await
+    }
+}
+
+impl AppendAudit for PgConnection {
+    async fn append_audit(&mut self, event: &NewAuditEvent) -> Result<AuditEvent, sqlx::Error> {
+        append_postgres(self, event).await
+    }
+}
+
 /// The audit log of one service's database.
 #[derive(Debug, Clone)]
 pub struct AuditLog {

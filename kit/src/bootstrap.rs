@@ -16,7 +16,7 @@ use crate::db::{Database, Migrations};
 use crate::server::{GrpcServer, shutdown_signal};
 
 /// What a service's builder receives to construct its gRPC services.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ServiceContext {
     pub config: ServiceConfig,
     pub db: Database,
@@ -31,7 +31,7 @@ pub struct ServiceContext {
 /// accepted, so `Health/Check` answers SERVING only after migrations ran.
 /// `build` adds the service's own gRPC services (intercepted with
 /// `ctx.auth.interceptor()`); `AuditService` is added here for every service.
-pub async fn serve<F>(
+pub async fn serve<F, Fut>(
     identity: &ServiceIdentity,
     config: ServiceConfig,
     migrations: Option<Migrations>,
@@ -40,7 +40,8 @@ pub async fn serve<F>(
     build: F,
 ) -> anyhow::Result<()>
 where
-    F: FnOnce(&ServiceContext, GrpcServer) -> anyhow::Result<GrpcServer>,
+    F: FnOnce(ServiceContext, GrpcServer) -> Fut,
+    Fut: Future<Output = anyhow::Result<GrpcServer>>,
 {
     let auth = Authenticator::new(&config.auth)?;
     match config.auth {
@@ -68,11 +69,10 @@ where
         AuditApi::new(audit),
         auth.interceptor(),
     ));
-    let server = build(&ctx, server)?;
+    let grace = ctx.config.shutdown_grace;
+    let server = build(ctx, server).await?;
     tracing::info!(service = identity.name, addr = %listener.local_addr()?, ?server, "serving");
-    let result = server
-        .serve(listener, shutdown, ctx.config.shutdown_grace)
-        .await;
+    let result = server.serve(listener, shutdown, grace).await;
     db.close().await;
     tracing::info!(service = identity.name, "stopped");
     Ok(result?)

@@ -17,6 +17,7 @@
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod json;

@@ -64,7 +64,13 @@ impl RiskLevel {
 }
 
 impl OperationType {
-    pub const ALL: [Self; 5] = [Self::Read, Self::Write, Self::Delete, Self::Execute, Self::Network];
+    pub const ALL: [Self; 5] = [
+        Self::Read,
+        Self::Write,
+        Self::Delete,
+        Self::Execute,
+        Self::Network,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -121,7 +127,10 @@ mod tests {
             assert_eq!(RiskLevel::from_proto(level.to_proto() as i32), Some(level));
             assert_eq!(serde_json::to_value(level).expect("json"), level.as_str());
             assert_eq!(RiskLevel::parse(level.as_str()), Some(level));
-            assert_eq!(level.to_proto().as_str_name(), format!("RISK_LEVEL_{level}"));
+            assert_eq!(
+                level.to_proto().as_str_name(),
+                format!("RISK_LEVEL_{level}")
+            );
         }
         for op in OperationType::ALL {
             assert_eq!(OperationType::from_proto(op.to_proto() as i32), Some(op));

@@ -27,7 +27,7 @@ pub async fn serve_on(
         None,
         listener,
         shutdown,
-        |_ctx, server| Ok(server),
+        |_ctx, server| async { Ok(server) },
     )
     .await
 }

@@ -1,11 +1,19 @@
-//! `registry-service`: the Law — capabilities, their risk and how to undo them. Knows nothing about workflows or policy.
+//! `registry-service`: the Law — capabilities, their risk and how to undo
+//! them. Knows nothing about workflows or policy.
 //!
 //! `serve_on` is used by the binary, by `airt up` and by tests.
 
 use std::future::Future;
 
 use airt_kit::config::{ServiceConfig, ServiceIdentity};
+use airt_proto::registry::v1::registry_service_server::RegistryServiceServer;
 use tokio::net::TcpListener;
+
+pub mod api;
+pub mod convert;
+pub mod domain;
+pub mod error;
+pub mod store;
 
 /// Name, default port and default SQLite file of this service.
 pub const IDENTITY: ServiceIdentity = ServiceIdentity {
@@ -14,21 +22,33 @@ pub const IDENTITY: ServiceIdentity = ServiceIdentity {
     default_db_file: "registry.db",
 };
 
-/// Serves on `listener` until `shutdown` resolves: health, reflection and
-/// `AuditService` over this service's own database.
+/// Serves on `listener` until `shutdown` resolves: `RegistryService`, health,
+/// reflection and `AuditService` over this service's own database.
 pub async fn serve_on(
     config: ServiceConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let (stop_watchers, watchers_stopped) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        // End WatchCapabilities streams so the drain can finish.
+        let _ = stop_watchers.send(true);
+    };
     airt_kit::bootstrap::serve(
         &IDENTITY,
         config,
-        None,
+        Some(store::MIGRATIONS),
         listener,
         shutdown,
-        |_ctx, server| Ok(server),
+        |ctx, server| async move {
+            let store = store::RegistryStore::new(ctx.db.clone()).await?;
+            let api = api::RegistryApi::new(store, watchers_stopped);
+            Ok(server.add_service(RegistryServiceServer::with_interceptor(
+                api,
+                ctx.auth.interceptor(),
+            )))
+        },
     )
     .await
 }
-pub mod domain;

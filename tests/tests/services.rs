@@ -25,17 +25,24 @@ type ServeOn = fn(
     airt_kit::testing::ShutdownSignal,
 ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
-fn services() -> Vec<(ServiceIdentity, ServeOn)> {
+/// Each service with the domain services it adds to the common ones.
+fn services() -> Vec<(ServiceIdentity, ServeOn, &'static [&'static str])> {
     vec![
-        (registry_service::IDENTITY, |c, l, s| {
-            Box::pin(registry_service::serve_on(c, l, s))
-        }),
-        (policy_service::IDENTITY, |c, l, s| {
-            Box::pin(policy_service::serve_on(c, l, s))
-        }),
-        (workflow_service::IDENTITY, |c, l, s| {
-            Box::pin(workflow_service::serve_on(c, l, s))
-        }),
+        (
+            registry_service::IDENTITY,
+            |c, l, s| Box::pin(registry_service::serve_on(c, l, s)),
+            &["airt.registry.v1.RegistryService"],
+        ),
+        (
+            policy_service::IDENTITY,
+            |c, l, s| Box::pin(policy_service::serve_on(c, l, s)),
+            &[],
+        ),
+        (
+            workflow_service::IDENTITY,
+            |c, l, s| Box::pin(workflow_service::serve_on(c, l, s)),
+            &[],
+        ),
     ]
 }
 
@@ -54,7 +61,13 @@ async fn start(serve_on: ServeOn, config: ServiceConfig) -> TestServer {
 
 #[tokio::test]
 async fn each_service_serves_health_reflection_and_an_intact_empty_audit_chain() {
-    for (identity, serve_on) in services() {
+    for (identity, serve_on, own_services) in services() {
+        let mut expected: Vec<&str> = COMMON_SERVICES
+            .iter()
+            .chain(own_services)
+            .copied()
+            .collect();
+        expected.sort_unstable();
         for db in TestDb::all().await {
             let server = start(serve_on, config(&identity, &db, AuthSettings::Development)).await;
             let channel = server.channel().await;
@@ -62,7 +75,7 @@ async fn each_service_serves_health_reflection_and_an_intact_empty_audit_chain()
             let services = reflected_services(channel.clone()).await;
             assert_eq!(
                 services,
-                COMMON_SERVICES,
+                expected,
                 "{} on {:?}",
                 identity.name,
                 db.backend()

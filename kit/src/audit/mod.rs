@@ -15,8 +15,6 @@
 
 mod api;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, SqliteConnection};
@@ -83,9 +81,7 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     fn seal(head_sequence: i64, head_hash: &str, event: &NewAuditEvent) -> Self {
-        let occurred_at_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        let occurred_at_us = crate::clock::now_micros();
         let mut sealed = Self {
             sequence: head_sequence + 1,
             event_id: uuid::Uuid::now_v7().to_string(),
@@ -146,7 +142,7 @@ impl AuditEvent {
         airt_proto::audit::v1::AuditEvent {
             sequence: self.sequence,
             event_id: self.event_id.clone(),
-            occur_time: Some(timestamp_from_micros(self.occurred_at_us)),
+            occur_time: Some(crate::clock::timestamp_from_micros(self.occurred_at_us)),
             actor: self.actor.clone(),
             action: self.action.clone(),
             resource_type: self.resource_type.clone(),
@@ -155,14 +151,6 @@ impl AuditEvent {
             prev_hash: self.prev_hash.clone(),
             hash: self.hash.clone(),
         }
-    }
-}
-
-/// Microseconds since the Unix epoch → `google.protobuf.Timestamp`.
-pub fn timestamp_from_micros(micros: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: micros.div_euclid(1_000_000),
-        nanos: i32::try_from(micros.rem_euclid(1_000_000) * 1000).unwrap_or(0),
     }
 }
 

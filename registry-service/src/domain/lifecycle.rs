@@ -40,7 +40,7 @@ impl std::fmt::Display for Lifecycle {
 /// semantic-version precedence; when no revision is ACTIVE, the highest
 /// version whatever its lifecycle, so that callers see a DEPRECATED or FROZEN
 /// capability (and refuse or flag it) instead of "unknown".
-pub fn current_version<'a>(revisions: &'a [(semver::Version, Lifecycle)]) -> Option<&'a semver::Version> {
+pub fn current_version(revisions: &[(semver::Version, Lifecycle)]) -> Option<&semver::Version> {
     let highest = |active_only: bool| {
         revisions
             .iter()
@@ -68,19 +68,32 @@ mod tests {
             (v("1.9.0"), Lifecycle::Active),
         ];
         assert_eq!(current_version(&revisions), Some(&v("2.0.0-rc.1")));
-        let revisions = [(v("2.0.0-rc.1"), Lifecycle::Active), (v("2.0.0"), Lifecycle::Active)];
-        assert_eq!(current_version(&revisions), Some(&v("2.0.0")), "a release outranks its pre-release");
+        let revisions = [
+            (v("2.0.0-rc.1"), Lifecycle::Active),
+            (v("2.0.0"), Lifecycle::Active),
+        ];
+        assert_eq!(
+            current_version(&revisions),
+            Some(&v("2.0.0")),
+            "a release outranks its pre-release"
+        );
     }
 
     #[test]
     fn frozen_versions_are_skipped_while_an_active_one_exists() {
-        let revisions = [(v("1.0.0"), Lifecycle::Active), (v("2.0.0"), Lifecycle::Frozen)];
+        let revisions = [
+            (v("1.0.0"), Lifecycle::Active),
+            (v("2.0.0"), Lifecycle::Frozen),
+        ];
         assert_eq!(current_version(&revisions), Some(&v("1.0.0")));
     }
 
     #[test]
     fn without_an_active_version_the_highest_is_current_so_its_lifecycle_shows() {
-        let revisions = [(v("1.0.0"), Lifecycle::Deprecated), (v("2.0.0"), Lifecycle::Frozen)];
+        let revisions = [
+            (v("1.0.0"), Lifecycle::Deprecated),
+            (v("2.0.0"), Lifecycle::Frozen),
+        ];
         assert_eq!(current_version(&revisions), Some(&v("2.0.0")));
         assert_eq!(current_version(&[]), None);
     }

@@ -243,13 +243,18 @@ mod tests {
         assert!(error.message.contains("levle"), "{error}");
 
         let error = SpecDraft::from_text("id: a.b\noperation_type: REED\n").expect_err("bad enum");
-        assert!(error.message.contains("REED") && error.message.contains("line 2"), "{error}");
+        assert!(
+            error.message.contains("REED") && error.message.contains("line 2"),
+            "{error}"
+        );
     }
 
     #[test]
     fn json_is_accepted_too() {
-        let draft = SpecDraft::from_text(r#"{"id": "a.b", "parameters": [{"name": "p", "type": "integer"}]}"#)
-            .expect("parses");
+        let draft = SpecDraft::from_text(
+            r#"{"id": "a.b", "parameters": [{"name": "p", "type": "integer"}]}"#,
+        )
+        .expect("parses");
         assert_eq!(draft.parameters[0].param_type, Some(ParameterType::Integer));
     }
 }

@@ -45,7 +45,10 @@ struct Violations(Vec<FieldViolation>);
 
 impl Violations {
     fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation::new(format!("spec.{}", field.into()), description));
+        self.0.push(FieldViolation::new(
+            format!("spec.{}", field.into()),
+            description,
+        ));
     }
     fn required<T>(&mut self, value: Option<T>, field: &str) -> Option<T> {
         if value.is_none() {
@@ -87,11 +90,21 @@ pub fn validate(draft: &SpecDraft) -> Result<(CapabilitySpec, Lifecycle), Vec<Fi
     let supported = compensation.and_then(|c| v.required(c.supported, "compensation.supported"));
     let strategy = compensation.and_then(|c| v.required(c.strategy, "compensation.strategy"));
     let undo_capability = compensation.map_or("", |c| c.capability_id.as_str());
-    check_compensation(&mut v, &draft.id, &draft.handler, supported, strategy, undo_capability);
+    check_compensation(
+        &mut v,
+        &draft.id,
+        &draft.handler,
+        supported,
+        strategy,
+        undo_capability,
+    );
 
     let parameters = check_parameters(&mut v, draft);
 
-    let returns = draft.returns.clone().unwrap_or_else(|| Value::Object(Default::default()));
+    let returns = draft
+        .returns
+        .clone()
+        .unwrap_or_else(|| Value::Object(Default::default()));
     if !returns.is_object() {
         v.add("returns", "must be a JSON schema object");
     }
@@ -99,11 +112,17 @@ pub fn validate(draft: &SpecDraft) -> Result<(CapabilitySpec, Lifecycle), Vec<Fi
     let metadata = v.required(draft.metadata.as_ref(), "metadata");
     if let Some(metadata) = metadata {
         if metadata.version.is_empty() {
-            v.add("metadata.version", "is required (semantic version, e.g. 1.0.0)");
+            v.add(
+                "metadata.version",
+                "is required (semantic version, e.g. 1.0.0)",
+            );
         } else if semver::Version::parse(&metadata.version).is_err() {
             v.add(
                 "metadata.version",
-                format!("{:?} is not a semantic version (e.g. 1.0.0)", metadata.version),
+                format!(
+                    "{:?} is not a semantic version (e.g. 1.0.0)",
+                    metadata.version
+                ),
             );
         }
         for (i, tag) in metadata.tags.iter().enumerate() {
@@ -119,7 +138,16 @@ pub fn validate(draft: &SpecDraft) -> Result<(CapabilitySpec, Lifecycle), Vec<Fi
         check_risk_consistency(&mut v, level, operation_type, reversible, supported);
     }
 
-    match (operation_type, risk, level, reversible, scope, supported, strategy, metadata) {
+    match (
+        operation_type,
+        risk,
+        level,
+        reversible,
+        scope,
+        supported,
+        strategy,
+        metadata,
+    ) {
         (
             Some(operation_type),
             Some(risk),
@@ -143,7 +171,9 @@ pub fn validate(draft: &SpecDraft) -> Result<(CapabilitySpec, Lifecycle), Vec<Fi
                 side_effects: SideEffects {
                     reversible,
                     scope,
-                    description: side_effects.map(|s| s.description.clone()).unwrap_or_default(),
+                    description: side_effects
+                        .map(|s| s.description.clone())
+                        .unwrap_or_default(),
                 },
                 compensation: Compensation {
                     supported,
@@ -200,7 +230,10 @@ fn check_compensation(
                 format!("{undo_capability:?} is not a capability id"),
             );
         } else if undo_capability == own_id {
-            v.add("compensation.capability_id", "a capability cannot compensate itself");
+            v.add(
+                "compensation.capability_id",
+                "a capability cannot compensate itself",
+            );
         }
     }
 }
@@ -213,9 +246,15 @@ fn check_parameters(v: &mut Violations, draft: &SpecDraft) -> Vec<Parameter> {
         if p.name.is_empty() {
             v.add(field("name"), "is required");
         } else if !is_parameter_name(&p.name) {
-            v.add(field("name"), format!("{:?} is not an identifier ([A-Za-z_][A-Za-z0-9_]*)", p.name));
+            v.add(
+                field("name"),
+                format!("{:?} is not an identifier ([A-Za-z_][A-Za-z0-9_]*)", p.name),
+            );
         } else if !seen.insert(p.name.as_str()) {
-            v.add(field("name"), format!("duplicate parameter name {:?}", p.name));
+            v.add(
+                field("name"),
+                format!("duplicate parameter name {:?}", p.name),
+            );
         }
         let Some(param_type) = p.param_type else {
             v.add(
@@ -227,7 +266,10 @@ fn check_parameters(v: &mut Violations, draft: &SpecDraft) -> Vec<Parameter> {
         if let Some(default) = &p.default
             && !param_type.accepts(default)
         {
-            v.add(field("default"), format!("must be of type {}", param_type.as_str()));
+            v.add(
+                field("default"),
+                format!("must be of type {}", param_type.as_str()),
+            );
         }
         parameters.push(Parameter {
             name: p.name.clone(),
@@ -245,16 +287,29 @@ fn check_handler(v: &mut Violations, handler: &str) {
         v.add("handler", "is required: builtin:<name> or http:<url>");
     } else if let Some(name) = handler.strip_prefix("builtin:") {
         let valid = !name.is_empty()
-            && name.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '.'));
+            && name
+                .chars()
+                .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '.'));
         if !valid {
-            v.add("handler", format!("{handler:?}: builtin handler names are [a-z0-9_.]+"));
+            v.add(
+                "handler",
+                format!("{handler:?}: builtin handler names are [a-z0-9_.]+"),
+            );
         }
     } else if let Some(url) = handler.strip_prefix("http:") {
-        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len() {
-            v.add("handler", format!("{handler:?}: expected http:<http or https URL>"));
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || url.len() <= "https://".len()
+        {
+            v.add(
+                "handler",
+                format!("{handler:?}: expected http:<http or https URL>"),
+            );
         }
     } else {
-        v.add("handler", format!("{handler:?}: unknown handler kind; use builtin:<name> or http:<url>"));
+        v.add(
+            "handler",
+            format!("{handler:?}: unknown handler kind; use builtin:<name> or http:<url>"),
+        );
     }
 }
 
@@ -290,7 +345,8 @@ fn check_risk_consistency(
 mod tests {
     use super::*;
     use crate::domain::spec::{
-        CompensationDraft, MetadataDraft, ParameterDraft, ParameterType, RiskDraft, SideEffectsDraft,
+        CompensationDraft, MetadataDraft, ParameterDraft, ParameterType, RiskDraft,
+        SideEffectsDraft,
     };
 
     /// A valid WRITE capability: reversible, MEDIUM, automatic undo.
@@ -300,7 +356,10 @@ mod tests {
             name: "Create account".into(),
             description: "Creates a CRM account".into(),
             operation_type: Some(OperationType::Write),
-            risk: Some(RiskDraft { level: Some(RiskLevel::Medium), ..Default::default() }),
+            risk: Some(RiskDraft {
+                level: Some(RiskLevel::Medium),
+                ..Default::default()
+            }),
             side_effects: Some(SideEffectsDraft {
                 reversible: Some(true),
                 scope: Some(crate::domain::spec::SideEffectScope::External),
@@ -318,7 +377,10 @@ mod tests {
                 ..Default::default()
             }],
             returns: None,
-            metadata: Some(MetadataDraft { version: "1.0.0".into(), ..Default::default() }),
+            metadata: Some(MetadataDraft {
+                version: "1.0.0".into(),
+                ..Default::default()
+            }),
             handler: "http:https://crm.example.com/accounts".into(),
             lifecycle: None,
         }
@@ -374,10 +436,26 @@ mod tests {
         let rejected = with(|d| set_reversible(d, false));
         let found = risk_violations(&rejected);
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].contains("rule 1") && found[0].contains("HIGH or CRITICAL") && found[0].contains("side_effects.reversible"));
+        assert!(
+            found[0].contains("rule 1")
+                && found[0].contains("HIGH or CRITICAL")
+                && found[0].contains("side_effects.reversible")
+        );
         // irreversible + compensable + HIGH is accepted
-        assert!(validate(&with(|d| { set_reversible(d, false); set_risk(d, RiskLevel::High) })).is_ok());
-        assert!(validate(&with(|d| { set_reversible(d, false); set_risk(d, RiskLevel::Critical) })).is_ok());
+        assert!(
+            validate(&with(|d| {
+                set_reversible(d, false);
+                set_risk(d, RiskLevel::High)
+            }))
+            .is_ok()
+        );
+        assert!(
+            validate(&with(|d| {
+                set_reversible(d, false);
+                set_risk(d, RiskLevel::Critical)
+            }))
+            .is_ok()
+        );
     }
 
     #[test]
@@ -387,17 +465,40 @@ mod tests {
         let found = risk_violations(&with(delete));
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].contains("rule 2") && found[0].contains("DELETE"));
-        assert!(validate(&with(|d| { delete(d); set_risk(d, RiskLevel::High) })).is_ok());
-        assert!(validate(&with(|d| { delete(d); set_risk(d, RiskLevel::Low) })).is_err());
+        assert!(
+            validate(&with(|d| {
+                delete(d);
+                set_risk(d, RiskLevel::High)
+            }))
+            .is_ok()
+        );
+        assert!(
+            validate(&with(|d| {
+                delete(d);
+                set_risk(d, RiskLevel::Low)
+            }))
+            .is_err()
+        );
     }
 
     #[test]
     fn rule_3_irreversible_and_uncompensable_needs_critical() {
         // irreversible + uncompensable + HIGH is rejected by rule 3 alone
-        let found = risk_violations(&with(|d| { set_reversible(d, false); no_compensation(d); set_risk(d, RiskLevel::High) }));
+        let found = risk_violations(&with(|d| {
+            set_reversible(d, false);
+            no_compensation(d);
+            set_risk(d, RiskLevel::High)
+        }));
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].contains("rule 3") && found[0].contains("CRITICAL"));
-        assert!(validate(&with(|d| { set_reversible(d, false); no_compensation(d); set_risk(d, RiskLevel::Critical) })).is_ok());
+        assert!(
+            validate(&with(|d| {
+                set_reversible(d, false);
+                no_compensation(d);
+                set_risk(d, RiskLevel::Critical)
+            }))
+            .is_ok()
+        );
         // reversible but uncompensable is not rule 3's business
         assert!(validate(&with(no_compensation)).is_ok());
     }
@@ -412,9 +513,17 @@ mod tests {
         });
         let found = risk_violations(&d);
         assert_eq!(found.len(), 3, "{found:?}");
-        assert!(found[0].contains("rule 1") && found[1].contains("rule 2") && found[2].contains("rule 3"));
+        assert!(
+            found[0].contains("rule 1")
+                && found[1].contains("rule 2")
+                && found[2].contains("rule 3")
+        );
 
-        let d = with(|d| { set_reversible(d, false); no_compensation(d); set_risk(d, RiskLevel::Low) });
+        let d = with(|d| {
+            set_reversible(d, false);
+            no_compensation(d);
+            set_risk(d, RiskLevel::Low)
+        });
         let found = risk_violations(&d);
         assert_eq!(found.len(), 2, "rules 1 and 3: {found:?}");
     }
@@ -425,7 +534,18 @@ mod tests {
             assert!(is_capability_id(good), "{good}");
         }
         let long = format!("a.{}", "b".repeat(127));
-        for bad in ["crm", "Crm.create", "crm.Create", "crm..x", ".crm.x", "crm.x.", "1crm.x", "crm.x-y", "crm._x", long.as_str()] {
+        for bad in [
+            "crm",
+            "Crm.create",
+            "crm.Create",
+            "crm..x",
+            ".crm.x",
+            "crm.x.",
+            "1crm.x",
+            "crm.x-y",
+            "crm._x",
+            long.as_str(),
+        ] {
             assert!(!is_capability_id(bad), "{bad}");
         }
         let found = violations(&with(|d| d.id = "CRM".into()));
@@ -434,46 +554,96 @@ mod tests {
 
     #[test]
     fn versions_must_be_semver() {
-        let found = violations(&with(|d| d.metadata.as_mut().expect("m").version = "1.0".into()));
+        let found = violations(&with(|d| {
+            d.metadata.as_mut().expect("m").version = "1.0".into()
+        }));
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].0, "spec.metadata.version");
-        assert!(validate(&with(|d| d.metadata.as_mut().expect("m").version = "2.1.0-rc.1+build.5".into())).is_ok());
+        assert!(
+            validate(&with(
+                |d| d.metadata.as_mut().expect("m").version = "2.1.0-rc.1+build.5".into()
+            ))
+            .is_ok()
+        );
     }
 
     #[test]
     fn parameter_names_are_unique_identifiers_with_known_types() {
         let d = with(|d| {
-            d.parameters.push(ParameterDraft { name: "customer_name".into(), param_type: Some(ParameterType::String), ..Default::default() });
-            d.parameters.push(ParameterDraft { name: "bad-name".into(), param_type: Some(ParameterType::Integer), ..Default::default() });
-            d.parameters.push(ParameterDraft { name: "no_type".into(), param_type: None, ..Default::default() });
-            d.parameters.push(ParameterDraft { name: "count".into(), param_type: Some(ParameterType::Integer), default: Some(serde_json::json!("ten")), ..Default::default() });
+            d.parameters.push(ParameterDraft {
+                name: "customer_name".into(),
+                param_type: Some(ParameterType::String),
+                ..Default::default()
+            });
+            d.parameters.push(ParameterDraft {
+                name: "bad-name".into(),
+                param_type: Some(ParameterType::Integer),
+                ..Default::default()
+            });
+            d.parameters.push(ParameterDraft {
+                name: "no_type".into(),
+                param_type: None,
+                ..Default::default()
+            });
+            d.parameters.push(ParameterDraft {
+                name: "count".into(),
+                param_type: Some(ParameterType::Integer),
+                default: Some(serde_json::json!("ten")),
+                ..Default::default()
+            });
         });
         let fields: Vec<String> = violations(&d).into_iter().map(|(f, _)| f).collect();
-        assert_eq!(fields, ["spec.parameters[1].name", "spec.parameters[2].name", "spec.parameters[3].type", "spec.parameters[4].default"]);
+        assert_eq!(
+            fields,
+            [
+                "spec.parameters[1].name",
+                "spec.parameters[2].name",
+                "spec.parameters[3].type",
+                "spec.parameters[4].default"
+            ]
+        );
     }
 
     #[test]
     fn compensation_strategy_must_match_support() {
-        let found = violations(&with(|d| d.compensation.as_mut().expect("c").supported = Some(false)));
+        let found = violations(&with(|d| {
+            d.compensation.as_mut().expect("c").supported = Some(false)
+        }));
         assert_eq!(found[0].0, "spec.compensation.strategy");
         assert!(found[0].1.contains("NONE"));
 
-        let found = violations(&with(|d| d.compensation.as_mut().expect("c").strategy = Some(CompensationStrategy::None)));
+        let found = violations(&with(|d| {
+            d.compensation.as_mut().expect("c").strategy = Some(CompensationStrategy::None)
+        }));
         assert_eq!(found[0].0, "spec.compensation.strategy");
 
         // AUTOMATIC needs an undoing capability unless the handler is builtin.
         let no_undo = |d: &mut SpecDraft| d.compensation.as_mut().expect("c").capability_id.clear();
         let found = violations(&with(no_undo));
         assert_eq!(found[0].0, "spec.compensation.capability_id");
-        assert!(validate(&with(|d| { no_undo(d); d.handler = "builtin:fs.write_file".into() })).is_ok());
+        assert!(
+            validate(&with(|d| {
+                no_undo(d);
+                d.handler = "builtin:fs.write_file".into()
+            }))
+            .is_ok()
+        );
 
-        let found = violations(&with(|d| d.compensation.as_mut().expect("c").capability_id = "crm.create_account".into()));
+        let found = violations(&with(|d| {
+            d.compensation.as_mut().expect("c").capability_id = "crm.create_account".into()
+        }));
         assert!(found[0].1.contains("cannot compensate itself"));
     }
 
     #[test]
     fn handlers_are_builtin_or_http() {
-        for bad in ["", "python:foo", "builtin:", "http:ftp://x", "http:https://"] {
+        for bad in [
+            "",
+            "python:foo",
+            "builtin:",
+            "http:ftp://x",
+            "http:https://",
+        ] {
             let found = violations(&with(|d| d.handler = bad.into()));
             assert_eq!(found.len(), 1, "{bad}: {found:?}");
             assert_eq!(found[0].0, "spec.handler");
@@ -482,10 +652,22 @@ mod tests {
 
     #[test]
     fn missing_sections_and_unspecified_enums_are_each_reported() {
-        let found: Vec<String> = violations(&SpecDraft::default()).into_iter().map(|(f, _)| f).collect();
+        let found: Vec<String> = violations(&SpecDraft::default())
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
         assert_eq!(
             found,
-            ["spec.id", "spec.name", "spec.operation_type", "spec.risk", "spec.side_effects", "spec.compensation", "spec.metadata", "spec.handler"]
+            [
+                "spec.id",
+                "spec.name",
+                "spec.operation_type",
+                "spec.risk",
+                "spec.side_effects",
+                "spec.compensation",
+                "spec.metadata",
+                "spec.handler"
+            ]
         );
         let found: Vec<String> = violations(&with(|d| {
             d.risk = Some(RiskDraft::default());
@@ -494,7 +676,14 @@ mod tests {
         .into_iter()
         .map(|(f, _)| f)
         .collect();
-        assert_eq!(found, ["spec.risk.level", "spec.side_effects.reversible", "spec.side_effects.scope"]);
+        assert_eq!(
+            found,
+            [
+                "spec.risk.level",
+                "spec.side_effects.reversible",
+                "spec.side_effects.scope"
+            ]
+        );
     }
 
     #[test]

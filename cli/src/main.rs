@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod audit;
 mod client;
 mod health;
+mod registry;
 mod up;
 
 /// AI-First Runtime: a transactional control plane for AI agents.
@@ -26,6 +27,9 @@ enum Command {
     Up(up::UpArgs),
     /// Check the health of the three services.
     Health,
+    /// Register, read and manage capabilities.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
     /// Read, verify and export a service's audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => up::run(args).await,
             Command::Health => health::run(&cli.connection).await,
+            Command::Registry(command) => registry::run(&cli.connection, command).await,
             Command::Audit(command) => audit::run(&cli.connection, command).await,
         }
     });

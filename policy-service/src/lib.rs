@@ -31,3 +31,4 @@ pub async fn serve_on(
     )
     .await
 }
+pub mod domain;

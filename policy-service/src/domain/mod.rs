@@ -1,0 +1,14 @@
+//! The gatekeeper's logic: a pure module with no IO, no clock and no
+//! globals. A policy set is parsed and compiled once (validated, indexed),
+//! then evaluated many times.
+
+pub mod context;
+pub mod engine;
+pub mod mask;
+pub mod parse;
+pub mod pattern;
+pub mod testing;
+
+pub use context::{Decision, DecisionRecord, PolicyContext, RuleExplanation};
+pub use engine::CompiledPolicySet;
+pub use parse::{ParseError, parse_policy_set};

@@ -1,0 +1,395 @@
+//! Policy tests: a YAML file of cases run against a compiled set, with
+//! per-rule coverage and lint findings.
+//!
+//! ```yaml
+//! cases:
+//!   - name: agents may read files
+//!     context: {principal: "agent:x", capability: io.fs.read_file, risk_level: LOW}
+//!     expect: {decision: ALLOW, rule: allow-reads}     # rule is optional
+//! ```
+
+use std::collections::HashMap;
+
+use airt_kit::status::FieldViolation;
+use airt_kit::vocabulary::{OperationType, RiskLevel};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::context::{Decision, DecisionRecord, PolicyContext};
+use super::engine::{CompiledPolicySet, DEFAULT_RULE_ID};
+use super::parse::Rule;
+use super::pattern::Pattern;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestFile {
+    cases: Vec<CaseDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseDoc {
+    #[serde(default)]
+    name: Option<String>,
+    context: ContextDoc,
+    expect: ExpectDoc,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContextDoc {
+    principal: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    agent: String,
+    #[serde(default)]
+    workflow_id: String,
+    #[serde(default)]
+    step_name: String,
+    #[serde(alias = "capability_id")]
+    capability: String,
+    risk_level: String,
+    #[serde(default)]
+    requires_approval: bool,
+    #[serde(default)]
+    operation_type: Option<String>,
+    #[serde(default)]
+    inputs: Map<String, Value>,
+    #[serde(default)]
+    environment: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectDoc {
+    decision: String,
+    #[serde(default)]
+    rule: Option<String>,
+}
+
+/// One test case, ready to run.
+#[derive(Debug, Clone)]
+pub struct TestCase {
+    pub name: String,
+    pub context: PolicyContext,
+    pub expected_decision: Decision,
+    pub expected_rule: Option<String>,
+}
+
+/// Parses a test file; every problem is reported with its field.
+pub fn parse_test_cases(yaml: &str) -> Result<Vec<TestCase>, Vec<FieldViolation>> {
+    let file: TestFile = serde_norway::from_str(yaml).map_err(|error| {
+        let description = match error.location() {
+            Some(at) => format!("line {} column {}: {error}", at.line(), at.column()),
+            None => error.to_string(),
+        };
+        vec![FieldViolation::new("tests_yaml", description)]
+    })?;
+    let mut problems = Vec::new();
+    let mut cases = Vec::new();
+    for (i, case) in file.cases.into_iter().enumerate() {
+        let field = |f: &str| format!("tests_yaml.cases[{i}].{f}");
+        let risk = RiskLevel::parse(&case.context.risk_level.to_ascii_uppercase());
+        if risk.is_none() {
+            problems.push(FieldViolation::new(
+                field("context.risk_level"),
+                "expected LOW, MEDIUM, HIGH or CRITICAL",
+            ));
+        }
+        let operation = match case.context.operation_type.as_deref() {
+            None => Ok(None),
+            Some(op) => OperationType::ALL
+                .into_iter()
+                .find(|o| o.as_str().eq_ignore_ascii_case(op))
+                .map(Some)
+                .ok_or(()),
+        };
+        if operation.is_err() {
+            problems.push(FieldViolation::new(
+                field("context.operation_type"),
+                "expected READ, WRITE, DELETE, EXECUTE or NETWORK",
+            ));
+        }
+        let decision = Decision::parse(&case.expect.decision);
+        if decision.is_none() {
+            problems.push(FieldViolation::new(
+                field("expect.decision"),
+                "expected ALLOW, DENY or REQUIRE_APPROVAL",
+            ));
+        }
+        if let (Some(risk_level), Ok(operation_type), Some(expected_decision)) =
+            (risk, operation, decision)
+        {
+            cases.push(TestCase {
+                name: case.name.unwrap_or_else(|| format!("case {}", i + 1)),
+                context: PolicyContext {
+                    principal: case.context.principal,
+                    roles: case.context.roles,
+                    agent: case.context.agent,
+                    workflow_id: case.context.workflow_id,
+                    step_name: case.context.step_name,
+                    capability_id: case.context.capability,
+                    risk_level,
+                    requires_approval: case.context.requires_approval,
+                    operation_type,
+                    inputs: case.context.inputs,
+                    environment: case.context.environment,
+                },
+                expected_decision,
+                expected_rule: case.expect.rule,
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(cases)
+    } else {
+        Err(problems)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub name: String,
+    pub passed: bool,
+    pub expected_decision: Decision,
+    pub expected_rule: Option<String>,
+    /// The decision with its explanation.
+    pub actual: DecisionRecord,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LintKind {
+    ShadowedRule,
+    UnmatchedPattern,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LintFinding {
+    pub kind: LintKind,
+    pub rule_id: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TestReport {
+    pub results: Vec<CaseResult>,
+    /// Every rule (and `default`) with the number of cases it decided.
+    pub coverage: Vec<(String, u32)>,
+    pub lint: Vec<LintFinding>,
+}
+
+impl TestReport {
+    pub fn failed(&self) -> usize {
+        self.results.iter().filter(|r| !r.passed).count()
+    }
+}
+
+/// Runs the cases, counts which rule decided each, and lints the set.
+pub fn run_tests(
+    set: &CompiledPolicySet,
+    cases: &[TestCase],
+    known_capabilities: &[String],
+) -> TestReport {
+    let mut hits: HashMap<String, u32> = HashMap::new();
+    let mut results = Vec::new();
+    for case in cases {
+        let actual = set.evaluate(&case.context, true);
+        *hits.entry(actual.rule_id.to_string()).or_default() += 1;
+        let decision_ok = actual.decision == case.expected_decision;
+        let rule_ok = case
+            .expected_rule
+            .as_deref()
+            .is_none_or(|rule| rule == &*actual.rule_id);
+        let message = if decision_ok && rule_ok {
+            String::new()
+        } else {
+            let why: Vec<String> = actual
+                .explanation
+                .iter()
+                .filter(|e| !e.matched)
+                .map(|e| format!("{}: {} ({})", e.rule_id, e.failed_condition, e.detail))
+                .collect();
+            format!(
+                "expected {}{} but got {} by rule {}{}; rules that did not match: [{}]",
+                case.expected_decision,
+                case.expected_rule
+                    .as_deref()
+                    .map(|r| format!(" by rule {r}"))
+                    .unwrap_or_default(),
+                actual.decision,
+                actual.rule_id,
+                if actual.escalated { " (escalated)" } else { "" },
+                why.join("; ")
+            )
+        };
+        results.push(CaseResult {
+            name: case.name.clone(),
+            passed: decision_ok && rule_ok,
+            expected_decision: case.expected_decision,
+            expected_rule: case.expected_rule.clone(),
+            actual,
+            message,
+        });
+    }
+    let coverage = set
+        .rules()
+        .iter()
+        .map(|r| r.id.to_string())
+        .chain(std::iter::once(DEFAULT_RULE_ID.to_owned()))
+        .map(|id| {
+            let count = hits.get(&id).copied().unwrap_or(0);
+            (id, count)
+        })
+        .collect();
+    TestReport {
+        results,
+        coverage,
+        lint: lint(set.rules(), known_capabilities),
+    }
+}
+
+fn patterns_covered(later: &Option<Vec<Pattern>>, earlier: &Option<Vec<Pattern>>) -> bool {
+    match (earlier, later) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(earlier), Some(later)) => later
+            .iter()
+            .all(|l| earlier.iter().any(|e| l.is_covered_by(e))),
+    }
+}
+
+fn values_covered<T: PartialEq>(later: &Option<Vec<T>>, earlier: &Option<Vec<T>>) -> bool {
+    match (earlier, later) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(earlier), Some(later)) => later.iter().all(|l| earlier.contains(l)),
+    }
+}
+
+/// Whether every context `later` matches is matched by `earlier` too.
+fn shadows(earlier: &Rule, later: &Rule) -> bool {
+    let inputs_covered = match (&earlier.inputs, &later.inputs) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(e), Some(l)) => e.iter().all(|constraint| l.contains(constraint)),
+    };
+    patterns_covered(&later.principal, &earlier.principal)
+        && values_covered(&later.roles, &earlier.roles)
+        && patterns_covered(&later.capability, &earlier.capability)
+        && values_covered(&later.risk_level, &earlier.risk_level)
+        && values_covered(&later.operation_type, &earlier.operation_type)
+        && patterns_covered(&later.agent, &earlier.agent)
+        && values_covered(&later.environment, &earlier.environment)
+        && inputs_covered
+}
+
+/// Rules that can never decide (an earlier rule matches everything they
+/// match), and capability patterns matching none of `known_capabilities`
+/// (skipped when the list is empty).
+pub fn lint(rules: &[Rule], known_capabilities: &[String]) -> Vec<LintFinding> {
+    let mut findings = Vec::new();
+    for (j, later) in rules.iter().enumerate() {
+        if let Some(earlier) = rules[..j].iter().find(|earlier| shadows(earlier, later)) {
+            findings.push(LintFinding {
+                kind: LintKind::ShadowedRule,
+                rule_id: later.id.to_string(),
+                message: format!(
+                    "rule {} is never reached: rule {} matches everything it matches",
+                    later.id, earlier.id
+                ),
+            });
+        }
+        if known_capabilities.is_empty() {
+            continue;
+        }
+        for pattern in later.capability.iter().flatten() {
+            if !matches!(pattern, Pattern::Any)
+                && !known_capabilities.iter().any(|c| pattern.matches(c))
+            {
+                findings.push(LintFinding {
+                    kind: LintKind::UnmatchedPattern,
+                    rule_id: later.id.to_string(),
+                    message: format!(
+                        "capability pattern {pattern} of rule {} matches no known capability",
+                        later.id
+                    ),
+                });
+            }
+        }
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::parse::parse_policy_set;
+
+    fn compile(yaml: &str) -> CompiledPolicySet {
+        CompiledPolicySet::compile(parse_policy_set(yaml).expect("valid"))
+    }
+
+    #[test]
+    fn cases_pass_and_fail_with_explanations_and_coverage() {
+        let set = compile(
+            "rules:\n  - {id: allow-reads, principal: 'agent:*', when: {operation_type: READ}, decision: ALLOW}\n  - {id: never, decision: DENY}\n",
+        );
+        let cases = parse_test_cases(
+            "cases:\n  - name: reads\n    context: {principal: 'agent:x', capability: io.fs.read_file, risk_level: LOW, operation_type: READ}\n    expect: {decision: ALLOW, rule: allow-reads}\n  - name: wrong\n    context: {principal: 'user:y', capability: io.fs.read_file, risk_level: LOW, operation_type: READ}\n    expect: {decision: ALLOW}\n",
+        )
+        .expect("valid cases");
+        let report = run_tests(&set, &cases, &[]);
+        assert!(report.results[0].passed);
+        assert!(!report.results[1].passed);
+        assert!(
+            report.results[1].message.contains("allow-reads: principal"),
+            "{}",
+            report.results[1].message
+        );
+        assert_eq!(report.failed(), 1);
+        assert_eq!(
+            report.coverage,
+            [
+                ("allow-reads".to_owned(), 1),
+                ("never".to_owned(), 1),
+                ("default".to_owned(), 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_case_files_name_the_field() {
+        let problems = parse_test_cases("cases:\n  - context: {principal: 'a:b', capability: x.y, risk_level: HUGE}\n    expect: {decision: ALLOW}\n").expect_err("bad");
+        assert_eq!(problems[0].field, "tests_yaml.cases[0].context.risk_level");
+        let problems = parse_test_cases("cases:\n  - contxt: {}\n").expect_err("typo");
+        assert!(
+            problems[0].description.contains("line 2"),
+            "{}",
+            problems[0].description
+        );
+    }
+
+    #[test]
+    fn lint_finds_shadowed_rules_and_dead_patterns() {
+        let set = compile(
+            "rules:\n  - {id: broad, principal: 'agent:*', when: {capability: 'io.*'}, decision: DENY}\n  - {id: narrow, principal: 'agent:x', when: {capability: 'io.fs.read', risk_level: LOW}, decision: ALLOW}\n  - {id: other, principal: 'user:*', when: {capability: ['io.fs.read', 'ghost.*']}, decision: ALLOW}\n",
+        );
+        let findings = lint(
+            set.rules(),
+            &["io.fs.read".to_owned(), "net.http.get".to_owned()],
+        );
+        assert_eq!(
+            findings
+                .iter()
+                .map(|f| (f.kind, f.rule_id.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (LintKind::ShadowedRule, "narrow"),
+                (LintKind::UnmatchedPattern, "other")
+            ]
+        );
+        assert!(findings[1].message.contains("ghost.*"));
+    }
+}

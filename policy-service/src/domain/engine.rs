@@ -93,7 +93,7 @@ impl Rule {
             return Some(Condition::Agent);
         }
         if let Some(envs) = &self.environment
-            && !envs.iter().any(|e| *e == ctx.environment)
+            && !envs.contains(&ctx.environment)
         {
             return Some(Condition::Environment);
         }

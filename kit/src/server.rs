@@ -27,6 +27,7 @@ pub enum ServerError {
 /// reflection until shutdown.
 pub struct GrpcServer {
     routes: RoutesBuilder,
+    finalizers: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
     names: Vec<&'static str>,
     health: HealthReporter,
     health_service:
@@ -55,6 +56,7 @@ impl GrpcServer {
         );
         Self {
             routes: RoutesBuilder::default(),
+            finalizers: Vec::new(),
             names: Vec::new(),
             health,
             health_service,
@@ -83,6 +85,14 @@ impl GrpcServer {
         self
     }
 
+    /// Work to finish after the last call has been served and before the
+    /// service closes its database (e.g. flushing a queue the handlers
+    /// filled). Bounded by the shutdown grace too.
+    pub fn on_stopped(mut self, finalizer: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.finalizers.push(Box::pin(finalizer));
+        self
+    }
+
     /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops
     /// accepting connections and lets in-flight calls finish for at most
     /// `grace` before dropping them.
@@ -94,6 +104,7 @@ impl GrpcServer {
     ) -> Result<(), ServerError> {
         let Self {
             routes,
+            finalizers,
             names,
             health,
             health_service,
@@ -111,22 +122,31 @@ impl GrpcServer {
                 let _ = stop_rx.await;
             });
         set_status(&health, &names, ServingStatus::Serving).await;
-        tokio::pin!(server);
-        tokio::select! {
-            result = &mut server => Ok(result?),
+        let mut server = Box::pin(server);
+        let result = tokio::select! {
+            result = &mut server => result,
             () = shutdown => {
                 tracing::info!("shutdown requested: NOT_SERVING, draining for at most {grace:?}");
                 set_status(&health, &names, ServingStatus::NotServing).await;
                 let _ = stop_tx.send(());
                 match tokio::time::timeout(grace, &mut server).await {
-                    Ok(result) => Ok(result?),
+                    Ok(result) => result,
                     Err(_) => {
                         tracing::warn!("drain did not finish within {grace:?}; dropping open calls");
                         Ok(())
                     }
                 }
             }
+        };
+        // Dropping the server drops the services, so queues they fed close.
+        drop(server);
+        if tokio::time::timeout(grace, futures::future::join_all(finalizers))
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown work did not finish within {grace:?}");
         }
+        Ok(result?)
     }
 }
 

@@ -1,11 +1,21 @@
-//! `policy-service`: the Brain — a gatekeeper that answers ALLOW, DENY or REQUIRE_APPROVAL. Knows nothing about workflows.
+//! `policy-service`: the Brain — a gatekeeper that answers ALLOW, DENY or
+//! REQUIRE_APPROVAL. Knows nothing about workflows; risk arrives as an input.
 //!
 //! `serve_on` is used by the binary, by `airt up` and by tests.
 
 use std::future::Future;
 
 use airt_kit::config::{ServiceConfig, ServiceIdentity};
+use airt_proto::policy::v1::policy_service_server::PolicyServiceServer;
 use tokio::net::TcpListener;
+
+pub mod active;
+pub mod api;
+pub mod convert;
+pub mod decision_log;
+pub mod domain;
+pub mod error;
+pub mod store;
 
 /// Name, default port and default SQLite file of this service.
 pub const IDENTITY: ServiceIdentity = ServiceIdentity {
@@ -14,21 +24,41 @@ pub const IDENTITY: ServiceIdentity = ServiceIdentity {
     default_db_file: "policy.db",
 };
 
-/// Serves on `listener` until `shutdown` resolves: health, reflection and
-/// `AuditService` over this service's own database.
+/// Serves on `listener` until `shutdown` resolves: `PolicyService`, health,
+/// reflection and `AuditService` over this service's own database. The
+/// decision log is written completely before the database closes.
 pub async fn serve_on(
     config: ServiceConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
     airt_kit::bootstrap::serve(
         &IDENTITY,
         config,
-        None,
+        Some(store::MIGRATIONS),
         listener,
         shutdown,
-        |_ctx, server| async { Ok(server) },
+        |ctx, server| async move {
+            let store = store::PolicyStore::new(ctx.db.clone());
+            let active = active::ActivePolicy::load(&store).await?;
+            let follower = tokio::spawn(active.clone().follow(store.clone(), stopped));
+            let (decisions, writer) = decision_log::DecisionLog::spawn(ctx.audit.clone());
+            let api = api::PolicyApi::new(store, active, decisions);
+            Ok(server
+                .add_service(PolicyServiceServer::with_interceptor(
+                    api,
+                    ctx.auth.interceptor(),
+                ))
+                .on_stopped(async move {
+                    let _ = follower.await;
+                    let _ = writer.await;
+                }))
+        },
     )
     .await
 }
-pub mod domain;

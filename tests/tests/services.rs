@@ -36,7 +36,7 @@ fn services() -> Vec<(ServiceIdentity, ServeOn, &'static [&'static str])> {
         (
             policy_service::IDENTITY,
             |c, l, s| Box::pin(policy_service::serve_on(c, l, s)),
-            &[],
+            &["airt.policy.v1.PolicyService"],
         ),
         (
             workflow_service::IDENTITY,

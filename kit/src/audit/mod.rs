@@ -296,6 +296,15 @@ impl AuditLog {
         }
     }
 
+    /// Appends several events in one transaction (one commit for all), in order.
+    pub async fn append_batch(&self, events: &[NewAuditEvent]) -> Result<(), sqlx::Error> {
+        crate::write_tx!(&self.db, tx => {
+            for event in events {
+                tx.append_audit(event).await?;
+            }
+        })
+    }
+
     /// Events with a sequence greater than `after`, in order, at most `limit`.
     pub async fn list(
         &self,

@@ -1,0 +1,115 @@
+//! The active compiled policy set, held in memory: evaluation never reads
+//! the database. A set activated by another replica is picked up by polling
+//! the activation sequence.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::domain::{CompiledPolicySet, parse_policy_set};
+use crate::error::PolicyError;
+use crate::store::PolicyStore;
+
+/// How often replicas look for an activation made elsewhere.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+struct Current {
+    set: Arc<CompiledPolicySet>,
+    activation_seq: i64,
+}
+
+/// The set every decision uses; swapped atomically.
+#[derive(Debug, Clone)]
+pub struct ActivePolicy {
+    current: Arc<RwLock<Current>>,
+}
+
+impl ActivePolicy {
+    /// Loads the active set from the store, or the deny-all set when none
+    /// was ever activated.
+    pub async fn load(store: &PolicyStore) -> Result<Self, PolicyError> {
+        let active = Self {
+            current: Arc::new(RwLock::new(Current {
+                set: Arc::new(CompiledPolicySet::deny_all()),
+                activation_seq: 0,
+            })),
+        };
+        active.refresh(store).await?;
+        Ok(active)
+    }
+
+    /// The set to decide with (a cheap `Arc` clone).
+    pub fn current(&self) -> Arc<CompiledPolicySet> {
+        match self.current.read() {
+            Ok(current) => current.set.clone(),
+            Err(poisoned) => poisoned.into_inner().set.clone(),
+        }
+    }
+
+    fn activation_seq(&self) -> i64 {
+        match self.current.read() {
+            Ok(current) => current.activation_seq,
+            Err(poisoned) => poisoned.into_inner().activation_seq,
+        }
+    }
+
+    /// Installs `set` as active at `activation_seq`, unless a newer
+    /// activation is already installed.
+    pub fn install(&self, set: Arc<CompiledPolicySet>, activation_seq: i64) {
+        let mut current = match self.current.write() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if activation_seq >= current.activation_seq {
+            *current = Current {
+                set,
+                activation_seq,
+            };
+        }
+    }
+
+    /// Reads the activation state and, if it changed, loads and compiles
+    /// the active set. A stored set that no longer compiles is replaced by
+    /// deny-all (fail closed) and logged.
+    pub async fn refresh(&self, store: &PolicyStore) -> Result<(), PolicyError> {
+        let state = store.state().await?;
+        if state.activation_seq == self.activation_seq() {
+            return Ok(());
+        }
+        let set = if state.active_revision.is_empty() {
+            CompiledPolicySet::deny_all()
+        } else {
+            let stored = store.get(&state.active_revision).await?.ok_or_else(|| {
+                PolicyError::Corrupt(format!(
+                    "active revision {} is missing",
+                    state.active_revision
+                ))
+            })?;
+            match parse_policy_set(&stored.source_yaml) {
+                Ok(parsed) => CompiledPolicySet::compile(parsed),
+                Err(error) => {
+                    tracing::error!(revision = %stored.revision, %error, "the active policy set no longer compiles; denying everything");
+                    CompiledPolicySet::deny_all()
+                }
+            }
+        };
+        tracing::info!(revision = %set.revision(), activation_seq = state.activation_seq, "active policy set loaded");
+        self.install(Arc::new(set), state.activation_seq);
+        Ok(())
+    }
+
+    /// Polls for activations by other replicas until `stop` turns true.
+    pub async fn follow(self, store: PolicyStore, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(REFRESH_INTERVAL) => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            if let Err(error) = self.refresh(&store).await {
+                tracing::warn!(%error, "cannot refresh the active policy set; keeping the current one");
+            }
+        }
+    }
+}

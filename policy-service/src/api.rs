@@ -1,0 +1,328 @@
+//! `airt.policy.v1.PolicyService`: decode, check access, call the domain and
+//! the store, encode.
+
+use std::sync::Arc;
+
+use airt_kit::Principal;
+use airt_kit::auth::{principal, require_any_role};
+use airt_proto::policy::v1 as pb;
+use airt_proto::policy::v1::policy_service_server::PolicyService;
+use tonic::{Request, Response, Status};
+
+use crate::active::ActivePolicy;
+use crate::convert::{context_from_proto, lint_to_proto, record_to_proto, stored_to_proto};
+use crate::decision_log::DecisionLog;
+use crate::domain::testing::{lint, parse_test_cases, run_tests};
+use crate::domain::{CompiledPolicySet, PolicyContext, parse_policy_set};
+use crate::error::PolicyError;
+use crate::store::PolicyStore;
+
+/// Roles that may change the active policy.
+pub const ADMIN_ROLES: &[&str] = &["admin"];
+/// Roles that may read stored policy sets (services may too).
+pub const READER_ROLES: &[&str] = &["admin", "auditor"];
+const MAX_BATCH: usize = 1000;
+const MAX_SOURCE: usize = 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct PolicyApi {
+    store: PolicyStore,
+    active: ActivePolicy,
+    decisions: DecisionLog,
+}
+
+impl PolicyApi {
+    pub fn new(store: PolicyStore, active: ActivePolicy, decisions: DecisionLog) -> Self {
+        Self {
+            store,
+            active,
+            decisions,
+        }
+    }
+
+    async fn active_revision(&self) -> Result<String, PolicyError> {
+        Ok(self.store.state().await?.active_revision)
+    }
+}
+
+/// Services (the workflow service) and admins may ask about anyone; any
+/// other principal only about itself.
+fn may_evaluate(caller: &Principal, ctx: &PolicyContext) -> Result<(), Status> {
+    if caller.kind == "service" || caller.has_role("admin") || caller.to_string() == ctx.principal {
+        return Ok(());
+    }
+    Err(airt_kit::status::error(
+        tonic::Code::PermissionDenied,
+        "NOT_YOUR_DECISION",
+        format!(
+            "{caller} may only evaluate its own requests (context principal is {})",
+            ctx.principal
+        ),
+    ))
+}
+
+fn reader(caller: &Principal) -> Result<(), Status> {
+    if caller.kind == "service" {
+        return Ok(());
+    }
+    require_any_role(caller, READER_ROLES)
+}
+
+fn compile(source: &str) -> Result<CompiledPolicySet, PolicyError> {
+    if source.len() > MAX_SOURCE {
+        return Err(PolicyError::invalid(
+            "source_yaml",
+            format!("is larger than {MAX_SOURCE} bytes"),
+        ));
+    }
+    let set = parse_policy_set(source).map_err(|e| PolicyError::InvalidPolicySet(e.0))?;
+    Ok(CompiledPolicySet::compile(set))
+}
+
+#[tonic::async_trait]
+impl PolicyService for PolicyApi {
+    async fn evaluate(
+        &self,
+        request: Request<pb::EvaluateRequest>,
+    ) -> Result<Response<pb::EvaluateResponse>, Status> {
+        let caller = principal(&request)?;
+        let req = request.into_inner();
+        let context = req
+            .context
+            .ok_or_else(|| PolicyError::invalid("context", "is required"))?;
+        let ctx = context_from_proto("context", context).map_err(PolicyError::InvalidRequest)?;
+        may_evaluate(&caller, &ctx)?;
+        let record = self.active.current().evaluate(&ctx, req.explain);
+        self.decisions.record(&caller, &ctx, &record).await;
+        Ok(Response::new(pb::EvaluateResponse {
+            decision: Some(record_to_proto(&record)),
+        }))
+    }
+
+    async fn batch_evaluate(
+        &self,
+        request: Request<pb::BatchEvaluateRequest>,
+    ) -> Result<Response<pb::BatchEvaluateResponse>, Status> {
+        let caller = principal(&request)?;
+        let req = request.into_inner();
+        if req.contexts.len() > MAX_BATCH {
+            return Err(PolicyError::invalid(
+                "contexts",
+                format!("at most {MAX_BATCH} contexts per call"),
+            )
+            .into());
+        }
+        let mut contexts = Vec::with_capacity(req.contexts.len());
+        let mut problems = Vec::new();
+        for (i, context) in req.contexts.into_iter().enumerate() {
+            match context_from_proto(&format!("contexts[{i}]"), context) {
+                Ok(ctx) => contexts.push(ctx),
+                Err(mut p) => problems.append(&mut p),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(PolicyError::InvalidRequest(problems).into());
+        }
+        for ctx in &contexts {
+            may_evaluate(&caller, ctx)?;
+        }
+        // One snapshot of the active set for the whole batch.
+        let set = self.active.current();
+        let mut decisions = Vec::with_capacity(contexts.len());
+        for ctx in &contexts {
+            let record = set.evaluate(ctx, req.explain);
+            self.decisions.record(&caller, ctx, &record).await;
+            decisions.push(record_to_proto(&record));
+        }
+        Ok(Response::new(pb::BatchEvaluateResponse { decisions }))
+    }
+
+    async fn put_policy_set(
+        &self,
+        request: Request<pb::PutPolicySetRequest>,
+    ) -> Result<Response<pb::PutPolicySetResponse>, Status> {
+        let caller = principal(&request)?;
+        require_any_role(&caller, ADMIN_ROLES)?;
+        let req = request.into_inner();
+        let set = Arc::new(compile(&req.source_yaml)?);
+        let lint_findings = lint(set.rules(), &[]).iter().map(lint_to_proto).collect();
+        if req.validate_only {
+            return Ok(Response::new(pb::PutPolicySetResponse {
+                policy_set: Some(pb::PolicySet {
+                    revision: set.revision().to_owned(),
+                    source_yaml: req.source_yaml,
+                    description: req.description,
+                    rule_count: i32::try_from(set.rules().len()).unwrap_or(i32::MAX),
+                    escalate_high_risk: set.set().escalate_high_risk,
+                    default_decision: crate::convert::decision_to_proto(set.set().default) as i32,
+                    ..Default::default()
+                }),
+                created: false,
+                lint_findings,
+            }));
+        }
+        let (stored, created) = self
+            .store
+            .put(
+                &set,
+                &req.source_yaml,
+                &req.description,
+                &caller,
+                req.activate,
+                &req.request_id,
+            )
+            .await?;
+        let state = self.store.state().await?;
+        if req.activate {
+            self.active.install(set, state.activation_seq);
+            tracing::info!(revision = %stored.revision, actor = %caller, "policy set activated");
+        }
+        Ok(Response::new(pb::PutPolicySetResponse {
+            policy_set: Some(stored_to_proto(&stored, &state.active_revision)),
+            created,
+            lint_findings,
+        }))
+    }
+
+    async fn get_policy_set(
+        &self,
+        request: Request<pb::GetPolicySetRequest>,
+    ) -> Result<Response<pb::GetPolicySetResponse>, Status> {
+        reader(&principal(&request)?)?;
+        let req = request.into_inner();
+        let active = self.active_revision().await?;
+        let revision = if req.revision.is_empty() {
+            if active.is_empty() {
+                return Err(PolicyError::NoActiveSet.into());
+            }
+            active.clone()
+        } else {
+            req.revision
+        };
+        let stored = self
+            .store
+            .get(&revision)
+            .await?
+            .ok_or(PolicyError::NotFound(revision))?;
+        Ok(Response::new(pb::GetPolicySetResponse {
+            policy_set: Some(stored_to_proto(&stored, &active)),
+        }))
+    }
+
+    async fn list_policy_sets(
+        &self,
+        request: Request<pb::ListPolicySetsRequest>,
+    ) -> Result<Response<pb::ListPolicySetsResponse>, Status> {
+        reader(&principal(&request)?)?;
+        let req = request.into_inner();
+        let limit = match req.page_size {
+            0 => 50,
+            n if n < 0 => {
+                return Err(PolicyError::invalid("page_size", "must not be negative").into());
+            }
+            n => i64::from(n.min(500)),
+        };
+        let before = match req.page_token.as_str() {
+            "" => 0,
+            token => token
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| PolicyError::invalid("page_token", "malformed page token"))?,
+        };
+        let active = self.active_revision().await?;
+        let page = self.store.list(before, limit).await?;
+        let next_page_token = match page.last() {
+            Some(last) if page.len() as i64 == limit => last.seq.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListPolicySetsResponse {
+            policy_sets: page.iter().map(|s| stored_to_proto(s, &active)).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn activate_policy_set(
+        &self,
+        request: Request<pb::ActivatePolicySetRequest>,
+    ) -> Result<Response<pb::ActivatePolicySetResponse>, Status> {
+        let caller = principal(&request)?;
+        require_any_role(&caller, ADMIN_ROLES)?;
+        let req = request.into_inner();
+        if req.revision.is_empty() {
+            return Err(PolicyError::invalid("revision", "is required").into());
+        }
+        let stored = self
+            .store
+            .activate(&req.revision, &caller, &req.reason, &req.request_id)
+            .await?;
+        // Load what the store now says is active (this activation, or a
+        // newer one from another replica).
+        self.active.refresh(&self.store).await?;
+        tracing::info!(revision = %stored.revision, actor = %caller, "policy set activated");
+        let active = self.active_revision().await?;
+        Ok(Response::new(pb::ActivatePolicySetResponse {
+            policy_set: Some(stored_to_proto(&stored, &active)),
+        }))
+    }
+
+    async fn test_policy_set(
+        &self,
+        request: Request<pb::TestPolicySetRequest>,
+    ) -> Result<Response<pb::TestPolicySetResponse>, Status> {
+        principal(&request)?;
+        let req = request.into_inner();
+        let set: Arc<CompiledPolicySet> = match req.target {
+            Some(pb::test_policy_set_request::Target::SourceYaml(source)) => {
+                Arc::new(compile(&source)?)
+            }
+            Some(pb::test_policy_set_request::Target::Revision(revision)) => {
+                let stored = self
+                    .store
+                    .get(&revision)
+                    .await?
+                    .ok_or(PolicyError::NotFound(revision))?;
+                Arc::new(compile(&stored.source_yaml)?)
+            }
+            Some(pb::test_policy_set_request::Target::Active(true)) => self.active.current(),
+            Some(pb::test_policy_set_request::Target::Active(false)) | None => {
+                return Err(PolicyError::invalid(
+                    "target",
+                    "is required: revision, source_yaml or active",
+                )
+                .into());
+            }
+        };
+        let cases = parse_test_cases(&req.tests_yaml).map_err(PolicyError::InvalidRequest)?;
+        let report = run_tests(&set, &cases, &req.known_capability_ids);
+        let failed = report.failed();
+        Ok(Response::new(pb::TestPolicySetResponse {
+            passed: failed == 0,
+            total: i32::try_from(report.results.len()).unwrap_or(i32::MAX),
+            failed: i32::try_from(failed).unwrap_or(i32::MAX),
+            results: report
+                .results
+                .iter()
+                .map(|r| pb::PolicyTestResult {
+                    name: r.name.clone(),
+                    passed: r.passed,
+                    expected_decision: crate::convert::decision_to_proto(r.expected_decision)
+                        as i32,
+                    expected_rule_id: r.expected_rule.clone().unwrap_or_default(),
+                    actual: Some(record_to_proto(&r.actual)),
+                    message: r.message.clone(),
+                })
+                .collect(),
+            coverage: report
+                .coverage
+                .iter()
+                .map(|(rule_id, hits)| pb::RuleCoverage {
+                    rule_id: rule_id.clone(),
+                    hits: i32::try_from(*hits).unwrap_or(i32::MAX),
+                })
+                .collect(),
+            lint_findings: report.lint.iter().map(lint_to_proto).collect(),
+            policy_revision: set.revision().to_owned(),
+        }))
+    }
+}

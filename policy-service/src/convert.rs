@@ -1,0 +1,132 @@
+//! Between the wire (`airt.policy.v1`) and the domain.
+
+use airt_kit::status::FieldViolation;
+use airt_kit::vocabulary::{OperationType, RiskLevel};
+use airt_proto::policy::v1 as pb;
+
+use crate::domain::testing::{LintFinding, LintKind};
+use crate::domain::{Decision, DecisionRecord, PolicyContext};
+use crate::store::StoredPolicySet;
+
+pub fn decision_to_proto(decision: Decision) -> pb::Decision {
+    match decision {
+        Decision::Allow => pb::Decision::Allow,
+        Decision::Deny => pb::Decision::Deny,
+        Decision::RequireApproval => pb::Decision::RequireApproval,
+    }
+}
+
+/// Validates a wire context. `field` prefixes violation paths
+/// (`context` or `contexts[3]`).
+pub fn context_from_proto(
+    field: &str,
+    ctx: pb::PolicyContext,
+) -> Result<PolicyContext, Vec<FieldViolation>> {
+    let mut problems = Vec::new();
+    let principal = match &ctx.principal {
+        Some(p) if !p.r#type.is_empty() && !p.id.is_empty() => Some(p.clone()),
+        _ => {
+            problems.push(FieldViolation::new(
+                format!("{field}.principal"),
+                "is required (type and id)",
+            ));
+            None
+        }
+    };
+    if ctx.capability_id.is_empty() {
+        problems.push(FieldViolation::new(
+            format!("{field}.capability_id"),
+            "is required",
+        ));
+    }
+    let risk_level = RiskLevel::from_proto(ctx.risk_level);
+    if risk_level.is_none() {
+        problems.push(FieldViolation::new(
+            format!("{field}.risk_level"),
+            "is required: the registry's risk level (HIGH when the capability is unknown)",
+        ));
+    }
+    let operation_type = match ctx.operation_type {
+        0 => None,
+        n => {
+            let op = OperationType::from_proto(n);
+            if op.is_none() {
+                problems.push(FieldViolation::new(
+                    format!("{field}.operation_type"),
+                    "unknown operation type",
+                ));
+            }
+            op
+        }
+    };
+    match (principal, risk_level) {
+        (Some(principal), Some(risk_level)) if problems.is_empty() => Ok(PolicyContext {
+            principal: format!("{}:{}", principal.r#type, principal.id),
+            roles: principal.roles,
+            agent: ctx.agent,
+            workflow_id: ctx.workflow_id,
+            step_name: ctx.step_name,
+            capability_id: ctx.capability_id,
+            risk_level,
+            requires_approval: ctx.requires_approval,
+            operation_type,
+            inputs: ctx
+                .inputs
+                .as_ref()
+                .map(airt_kit::json::from_proto_struct)
+                .unwrap_or_default(),
+            environment: ctx.environment,
+        }),
+        _ => Err(problems),
+    }
+}
+
+pub fn record_to_proto(record: &DecisionRecord) -> pb::DecisionRecord {
+    pb::DecisionRecord {
+        decision: decision_to_proto(record.decision) as i32,
+        rule_id: record.rule_id.to_string(),
+        reason: record.reason.to_string(),
+        escalated: record.escalated,
+        policy_revision: record.policy_revision.to_string(),
+        explanation: record
+            .explanation
+            .iter()
+            .map(|e| pb::RuleExplanation {
+                rule_id: e.rule_id.to_string(),
+                matched: e.matched,
+                failed_condition: e.failed_condition.to_owned(),
+                detail: e.detail.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub fn stored_to_proto(stored: &StoredPolicySet, active_revision: &str) -> pb::PolicySet {
+    pb::PolicySet {
+        revision: stored.revision.clone(),
+        source_yaml: stored.source_yaml.clone(),
+        description: stored.description.clone(),
+        active: stored.revision == active_revision,
+        default_decision: Decision::parse(&stored.default_decision)
+            .map_or(pb::Decision::Unspecified, decision_to_proto) as i32,
+        escalate_high_risk: stored.escalate_high_risk != 0,
+        rule_count: i32::try_from(stored.rule_count).unwrap_or(i32::MAX),
+        created_by: airt_kit::Principal::parse(&stored.created_by, Vec::new())
+            .ok()
+            .map(|p| p.to_proto()),
+        create_time: Some(airt_kit::clock::timestamp_from_micros(stored.created_at_us)),
+        activate_time: (stored.last_activated_at_us > 0)
+            .then(|| airt_kit::clock::timestamp_from_micros(stored.last_activated_at_us)),
+    }
+}
+
+pub fn lint_to_proto(finding: &LintFinding) -> pb::LintFinding {
+    pb::LintFinding {
+        kind: match finding.kind {
+            LintKind::ShadowedRule => pb::LintKind::ShadowedRule,
+            LintKind::UnmatchedPattern => pb::LintKind::UnmatchedPattern,
+        } as i32,
+        rule_id: finding.rule_id.clone(),
+        message: finding.message.clone(),
+    }
+}

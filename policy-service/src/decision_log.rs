@@ -1,0 +1,84 @@
+//! The decision log: every decision becomes an audit event, written in
+//! batches by a background task so that no decision waits for a database
+//! commit. The queue is drained completely before the service closes its
+//! database, so a clean shutdown loses no acknowledged decision.
+
+use airt_kit::Principal;
+use airt_kit::audit::{AuditLog, NewAuditEvent};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::domain::mask::mask_map;
+use crate::domain::{DecisionRecord, PolicyContext};
+
+/// Events queued before `record` waits (backpressure, never loss).
+const QUEUE: usize = 16_384;
+/// Events written per transaction at most.
+const BATCH: usize = 512;
+
+#[derive(Debug, Clone)]
+pub struct DecisionLog {
+    queue: mpsc::Sender<NewAuditEvent>,
+}
+
+impl DecisionLog {
+    /// Starts the writer; it ends once every `DecisionLog` clone is dropped
+    /// and the queue is written.
+    pub fn spawn(audit: AuditLog) -> (Self, JoinHandle<()>) {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        (Self { queue }, tokio::spawn(write_batches(audit, receiver)))
+    }
+
+    /// Queues the decision's audit event: caller, context (inputs masked,
+    /// plus a digest of the unmasked inputs) and the decision.
+    pub async fn record(&self, caller: &Principal, ctx: &PolicyContext, record: &DecisionRecord) {
+        let inputs = Value::Object(ctx.inputs.clone());
+        let digest = hex::encode(Sha256::digest(
+            airt_kit::json::canonical_json(&inputs).as_bytes(),
+        ));
+        let event = NewAuditEvent::new(caller, "policy.decision", "capability", &ctx.capability_id)
+            .with_details(json!({
+                "principal": ctx.principal,
+                "agent": ctx.agent,
+                "workflow_id": ctx.workflow_id,
+                "step_name": ctx.step_name,
+                "risk_level": ctx.risk_level.as_str(),
+                "requires_approval": ctx.requires_approval,
+                "operation_type": ctx.operation_type.map(|o| o.as_str()),
+                "environment": ctx.environment,
+                "inputs": Value::Object(mask_map(&ctx.inputs)),
+                "inputs_digest": digest,
+                "decision": record.decision.as_str(),
+                "rule_id": &*record.rule_id,
+                "reason": &*record.reason,
+                "escalated": record.escalated,
+                "policy_revision": &*record.policy_revision,
+            }));
+        if self.queue.send(event).await.is_err() {
+            tracing::error!(capability = %ctx.capability_id, "decision log writer is gone; entry not recorded");
+        }
+    }
+}
+
+async fn write_batches(audit: AuditLog, mut receiver: mpsc::Receiver<NewAuditEvent>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while receiver.recv_many(&mut batch, BATCH).await > 0 {
+        // A failed write is retried, never dropped: the entries were acknowledged.
+        let mut delay = std::time::Duration::from_millis(50);
+        while let Err(error) = audit.append_batch(&batch).await {
+            if receiver.is_closed() && matches!(error, sqlx::Error::PoolClosed) {
+                tracing::error!(
+                    lost = batch.len(),
+                    "database closed before the decision log was written"
+                );
+                return;
+            }
+            tracing::warn!(%error, pending = batch.len(), "decision log write failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(5));
+        }
+        batch.clear();
+    }
+}

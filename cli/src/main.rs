@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod audit;
 mod client;
 mod health;
+mod policy;
 mod registry;
 mod up;
 
@@ -30,6 +31,9 @@ enum Command {
     /// Register, read and manage capabilities.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
+    /// Put, activate, test and query policy sets.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Read, verify and export a service's audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
             Command::Up(args) => up::run(args).await,
             Command::Health => health::run(&cli.connection).await,
             Command::Registry(command) => registry::run(&cli.connection, command).await,
+            Command::Policy(command) => policy::run(&cli.connection, command).await,
             Command::Audit(command) => audit::run(&cli.connection, command).await,
         }
     });

@@ -82,8 +82,22 @@ impl Database {
                     .await?,
             ),
         };
-        db.migrate(service).await?;
-        Ok(db)
+        // Several processes may open a new database at once (replicas,
+        // `airt up`). PostgreSQL serialises migrations with an advisory lock;
+        // SQLite has none, so a loser of that race retries and then finds
+        // the winner's migrations applied.
+        let mut attempt = 1;
+        loop {
+            match db.migrate(service).await {
+                Ok(()) => return Ok(db),
+                Err(error) if attempt < 5 && db.backend() == Backend::Sqlite => {
+                    tracing::debug!(%error, attempt, "migration raced another process; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     async fn migrate(&self, service: Option<Migrations>) -> Result<(), DbError> {

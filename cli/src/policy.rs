@@ -1,0 +1,347 @@
+//! `airt policy put|get|list|activate|test|eval`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use airt_proto::policy::v1 as pb;
+use airt_proto::policy::v1::policy_service_client::PolicyServiceClient;
+use airt_proto::registry::v1 as registry;
+use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
+
+use crate::client::{ConnectionArgs, ServiceName, describe};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PolicyCommand {
+    /// Store a policy set from a YAML file (and activate it with --activate).
+    Put {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[arg(long)]
+        activate: bool,
+        #[arg(long)]
+        validate_only: bool,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Show the active set, or one revision.
+    Get {
+        #[arg(long, default_value = "")]
+        revision: String,
+    },
+    /// List stored revisions, newest first.
+    List,
+    /// Activate a stored revision (roll back or forward).
+    Activate {
+        revision: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Run a YAML file of test cases against a policy file (or the active
+    /// set); lint capability patterns against the registry's capabilities.
+    Test {
+        /// Test cases.
+        #[arg(short = 't', long = "tests")]
+        tests: PathBuf,
+        /// The policy file to test (default: the active set).
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+        /// Do not ask the registry for capability ids to lint against.
+        #[arg(long)]
+        no_registry: bool,
+    },
+    /// Ask for one decision, with its explanation.
+    Eval {
+        /// The principal the decision is about (`type:id`).
+        #[arg(long)]
+        principal: String,
+        #[arg(long = "principal-roles", default_value = "")]
+        principal_roles: String,
+        #[arg(long)]
+        capability: String,
+        /// LOW, MEDIUM, HIGH or CRITICAL.
+        #[arg(long)]
+        risk: String,
+        /// READ, WRITE, DELETE, EXECUTE or NETWORK.
+        #[arg(long)]
+        operation: Option<String>,
+        #[arg(long, default_value = "")]
+        agent: String,
+        #[arg(long, default_value = "")]
+        environment: String,
+        #[arg(long)]
+        requires_approval: bool,
+    },
+}
+
+fn decision_name(value: i32) -> String {
+    pb::Decision::try_from(value)
+        .map(|d| d.as_str_name().trim_start_matches("DECISION_").to_owned())
+        .unwrap_or_default()
+}
+
+fn print_set(set: &pb::PolicySet) {
+    println!(
+        "{}  {:<8} rules={:<4} default={:<16} {}",
+        set.revision,
+        if set.active { "ACTIVE" } else { "" },
+        set.rule_count,
+        decision_name(set.default_decision),
+        set.description
+    );
+}
+
+fn print_record(record: &pb::DecisionRecord) {
+    println!(
+        "{} by rule {}{}: {}",
+        decision_name(record.decision),
+        record.rule_id,
+        if record.escalated { " (escalated)" } else { "" },
+        record.reason
+    );
+    for step in &record.explanation {
+        if step.matched {
+            println!("  {:<28} matched", step.rule_id);
+        } else {
+            println!(
+                "  {:<28} {}: {}",
+                step.rule_id, step.failed_condition, step.detail
+            );
+        }
+    }
+    println!("  policy revision {}", record.policy_revision);
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+}
+
+async fn known_capabilities(args: &ConnectionArgs) -> anyhow::Result<Vec<String>> {
+    let mut client = RegistryServiceClient::new(args.authenticated(ServiceName::Registry)?);
+    let mut ids = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_capabilities(registry::ListCapabilitiesRequest {
+                page_size: 1000,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("registry: {}", describe(&s)))?
+            .into_inner();
+        ids.extend(
+            page.capabilities
+                .into_iter()
+                .filter_map(|c| c.spec.map(|s| s.id)),
+        );
+        if page.next_page_token.is_empty() {
+            return Ok(ids);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+pub async fn run(args: &ConnectionArgs, command: PolicyCommand) -> anyhow::Result<ExitCode> {
+    let mut client = PolicyServiceClient::new(args.authenticated(ServiceName::Policy)?);
+    let fail = |status: tonic::Status| anyhow::anyhow!(describe(&status));
+    match command {
+        PolicyCommand::Put {
+            file,
+            activate,
+            validate_only,
+            description,
+        } => {
+            let response = client
+                .put_policy_set(pb::PutPolicySetRequest {
+                    source_yaml: read(&file)?,
+                    description,
+                    validate_only,
+                    activate,
+                    request_id: String::new(),
+                })
+                .await;
+            match response {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    let set = response.policy_set.unwrap_or_default();
+                    let verdict = match (validate_only, response.created) {
+                        (true, _) => "valid",
+                        (false, true) => "stored",
+                        (false, false) => "already stored",
+                    };
+                    println!("{verdict}:");
+                    print_set(&set);
+                    for finding in &response.lint_findings {
+                        println!("  lint: {}", finding.message);
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(status) => {
+                    eprintln!("{}: {}", file.display(), describe(&status));
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        PolicyCommand::Get { revision } => {
+            let set = client
+                .get_policy_set(pb::GetPolicySetRequest { revision })
+                .await
+                .map_err(fail)?
+                .into_inner()
+                .policy_set
+                .unwrap_or_default();
+            print_set(&set);
+            println!("---\n{}", set.source_yaml);
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::List => {
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_policy_sets(pb::ListPolicySetsRequest {
+                        page_size: 100,
+                        page_token,
+                    })
+                    .await
+                    .map_err(fail)?
+                    .into_inner();
+                page.policy_sets.iter().for_each(print_set);
+                if page.next_page_token.is_empty() {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                page_token = page.next_page_token;
+            }
+        }
+        PolicyCommand::Activate { revision, reason } => {
+            let set = client
+                .activate_policy_set(pb::ActivatePolicySetRequest {
+                    revision,
+                    reason,
+                    request_id: String::new(),
+                })
+                .await
+                .map_err(fail)?
+                .into_inner()
+                .policy_set
+                .unwrap_or_default();
+            print_set(&set);
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Test {
+            tests,
+            file,
+            no_registry,
+        } => {
+            let target = match &file {
+                Some(path) => pb::test_policy_set_request::Target::SourceYaml(read(path)?),
+                None => pb::test_policy_set_request::Target::Active(true),
+            };
+            let known_capability_ids = if no_registry {
+                Vec::new()
+            } else {
+                known_capabilities(args).await?
+            };
+            let report = client
+                .test_policy_set(pb::TestPolicySetRequest {
+                    target: Some(target),
+                    tests_yaml: read(&tests)?,
+                    known_capability_ids,
+                })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            for result in &report.results {
+                if result.passed {
+                    println!("PASS  {}", result.name);
+                } else {
+                    println!("FAIL  {}: {}", result.name, result.message);
+                }
+            }
+            println!("coverage:");
+            for rule in &report.coverage {
+                println!(
+                    "  {:<28} {} case(s){}",
+                    rule.rule_id,
+                    rule.hits,
+                    if rule.hits == 0 {
+                        "  <- never decided"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            for finding in &report.lint_findings {
+                println!("lint: {}", finding.message);
+            }
+            println!(
+                "{} passed, {} failed",
+                report.total - report.failed,
+                report.failed
+            );
+            Ok(if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        PolicyCommand::Eval {
+            principal,
+            principal_roles,
+            capability,
+            risk,
+            operation,
+            agent,
+            environment,
+            requires_approval,
+        } => {
+            let (kind, id) = principal
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("--principal must be type:id"))?;
+            let risk_level = airt_proto::common::v1::RiskLevel::from_str_name(&format!(
+                "RISK_LEVEL_{}",
+                risk.to_uppercase()
+            ))
+            .ok_or_else(|| anyhow::anyhow!("unknown risk level {risk:?}"))?;
+            let operation_type = match operation {
+                None => 0,
+                Some(op) => airt_proto::common::v1::OperationType::from_str_name(&format!(
+                    "OPERATION_TYPE_{}",
+                    op.to_uppercase()
+                ))
+                .ok_or_else(|| anyhow::anyhow!("unknown operation {op:?}"))?
+                    as i32,
+            };
+            let context = pb::PolicyContext {
+                principal: Some(airt_proto::common::v1::Principal {
+                    r#type: kind.into(),
+                    id: id.into(),
+                    roles: principal_roles
+                        .split(',')
+                        .filter(|r| !r.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                }),
+                agent,
+                capability_id: capability,
+                risk_level: risk_level as i32,
+                requires_approval,
+                operation_type,
+                environment,
+                ..Default::default()
+            };
+            let record = client
+                .evaluate(pb::EvaluateRequest {
+                    context: Some(context),
+                    explain: true,
+                })
+                .await
+                .map_err(fail)?
+                .into_inner()
+                .decision
+                .unwrap_or_default();
+            print_record(&record);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -94,7 +94,7 @@ impl AuditEvent {
             prev_hash: head_hash.to_owned(),
             hash: String::new(),
         };
-        sealed.hash = sealed.compute_hash().unwrap_or_default();
+        sealed.hash = sealed.hash_of_canonical();
         sealed
     }
 
@@ -113,13 +113,39 @@ impl AuditEvent {
         }))
     }
 
-    /// `SHA-256(prev_hash ‖ canonical body)` in lowercase hex.
+    /// The canonical JSON of the hashed body, built directly: keys in
+    /// sorted order, `details` embedded as stored (it is canonical JSON).
+    /// Equal to `canonical_json(body())` whenever `details` is canonical.
+    fn canonical_body(&self) -> String {
+        let text = |s: &str| Value::String(s.to_owned()).to_string();
+        format!(
+            "{{\"action\":{},\"actor\":{},\"details\":{},\"event_id\":{},\"occurred_at_us\":{},\"resource_id\":{},\"resource_type\":{},\"sequence\":{}}}",
+            text(&self.action),
+            text(&self.actor),
+            self.details,
+            text(&self.event_id),
+            self.occurred_at_us,
+            text(&self.resource_id),
+            text(&self.resource_type),
+            self.sequence,
+        )
+    }
+
+    /// `SHA-256(prev_hash ‖ canonical body)` in lowercase hex; `None` when
+    /// the stored details are not canonical JSON (they were edited).
     pub fn compute_hash(&self) -> Option<String> {
-        let body = canonical_json(&self.body()?);
+        let details: Value = serde_json::from_str(&self.details).ok()?;
+        if canonical_json(&details) != self.details {
+            return None;
+        }
+        Some(self.hash_of_canonical())
+    }
+
+    fn hash_of_canonical(&self) -> String {
         let mut hasher = Sha256::new();
         hasher.update(self.prev_hash.as_bytes());
-        hasher.update(body.as_bytes());
-        Some(hex::encode(hasher.finalize()))
+        hasher.update(self.canonical_body().as_bytes());
+        hex::encode(hasher.finalize())
     }
 
     /// One JSON Lines record: the hashed body plus `prev_hash` and `hash`,
@@ -188,9 +214,8 @@ pub struct BrokenLink {
 const SELECT_HEAD: &str = "SELECT sequence, hash FROM audit_head WHERE id = 1";
 const SELECT_HEAD_FOR_UPDATE: &str =
     "SELECT sequence, hash FROM audit_head WHERE id = 1 FOR UPDATE";
-const INSERT_EVENT: &str = "INSERT INTO audit_events \
-     (sequence, event_id, occurred_at_us, actor, action, resource_type, resource_id, details, prev_hash, hash) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+const INSERT_EVENTS_PREFIX: &str = "INSERT INTO audit_events \
+     (sequence, event_id, occurred_at_us, actor, action, resource_type, resource_id, details, prev_hash, hash) ";
 const UPDATE_HEAD: &str = "UPDATE audit_head SET sequence = $1, hash = $2 WHERE id = 1";
 const SELECT_EVENTS: &str = "SELECT sequence, event_id, occurred_at_us, actor, action, resource_type, \
      resource_id, details, prev_hash, hash FROM audit_events \
@@ -198,31 +223,47 @@ const SELECT_EVENTS: &str = "SELECT sequence, event_id, occurred_at_us, actor, a
      AND ($4 = '' OR resource_id = $4) AND ($5 = '' OR actor = $5) \
      ORDER BY sequence LIMIT $6";
 
-/// Appends `$event` on connection `$conn` inside the caller's transaction,
-/// with `$head_sql` reading (and on PostgreSQL locking) the head row.
-macro_rules! append_on {
-    ($conn:expr, $head_sql:expr, $event:expr) => {{
-        let (head_sequence, head_hash): (i64, String) =
+/// Rows per multi-row INSERT (10 binds each; far below SQLite's limit).
+const INSERT_CHUNK: usize = 100;
+
+/// Appends `$events` on connection `$conn` inside the caller's transaction:
+/// reads (and on PostgreSQL locks) the head with `$head_sql`, seals the
+/// events in order, inserts them with multi-row INSERTs and moves the head
+/// once.
+macro_rules! append_batch_on {
+    ($conn:expr, $head_sql:expr, $events:expr) => {{
+        let (mut head_sequence, mut head_hash): (i64, String) =
             sqlx::query_as($head_sql).fetch_one(&mut *$conn).await?;
-        let sealed = AuditEvent::seal(head_sequence, &head_hash, $event);
-        sqlx::query(INSERT_EVENT)
-            .bind(sealed.sequence)
-            .bind(&sealed.event_id)
-            .bind(sealed.occurred_at_us)
-            .bind(&sealed.actor)
-            .bind(&sealed.action)
-            .bind(&sealed.resource_type)
-            .bind(&sealed.resource_id)
-            .bind(&sealed.details)
-            .bind(&sealed.prev_hash)
-            .bind(&sealed.hash)
-            .execute(&mut *$conn)
-            .await?;
-        sqlx::query(UPDATE_HEAD)
-            .bind(sealed.sequence)
-            .bind(&sealed.hash)
-            .execute(&mut *$conn)
-            .await?;
+        let mut sealed = Vec::with_capacity($events.len());
+        for event in $events {
+            let next = AuditEvent::seal(head_sequence, &head_hash, event);
+            head_sequence = next.sequence;
+            head_hash.clone_from(&next.hash);
+            sealed.push(next);
+        }
+        for chunk in sealed.chunks(INSERT_CHUNK) {
+            let mut insert = sqlx::QueryBuilder::new(INSERT_EVENTS_PREFIX);
+            insert.push_values(chunk, |mut row, event| {
+                row.push_bind(event.sequence)
+                    .push_bind(event.event_id.as_str())
+                    .push_bind(event.occurred_at_us)
+                    .push_bind(event.actor.as_str())
+                    .push_bind(event.action.as_str())
+                    .push_bind(event.resource_type.as_str())
+                    .push_bind(event.resource_id.as_str())
+                    .push_bind(event.details.as_str())
+                    .push_bind(event.prev_hash.as_str())
+                    .push_bind(event.hash.as_str());
+            });
+            insert.build().execute(&mut *$conn).await?;
+        }
+        if !sealed.is_empty() {
+            sqlx::query(UPDATE_HEAD)
+                .bind(head_sequence)
+                .bind(&head_hash)
+                .execute(&mut *$conn)
+                .await?;
+        }
         Ok(sealed)
     }};
 }
@@ -233,7 +274,8 @@ pub async fn append_sqlite(
     conn: &mut SqliteConnection,
     event: &NewAuditEvent,
 ) -> Result<AuditEvent, sqlx::Error> {
-    append_on!(conn, SELECT_HEAD, event)
+    let mut sealed = append_batch_sqlite(conn, std::slice::from_ref(event)).await?;
+    sealed.pop().ok_or(sqlx::Error::RowNotFound)
 }
 
 /// Appends within a PostgreSQL transaction; the head row is locked until the
@@ -242,7 +284,24 @@ pub async fn append_postgres(
     conn: &mut PgConnection,
     event: &NewAuditEvent,
 ) -> Result<AuditEvent, sqlx::Error> {
-    append_on!(conn, SELECT_HEAD_FOR_UPDATE, event)
+    let mut sealed = append_batch_postgres(conn, std::slice::from_ref(event)).await?;
+    sealed.pop().ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Appends several events, in order, within a SQLite write transaction.
+pub async fn append_batch_sqlite(
+    conn: &mut SqliteConnection,
+    events: &[NewAuditEvent],
+) -> Result<Vec<AuditEvent>, sqlx::Error> {
+    append_batch_on!(conn, SELECT_HEAD, events)
+}
+
+/// Appends several events, in order, within a PostgreSQL transaction.
+pub async fn append_batch_postgres(
+    conn: &mut PgConnection,
+    events: &[NewAuditEvent],
+) -> Result<Vec<AuditEvent>, sqlx::Error> {
+    append_batch_on!(conn, SELECT_HEAD_FOR_UPDATE, events)
 }
 
 /// Appending inside an open transaction on either backend, so code written
@@ -253,17 +312,36 @@ pub trait AppendAudit {
         &mut self,
         event: &NewAuditEvent,
     ) -> impl std::future::Future<Output = Result<AuditEvent, sqlx::Error>> + Send;
+
+    fn append_audit_batch(
+        &mut self,
+        events: &[NewAuditEvent],
+    ) -> impl std::future::Future<Output = Result<Vec<AuditEvent>, sqlx::Error>> + Send;
 }
 
 impl AppendAudit for SqliteConnection {
     async fn append_audit(&mut self, event: &NewAuditEvent) -> Result<AuditEvent, sqlx::Error> {
         append_sqlite(self, event).await
     }
+
+    async fn append_audit_batch(
+        &mut self,
+        events: &[NewAuditEvent],
+    ) -> Result<Vec<AuditEvent>, sqlx::Error> {
+        append_batch_sqlite(self, events).await
+    }
 }
 
 impl AppendAudit for PgConnection {
     async fn append_audit(&mut self, event: &NewAuditEvent) -> Result<AuditEvent, sqlx::Error> {
         append_postgres(self, event).await
+    }
+
+    async fn append_audit_batch(
+        &mut self,
+        events: &[NewAuditEvent],
+    ) -> Result<Vec<AuditEvent>, sqlx::Error> {
+        append_batch_postgres(self, events).await
     }
 }
 
@@ -299,9 +377,7 @@ impl AuditLog {
     /// Appends several events in one transaction (one commit for all), in order.
     pub async fn append_batch(&self, events: &[NewAuditEvent]) -> Result<(), sqlx::Error> {
         crate::write_tx!(&self.db, tx => {
-            for event in events {
-                tx.append_audit(event).await?;
-            }
+            tx.append_audit_batch(events).await?;
         })
     }
 
@@ -414,7 +490,7 @@ impl ChainChecker {
             return broken("prev_hash does not match the hash of the previous event".into());
         }
         match event.compute_hash() {
-            None => return broken("details are not valid JSON".into()),
+            None => return broken("details are not canonical JSON (edited)".into()),
             Some(hash) if hash != event.hash => {
                 return broken("hash does not match the event's content".into());
             }

@@ -23,6 +23,10 @@ pub struct UpArgs {
     #[command(flatten)]
     auth: AuthArgs,
 
+    /// Token the workflow service presents to the registry when JWT auth is on.
+    #[arg(long, env = "AIRT_SERVICE_TOKEN", hide_env_values = true)]
+    service_token: Option<airt_kit::config::Secret>,
+
     #[command(flatten)]
     log: LogArgs,
 }
@@ -51,6 +55,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let registry = service_config(&args, &registry_service::IDENTITY)?;
     let policy = service_config(&args, &policy_service::IDENTITY)?;
     let workflow = service_config(&args, &workflow_service::IDENTITY)?;
+    let workflow_own = workflow_service::WorkflowConfig::from_args(
+        &workflow_service::WorkflowArgs {
+            registry_addr: format!("http://{}", registry.listen),
+            workspace: args.data_dir.join("workspace"),
+            service_token: args.service_token.clone(),
+            env_allow_list: Vec::new(),
+        },
+        &workflow,
+    );
     // Bind everything first so a busy port fails before anything starts.
     let registry_listener = TcpListener::bind(registry.listen).await?;
     let policy_listener = TcpListener::bind(policy.listen).await?;
@@ -73,6 +86,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     ));
     tasks.spawn(workflow_service::serve_on(
         workflow,
+        workflow_own,
         workflow_listener,
         stopped(stop_rx),
     ));

@@ -28,6 +28,7 @@ pub enum ServerError {
 pub struct GrpcServer {
     routes: RoutesBuilder,
     finalizers: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+    readiness: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
     names: Vec<&'static str>,
     health: HealthReporter,
     health_service:
@@ -57,6 +58,7 @@ impl GrpcServer {
         Self {
             routes: RoutesBuilder::default(),
             finalizers: Vec::new(),
+            readiness: None,
             names: Vec::new(),
             health,
             health_service,
@@ -85,6 +87,13 @@ impl GrpcServer {
         self
     }
 
+    /// Serve NOT_SERVING until `ready` resolves (e.g. a dependency was
+    /// reached), then SERVING.
+    pub fn ready_when(mut self, ready: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.readiness = Some(Box::pin(ready));
+        self
+    }
+
     /// Work to finish after the last call has been served and before the
     /// service closes its database (e.g. flushing a queue the handlers
     /// filled). Bounded by the shutdown grace too.
@@ -105,6 +114,7 @@ impl GrpcServer {
         let Self {
             routes,
             finalizers,
+            readiness,
             names,
             health,
             health_service,
@@ -124,12 +134,29 @@ impl GrpcServer {
                     let _ = stop_rx.await;
                 },
             );
-        set_status(&health, &names, ServingStatus::Serving).await;
+        let readiness_task = match readiness {
+            None => {
+                set_status(&health, &names, ServingStatus::Serving).await;
+                None
+            }
+            Some(ready) => {
+                set_status(&health, &names, ServingStatus::NotServing).await;
+                let (health, names) = (health.clone(), names.clone());
+                // Aborted at shutdown, so it cannot flip a stopping server back.
+                Some(tokio::spawn(async move {
+                    ready.await;
+                    set_status(&health, &names, ServingStatus::Serving).await;
+                }))
+            }
+        };
         let mut server = Box::pin(server);
         let result = tokio::select! {
             result = &mut server => result,
             () = shutdown => {
                 tracing::info!("shutdown requested: NOT_SERVING, draining for at most {grace:?}");
+                if let Some(task) = &readiness_task {
+                    task.abort();
+                }
                 set_status(&health, &names, ServingStatus::NotServing).await;
                 let _ = stop_tx.send(());
                 match tokio::time::timeout(grace, &mut server).await {

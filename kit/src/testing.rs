@@ -411,11 +411,16 @@ pub const COMMON_SERVICES: &[&str] = &[
     "grpc.reflection.v1alpha.ServerReflection",
 ];
 
-/// Starts the real binary on each available backend and checks what an
-/// operator sees: reflection lists the common services plus `own_services`,
-/// Health/Check answers SERVING, and SIGTERM makes it exit 0 within 5 s.
-pub async fn assert_binary_lifecycle(binary: &str, own_services: &[&str]) {
-    use tonic_health::pb::health_check_response::ServingStatus;
+/// Starts the real binary (with `extra_args`) on each available backend and
+/// checks what an operator sees: reflection lists the common services plus
+/// `own_services`, Health/Check answers `expected_health`, and SIGTERM makes
+/// it exit 0 within 5 s.
+pub async fn assert_binary_lifecycle(
+    binary: &str,
+    own_services: &[&str],
+    extra_args: &[&str],
+    expected_health: tonic_health::pb::health_check_response::ServingStatus,
+) {
     let mut expected: Vec<String> = COMMON_SERVICES
         .iter()
         .chain(own_services)
@@ -423,7 +428,7 @@ pub async fn assert_binary_lifecycle(binary: &str, own_services: &[&str]) {
         .collect();
     expected.sort();
     for db in TestDb::all().await {
-        let process = ServiceProcess::spawn(binary, db.url(), &[]);
+        let process = ServiceProcess::spawn(binary, db.url(), extra_args);
         let channel = process.channel().await;
         assert_eq!(
             reflected_services(channel.clone()).await,
@@ -431,10 +436,7 @@ pub async fn assert_binary_lifecycle(binary: &str, own_services: &[&str]) {
             "{:?}",
             db.backend()
         );
-        assert_eq!(
-            health_status(channel.clone(), "").await,
-            ServingStatus::Serving
-        );
+        assert_eq!(health_status(channel.clone(), "").await, expected_health);
         for service in COMMON_SERVICES
             .iter()
             .filter(|s| s.starts_with("airt."))
@@ -442,7 +444,7 @@ pub async fn assert_binary_lifecycle(binary: &str, own_services: &[&str]) {
         {
             assert_eq!(
                 health_status(channel.clone(), service).await,
-                ServingStatus::Serving,
+                expected_health,
                 "{service}"
             );
         }

@@ -5,6 +5,8 @@ async fn binary_serves_health_reflection_and_audit_then_exits_cleanly_on_sigterm
     airt_kit::testing::assert_binary_lifecycle(
         env!("CARGO_BIN_EXE_registry-service"),
         &["airt.registry.v1.RegistryService"],
+        &[],
+        tonic_health::pb::health_check_response::ServingStatus::Serving,
     )
     .await;
 }

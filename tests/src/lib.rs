@@ -1,1 +1,61 @@
-//! Cross-service system tests live in `tests/`; this crate has no library code.
+//! Helpers for the cross-service system tests in `tests/`: start the real
+//! services in-process, each with its own database, and wait for them.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use airt_kit::auth::AuthSettings;
+use airt_kit::config::ServiceConfig;
+use airt_kit::testing::{TestDb, TestServer, health_status};
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+fn dev_config(identity: &airt_kit::config::ServiceIdentity, db: &TestDb) -> ServiceConfig {
+    ServiceConfig {
+        database_url: db.url().to_owned(),
+        auth: AuthSettings::Development,
+        ..ServiceConfig::local(identity)
+    }
+}
+
+/// The registry in development auth mode.
+pub async fn start_registry(db: &TestDb) -> TestServer {
+    let config = dev_config(&registry_service::IDENTITY, db);
+    TestServer::start(move |listener, shutdown| {
+        registry_service::serve_on(config, listener, shutdown)
+    })
+    .await
+}
+
+/// The policy service in development auth mode.
+pub async fn start_policy(db: &TestDb) -> TestServer {
+    let config = dev_config(&policy_service::IDENTITY, db);
+    TestServer::start(move |listener, shutdown| {
+        policy_service::serve_on(config, listener, shutdown)
+    })
+    .await
+}
+
+/// The workflow service in development auth mode, publishing to `registry_url`.
+pub async fn start_workflow(db: &TestDb, registry_url: &str, workspace: &Path) -> TestServer {
+    let config = dev_config(&workflow_service::IDENTITY, db);
+    let workflow = workflow_service::WorkflowConfig {
+        registry_addr: registry_url.to_owned(),
+        workspace: workspace.to_path_buf(),
+        credentials: workflow_service::capabilities::publish::ServiceCredentials::development(),
+        catalogue: Default::default(),
+    };
+    TestServer::start(move |listener, shutdown| {
+        workflow_service::serve_on(config, workflow, listener, shutdown)
+    })
+    .await
+}
+
+/// Polls `Health/Check` until it answers SERVING, at most `within`.
+pub async fn wait_until_serving(channel: Channel, within: Duration) {
+    let deadline = Instant::now() + within;
+    while health_status(channel.clone(), "").await != ServingStatus::Serving {
+        assert!(Instant::now() < deadline, "not SERVING within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

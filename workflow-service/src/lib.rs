@@ -1,11 +1,23 @@
-//! `workflow-service`: the Body — runs workflows durably, asking the registry and the policy service before every step.
+//! `workflow-service`: the Body — runs workflows durably, asking the
+//! registry and the policy service before every step. Home of the standard
+//! capabilities ([`capabilities`]), which it publishes to the registry at
+//! start-up.
 //!
 //! `serve_on` is used by the binary, by `airt up` and by tests.
 
 use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use airt_kit::config::{ServiceConfig, ServiceIdentity};
 use tokio::net::TcpListener;
+use tonic::transport::Endpoint;
+
+pub mod capabilities;
+
+use capabilities::publish::{ServiceCredentials, publish_until_done};
+use capabilities::{Catalogue, CatalogueConfig, Workspace};
 
 /// Name, default port and default SQLite file of this service.
 pub const IDENTITY: ServiceIdentity = ServiceIdentity {
@@ -14,20 +26,101 @@ pub const IDENTITY: ServiceIdentity = ServiceIdentity {
     default_db_file: "workflow.db",
 };
 
+/// Flags of the workflow service beyond the common ones.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkflowArgs {
+    /// The registry service.
+    #[arg(
+        long,
+        env = "AIRT_REGISTRY_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub registry_addr: String,
+
+    /// Root of the filesystem sandbox for io.fs.* capabilities.
+    #[arg(long, env = "AIRT_WORKSPACE", default_value = ".airt/workspace")]
+    pub workspace: PathBuf,
+
+    /// Bearer token this service presents to the registry and policy
+    /// services (a token for `service:workflow` with role `registrar`).
+    #[arg(long, env = "AIRT_SERVICE_TOKEN", hide_env_values = true)]
+    pub service_token: Option<airt_kit::config::Secret>,
+
+    /// Environment variables sys.info.get_env_var may read (comma-separated).
+    #[arg(
+        long,
+        env = "AIRT_ENV_ALLOW_LIST",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub env_allow_list: Vec<String>,
+}
+
+/// The workflow service's own configuration.
+#[derive(Debug, Clone)]
+pub struct WorkflowConfig {
+    pub registry_addr: String,
+    pub workspace: PathBuf,
+    pub credentials: ServiceCredentials,
+    pub catalogue: CatalogueConfig,
+}
+
+impl WorkflowConfig {
+    /// From flags; without a service token, development auth mode implies
+    /// development credentials towards the other services.
+    pub fn from_args(args: &WorkflowArgs, server: &ServiceConfig) -> Self {
+        let credentials = match (&args.service_token, &server.auth) {
+            (Some(token), _) => ServiceCredentials::Bearer(token.clone()),
+            (None, airt_kit::auth::AuthSettings::Development) => ServiceCredentials::development(),
+            (None, _) => ServiceCredentials::None,
+        };
+        Self {
+            registry_addr: args.registry_addr.clone(),
+            workspace: args.workspace.clone(),
+            credentials,
+            catalogue: CatalogueConfig {
+                env_allow_list: args
+                    .env_allow_list
+                    .iter()
+                    .filter(|v| !v.is_empty())
+                    .cloned()
+                    .collect(),
+            },
+        }
+    }
+}
+
 /// Serves on `listener` until `shutdown` resolves: health, reflection and
-/// `AuditService` over this service's own database.
+/// `AuditService`. Health is NOT_SERVING until every built-in capability is
+/// published to the registry (retried in the background while it is down).
 pub async fn serve_on(
     config: ServiceConfig,
+    workflow: WorkflowConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    if matches!(workflow.credentials, ServiceCredentials::None) {
+        tracing::warn!(
+            "no credentials for the registry (set AIRT_SERVICE_TOKEN); built-in capabilities cannot be published"
+        );
+    }
+    let _workspace = Arc::new(Workspace::open(&workflow.workspace)?);
+    let catalogue = Arc::new(Catalogue::new(&workflow.catalogue));
+    let registry = Endpoint::from_shared(workflow.registry_addr.clone())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
     airt_kit::bootstrap::serve(
         &IDENTITY,
         config,
         None,
         listener,
         shutdown,
-        |_ctx, server| async { Ok(server) },
+        move |_ctx, server| async move {
+            let credentials = workflow.credentials.clone();
+            Ok(server.ready_when(async move {
+                publish_until_done(&catalogue, registry, &credentials).await;
+            }))
+        },
     )
     .await
 }

@@ -2,19 +2,27 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// AI-First Runtime workflow service: the Body — runs workflows durably, asking the registry and the policy service before every step.
+/// AI-First Runtime workflow service: the Body — runs workflows durably,
+/// asking the registry and the policy service before every step.
 #[derive(Debug, Parser)]
 #[command(name = "workflow-service", version)]
 struct Cli {
     #[command(flatten)]
     server: airt_kit::config::ServerArgs,
+
+    #[command(flatten)]
+    workflow: workflow_service::WorkflowArgs,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let workflow = cli.workflow;
     airt_kit::bootstrap::run_main(
         &workflow_service::IDENTITY,
         cli.server,
-        workflow_service::serve_on,
+        move |config, listener, shutdown| {
+            let workflow = workflow_service::WorkflowConfig::from_args(&workflow, &config);
+            workflow_service::serve_on(config, workflow, listener, shutdown)
+        },
     )
 }

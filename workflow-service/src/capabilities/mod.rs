@@ -1,0 +1,426 @@
+//! The standard capabilities — the Body's hands — and the contract every
+//! handler keeps.
+//!
+//! A handler executes with an [`ExecutionContext`] and JSON inputs, and
+//! returns JSON outputs plus, for reversible actions, an *undo record*: the
+//! durable data its [`Handler::compensate`] needs, so an undo works after a
+//! restart with nothing but that record. Failures are typed
+//! [`HandlerError`]s that say whether a retry can help; a handler never
+//! reports success for an action that failed. Both `execute` and
+//! `compensate` are idempotent under the same idempotency key.
+//!
+//! Every built-in has a CapabilitySpec v3 file in `specs/`, embedded in the
+//! binary and published to the registry at start-up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+pub mod data;
+pub mod fs;
+pub mod publish;
+pub mod sys;
+pub mod text;
+pub mod workspace;
+
+pub use workspace::Workspace;
+
+/// Where and as what a step runs.
+#[derive(Debug, Clone)]
+pub struct ExecutionContext {
+    pub workflow_id: String,
+    pub step_name: String,
+    /// Starting at 1.
+    pub attempt: u32,
+    /// `<workflow_id>/<step_name>`: the same on every attempt and after a
+    /// restart, so a repeated execution finds its earlier undo data.
+    pub idempotency_key: String,
+    pub deadline: Instant,
+    pub workspace: Arc<Workspace>,
+}
+
+impl ExecutionContext {
+    pub fn new(
+        workflow_id: &str,
+        step_name: &str,
+        attempt: u32,
+        deadline: Instant,
+        workspace: Arc<Workspace>,
+    ) -> Self {
+        Self {
+            workflow_id: workflow_id.to_owned(),
+            step_name: step_name.to_owned(),
+            attempt,
+            idempotency_key: format!("{workflow_id}/{step_name}"),
+            deadline,
+            workspace,
+        }
+    }
+}
+
+/// What went wrong, in categories a caller can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Inputs do not fit the capability's parameters.
+    InvalidInput,
+    /// The target does not exist.
+    NotFound,
+    /// The target already exists and the action would clobber it.
+    AlreadyExists,
+    /// The action would leave the sandbox (path, network or program).
+    SandboxViolation,
+    /// The action ran and failed (non-zero exit, non-2xx status, ...).
+    ActionFailed,
+    /// The deadline passed.
+    Timeout,
+    /// A transient failure (I/O, connection) worth retrying.
+    Transient,
+    /// The handler could not undo its action.
+    CompensationFailed,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidInput => "INVALID_INPUT",
+            Self::NotFound => "NOT_FOUND",
+            Self::AlreadyExists => "ALREADY_EXISTS",
+            Self::SandboxViolation => "SANDBOX_VIOLATION",
+            Self::ActionFailed => "ACTION_FAILED",
+            Self::Timeout => "TIMEOUT",
+            Self::Transient => "TRANSIENT",
+            Self::CompensationFailed => "COMPENSATION_FAILED",
+        }
+    }
+}
+
+/// A typed handler failure.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}: {message}", kind.as_str())]
+pub struct HandlerError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// Whether retrying the same call can succeed.
+    pub retryable: bool,
+    /// Structured facts (status code, exit status, stderr excerpt, ...).
+    pub details: Value,
+}
+
+impl HandlerError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        let retryable = matches!(kind, ErrorKind::Transient | ErrorKind::Timeout);
+        Self {
+            kind,
+            message: message.into(),
+            retryable,
+            details: Value::Null,
+        }
+    }
+
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidInput, message)
+    }
+
+    pub fn sandbox(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::SandboxViolation, message)
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn retryable(mut self, retryable: bool) -> Self {
+        self.retryable = retryable;
+        self
+    }
+}
+
+/// A successful execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Execution {
+    pub outputs: Value,
+    /// What `compensate` needs to undo the action; `None` for actions with
+    /// nothing to undo (reads).
+    pub undo: Option<Value>,
+}
+
+impl Execution {
+    pub fn read(outputs: Value) -> Self {
+        Self {
+            outputs,
+            undo: None,
+        }
+    }
+}
+
+/// A built-in capability.
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync + std::fmt::Debug {
+    /// Runs the action. Inputs are already validated against the spec's
+    /// parameters, with defaults filled in.
+    async fn execute(
+        &self,
+        ctx: &ExecutionContext,
+        inputs: &Map<String, Value>,
+    ) -> Result<Execution, HandlerError>;
+
+    /// Undoes the action from its undo record alone. Running it twice has
+    /// the effect of running it once.
+    async fn compensate(&self, ctx: &ExecutionContext, undo: &Value) -> Result<(), HandlerError> {
+        let _ = (ctx, undo);
+        Err(HandlerError::new(
+            ErrorKind::CompensationFailed,
+            "this capability has no undo",
+        ))
+    }
+}
+
+/// The part of a capability spec the handlers need: its id and parameters.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BuiltinSpec {
+    pub id: String,
+    pub handler: String,
+    #[serde(default)]
+    pub parameters: Vec<ParameterSpec>,
+    /// The whole file, as published to the registry.
+    #[serde(skip)]
+    pub text: &'static str,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ParameterSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub param_type: String,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub default: Option<Value>,
+}
+
+fn type_matches(param_type: &str, value: &Value) -> bool {
+    match param_type {
+        "string" => value.is_string(),
+        "number" => value.is_number(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "boolean" => value.is_boolean(),
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        _ => false,
+    }
+}
+
+/// Checks inputs against parameters: every required one present, every
+/// value of its type, no unknown names; fills in defaults. Errors name the
+/// parameter and are not retryable.
+pub fn validate_inputs(
+    parameters: &[ParameterSpec],
+    inputs: &Map<String, Value>,
+) -> Result<Map<String, Value>, HandlerError> {
+    let mut problems = Vec::new();
+    for name in inputs.keys() {
+        if !parameters.iter().any(|p| &p.name == name) {
+            problems.push(format!("unknown parameter {name:?}"));
+        }
+    }
+    let mut resolved = inputs.clone();
+    for parameter in parameters {
+        match inputs.get(&parameter.name) {
+            Some(value) if !type_matches(&parameter.param_type, value) => {
+                problems.push(format!(
+                    "parameter {:?} must be of type {}",
+                    parameter.name, parameter.param_type
+                ));
+            }
+            Some(_) => {}
+            None => match &parameter.default {
+                Some(default) => {
+                    resolved.insert(parameter.name.clone(), default.clone());
+                }
+                None if parameter.required => {
+                    problems.push(format!("missing required parameter {:?}", parameter.name))
+                }
+                None => {}
+            },
+        }
+    }
+    if problems.is_empty() {
+        Ok(resolved)
+    } else {
+        Err(HandlerError::invalid_input(problems.join("; ")))
+    }
+}
+
+/// The spec files of every built-in, embedded in the binary.
+const SPEC_FILES: &[&str] = &[
+    include_str!("specs/io.fs.read_file.yaml"),
+    include_str!("specs/io.fs.list_dir.yaml"),
+    include_str!("specs/io.fs.exists.yaml"),
+    include_str!("specs/io.fs.hash_file.yaml"),
+    include_str!("specs/io.fs.write_file.yaml"),
+    include_str!("specs/io.fs.make_dir.yaml"),
+    include_str!("specs/io.fs.move.yaml"),
+    include_str!("specs/io.fs.copy.yaml"),
+    include_str!("specs/io.fs.delete.yaml"),
+    include_str!("specs/data.json.query.yaml"),
+    include_str!("specs/data.json.transform.yaml"),
+    include_str!("specs/data.hash.sha256.yaml"),
+    include_str!("specs/data.base64.encode.yaml"),
+    include_str!("specs/data.base64.decode.yaml"),
+    include_str!("specs/text.regex.match.yaml"),
+    include_str!("specs/text.template.render.yaml"),
+    include_str!("specs/sys.info.get_time.yaml"),
+    include_str!("specs/sys.info.get_os.yaml"),
+    include_str!("specs/sys.info.get_env_var.yaml"),
+];
+
+/// Configuration the handlers need beyond the workspace.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogueConfig {
+    /// Environment variables `sys.info.get_env_var` may read.
+    pub env_allow_list: Vec<String>,
+}
+
+/// Every built-in capability: its spec and its handler.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    specs: Vec<BuiltinSpec>,
+    handlers: HashMap<String, Arc<dyn Handler>>,
+}
+
+impl Catalogue {
+    pub fn new(config: &CatalogueConfig) -> Self {
+        let specs = SPEC_FILES
+            .iter()
+            .map(|text| {
+                let mut spec: BuiltinSpec = serde_norway::from_str(text)
+                    .unwrap_or_else(|e| panic!("embedded spec is malformed: {e}"));
+                spec.text = text;
+                spec
+            })
+            .collect();
+        let mut handlers: HashMap<String, Arc<dyn Handler>> = HashMap::new();
+        fs::register(&mut handlers);
+        data::register(&mut handlers);
+        text::register(&mut handlers);
+        sys::register(&mut handlers, config);
+        Self { specs, handlers }
+    }
+
+    pub fn specs(&self) -> &[BuiltinSpec] {
+        &self.specs
+    }
+
+    pub fn spec(&self, capability_id: &str) -> Option<&BuiltinSpec> {
+        self.specs.iter().find(|s| s.id == capability_id)
+    }
+
+    /// The handler behind a `builtin:<name>` handler reference.
+    pub fn handler(&self, builtin_name: &str) -> Option<Arc<dyn Handler>> {
+        self.handlers.get(builtin_name).cloned()
+    }
+
+    /// Validates inputs against the built-in's parameters and executes it.
+    pub async fn execute(
+        &self,
+        capability_id: &str,
+        ctx: &ExecutionContext,
+        inputs: &Map<String, Value>,
+    ) -> Result<Execution, HandlerError> {
+        let spec = self.spec(capability_id).ok_or_else(|| {
+            HandlerError::new(
+                ErrorKind::NotFound,
+                format!("no built-in capability {capability_id}"),
+            )
+        })?;
+        let name = spec
+            .handler
+            .strip_prefix("builtin:")
+            .unwrap_or(&spec.handler);
+        let handler = self
+            .handler(name)
+            .ok_or_else(|| HandlerError::new(ErrorKind::NotFound, format!("no handler {name}")))?;
+        let inputs = validate_inputs(&spec.parameters, inputs)?;
+        handler.execute(ctx, &inputs).await
+    }
+
+    pub async fn compensate(
+        &self,
+        capability_id: &str,
+        ctx: &ExecutionContext,
+        undo: &Value,
+    ) -> Result<(), HandlerError> {
+        let spec = self.spec(capability_id).ok_or_else(|| {
+            HandlerError::new(
+                ErrorKind::NotFound,
+                format!("no built-in capability {capability_id}"),
+            )
+        })?;
+        let name = spec
+            .handler
+            .strip_prefix("builtin:")
+            .unwrap_or(&spec.handler);
+        let handler = self
+            .handler(name)
+            .ok_or_else(|| HandlerError::new(ErrorKind::NotFound, format!("no handler {name}")))?;
+        handler.compensate(ctx, undo).await
+    }
+}
+
+/// A string input (validation guaranteed its type).
+pub(crate) fn string<'a>(
+    inputs: &'a Map<String, Value>,
+    name: &str,
+) -> Result<&'a str, HandlerError> {
+    inputs
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| HandlerError::invalid_input(format!("missing required parameter {name:?}")))
+}
+
+pub(crate) fn boolean(inputs: &Map<String, Value>, name: &str) -> bool {
+    inputs.get(name).and_then(Value::as_bool).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn params() -> Vec<ParameterSpec> {
+        serde_norway::from_str(
+            "- {name: path, type: string, required: true}\n- {name: count, type: integer, default: 3}\n- {name: force, type: boolean}\n",
+        )
+        .expect("params")
+    }
+
+    #[test]
+    fn inputs_are_checked_and_defaults_filled() {
+        let ok = validate_inputs(
+            &params(),
+            json!({"path": "a.txt"}).as_object().expect("object"),
+        )
+        .expect("valid");
+        assert_eq!(ok["count"], 3);
+        let error = validate_inputs(
+            &params(),
+            json!({"count": "x", "extra": 1})
+                .as_object()
+                .expect("object"),
+        )
+        .expect_err("invalid");
+        assert_eq!(error.kind, ErrorKind::InvalidInput);
+        assert!(!error.retryable);
+        for expected in [
+            "unknown parameter \"extra\"",
+            "\"count\" must be of type integer",
+            "missing required parameter \"path\"",
+        ] {
+            assert!(error.message.contains(expected), "{}", error.message);
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The filesystem sandbox: one workspace root, reached only through a
+//! capability-based directory handle (`cap_std::fs::Dir`). Paths are
+//! relative to the root; `..`, absolute paths and symlinks are refused before
+//! any I/O, and the handle itself refuses to resolve outside the root at the
+//! moment of the operation (so a symlink swapped in after a check still
+//! cannot lead out). A sibling such as `/ws-evil` is unreachable: there is no
+//! string prefix test to fool, only the open directory.
+//!
+//! `.airt/` inside the root is reserved: it holds undo data (previous bytes,
+//! deleted files) keyed by idempotency key, on the same filesystem so moves
+//! into the trash are atomic renames.
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use sha2::{Digest, Sha256};
+
+use super::{ErrorKind, HandlerError};
+
+/// The reserved top-level directory of every workspace.
+pub const RESERVED_DIR: &str = ".airt";
+const UNDO_DIR: &str = ".airt/undo";
+
+#[derive(Debug)]
+pub struct Workspace {
+    root: Dir,
+    undo: Dir,
+}
+
+impl Workspace {
+    /// Opens (creating if needed) the workspace root and its undo area.
+    pub fn open(root: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(root)?;
+        let root = Dir::open_ambient_dir(root, ambient_authority())?;
+        root.create_dir_all(UNDO_DIR)?;
+        let undo = root.open_dir(UNDO_DIR)?;
+        Ok(Self { root, undo })
+    }
+
+    /// The root directory handle.
+    pub fn dir(&self) -> &Dir {
+        &self.root
+    }
+
+    /// The undo area (inside `.airt/`, unreachable by capability paths).
+    pub fn undo(&self) -> &Dir {
+        &self.undo
+    }
+
+    /// The undo slot of an idempotency key: a directory name derived from it.
+    pub fn undo_slot(idempotency_key: &str) -> String {
+        hex::encode(&Sha256::digest(idempotency_key.as_bytes())[..16])
+    }
+
+    /// Validates a user path: relative, no `..`, not in `.airt/`, not empty.
+    /// Returns it normalised (`.` components removed).
+    pub fn check_path(&self, path: &str) -> Result<PathBuf, HandlerError> {
+        if path.is_empty() {
+            return Err(HandlerError::invalid_input("path is empty"));
+        }
+        let mut normal = PathBuf::new();
+        for component in Path::new(path).components() {
+            match component {
+                Component::Normal(part) => normal.push(part),
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    return Err(HandlerError::sandbox(format!(
+                        "{path:?}: `..` is not allowed in workspace paths"
+                    )));
+                }
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(HandlerError::sandbox(format!(
+                        "{path:?}: absolute paths are outside the workspace"
+                    )));
+                }
+            }
+        }
+        if normal.as_os_str().is_empty() {
+            return Err(HandlerError::invalid_input(format!(
+                "{path:?} names the workspace root itself"
+            )));
+        }
+        if normal.components().next() == Some(Component::Normal(RESERVED_DIR.as_ref())) {
+            return Err(HandlerError::sandbox(format!(
+                "{path:?}: {RESERVED_DIR}/ is reserved for the runtime"
+            )));
+        }
+        Ok(normal)
+    }
+
+    /// Refuses a path if it or any of its parents is a symlink (checked
+    /// without following). Missing components end the walk.
+    pub fn refuse_symlinks(&self, path: &Path) -> Result<(), HandlerError> {
+        let mut prefix = PathBuf::new();
+        for component in path.components() {
+            prefix.push(component);
+            match self.root.symlink_metadata(&prefix) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(HandlerError::sandbox(format!(
+                        "{}: symlinks are not followed in the workspace",
+                        prefix.display()
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io_error(e, &prefix)),
+            }
+        }
+        Ok(())
+    }
+
+    /// `check_path` + `refuse_symlinks`.
+    pub fn resolve(&self, path: &str) -> Result<PathBuf, HandlerError> {
+        let normal = self.check_path(path)?;
+        self.refuse_symlinks(&normal)?;
+        Ok(normal)
+    }
+}
+
+/// Maps an I/O error to a typed handler error about `path`.
+pub fn io_error(error: io::Error, path: &Path) -> HandlerError {
+    let text = error.to_string();
+    let kind =
+        if text.contains("outside of the filesystem") || text.contains("outside the filesystem") {
+            ErrorKind::SandboxViolation
+        } else {
+            match error.kind() {
+                io::ErrorKind::NotFound => ErrorKind::NotFound,
+                io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+                io::ErrorKind::Interrupted
+                | io::ErrorKind::WouldBlock
+                | io::ErrorKind::TimedOut => ErrorKind::Transient,
+                _ => ErrorKind::ActionFailed,
+            }
+        };
+    HandlerError::new(kind, format!("{}: {text}", path.display()))
+}

@@ -41,6 +41,8 @@ pub enum RegistryCommand {
     },
     /// Every version of a capability, newest first.
     Versions { capability_id: String },
+    /// Register every built-in capability of the workflow service (idempotent).
+    Seed,
     /// Set the lifecycle of a capability revision.
     Lifecycle {
         capability_id: String,
@@ -277,6 +279,34 @@ pub async fn run(args: &ConnectionArgs, command: RegistryCommand) -> anyhow::Res
                 }
                 page_token = page.next_page_token;
             }
+        }
+        RegistryCommand::Seed => {
+            use workflow_service::capabilities::publish::{ServiceCredentials, publish_all};
+            let credentials = match (&args.token, &args.principal) {
+                (Some(token), _) => {
+                    ServiceCredentials::Bearer(airt_kit::config::Secret::new(token.clone()))
+                }
+                (None, Some(principal)) => ServiceCredentials::Development {
+                    principal: principal.clone(),
+                    roles: args.roles.clone(),
+                },
+                (None, None) => ServiceCredentials::None,
+            };
+            let catalogue = workflow_service::capabilities::Catalogue::new(&Default::default());
+            let published = publish_all(
+                &catalogue,
+                args.channel(ServiceName::Registry)?,
+                &credentials,
+            )
+            .await
+            .map_err(fail)?;
+            println!(
+                "{} built-in capabilities: {} registered, {} already registered",
+                published.created + published.unchanged,
+                published.created,
+                published.unchanged
+            );
+            Ok(ExitCode::SUCCESS)
         }
         RegistryCommand::Lifecycle {
             capability_id,

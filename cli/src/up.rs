@@ -61,9 +61,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             workspace: args.data_dir.join("workspace"),
             service_token: args.service_token.clone(),
             env_allow_list: Vec::new(),
+            net_allow: Vec::new(),
+            exec_allow: workflow_service::capabilities::exec::DEFAULT_PROGRAMS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
         },
         &workflow,
-    );
+    )?;
     // Bind everything first so a busy port fails before anything starts.
     let registry_listener = TcpListener::bind(registry.listen).await?;
     let policy_listener = TcpListener::bind(policy.listen).await?;

@@ -58,9 +58,11 @@ async fn every_builtin_is_published_consistent_and_undoable() {
             assert_eq!(spec.handler, format!("builtin:{}", spec.id));
             let side_effects = spec.side_effects.as_ref().expect("side effects");
             let compensation = spec.compensation.as_ref().expect("compensation");
-            if spec.operation_type != airt_proto::common::v1::OperationType::Read as i32
-                && side_effects.reversible
-            {
+            // Reads (READ, and GET over the network) have nothing to undo.
+            use airt_proto::common::v1::OperationType;
+            let writes = [OperationType::Write as i32, OperationType::Delete as i32]
+                .contains(&spec.operation_type);
+            if writes && side_effects.reversible {
                 assert_eq!(
                     compensation.strategy,
                     pb::CompensationStrategy::Automatic as i32,

@@ -54,6 +54,26 @@ pub struct WorkflowArgs {
         default_value = ""
     )]
     pub env_allow_list: Vec<String>,
+
+    /// Internal hosts and CIDRs net.http.* may reach (comma-separated), e.g.
+    /// `crm.internal,10.1.0.0/16`. Everything internal is refused otherwise.
+    #[arg(
+        long,
+        env = "AIRT_NET_ALLOW",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub net_allow: Vec<String>,
+
+    /// Programs sys.exec.run may run (comma-separated names, resolved on PATH
+    /// at start-up). Shells and interpreters are always refused.
+    #[arg(
+        long,
+        env = "AIRT_EXEC_ALLOW",
+        value_delimiter = ',',
+        default_value = "echo,ls,cat,wc,head,tail,sort,uniq,sha256sum,date,true,false"
+    )]
+    pub exec_allow: Vec<String>,
 }
 
 /// The workflow service's own configuration.
@@ -68,13 +88,15 @@ pub struct WorkflowConfig {
 impl WorkflowConfig {
     /// From flags; without a service token, development auth mode implies
     /// development credentials towards the other services.
-    pub fn from_args(args: &WorkflowArgs, server: &ServiceConfig) -> Self {
+    pub fn from_args(args: &WorkflowArgs, server: &ServiceConfig) -> anyhow::Result<Self> {
         let credentials = match (&args.service_token, &server.auth) {
             (Some(token), _) => ServiceCredentials::Bearer(token.clone()),
             (None, airt_kit::auth::AuthSettings::Development) => ServiceCredentials::development(),
             (None, _) => ServiceCredentials::None,
         };
-        Self {
+        let search_path =
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        Ok(Self {
             registry_addr: args.registry_addr.clone(),
             workspace: args.workspace.clone(),
             credentials,
@@ -85,8 +107,12 @@ impl WorkflowConfig {
                     .filter(|v| !v.is_empty())
                     .cloned()
                     .collect(),
+                network: capabilities::net::NetworkPolicy::parse(&args.net_allow)
+                    .map_err(anyhow::Error::msg)?,
+                exec: capabilities::exec::ExecPolicy::resolve(&args.exec_allow, &search_path)
+                    .map_err(anyhow::Error::msg)?,
             },
-        }
+        })
     }
 }
 

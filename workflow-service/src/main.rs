@@ -20,9 +20,9 @@ fn main() -> ExitCode {
     airt_kit::bootstrap::run_main(
         &workflow_service::IDENTITY,
         cli.server,
-        move |config, listener, shutdown| {
-            let workflow = workflow_service::WorkflowConfig::from_args(&workflow, &config);
-            workflow_service::serve_on(config, workflow, listener, shutdown)
+        move |config, listener, shutdown| async move {
+            let workflow = workflow_service::WorkflowConfig::from_args(&workflow, &config)?;
+            workflow_service::serve_on(config, workflow, listener, shutdown).await
         },
     )
 }

@@ -30,6 +30,7 @@ impl Fixture {
         let workspace = Arc::new(Workspace::open(&root).expect("workspace"));
         let catalogue = Catalogue::new(&CatalogueConfig {
             env_allow_list: vec!["AIRT_TEST_ALLOWED".into()],
+            ..Default::default()
         });
         Self {
             _parent: parent,
@@ -705,7 +706,7 @@ async fn sys_info_capabilities_report_and_guard_the_environment() {
 #[test]
 fn every_builtin_has_a_handler_and_reversible_writers_undo_automatically() {
     let catalogue = Catalogue::new(&CatalogueConfig::default());
-    assert_eq!(catalogue.specs().len(), 19);
+    assert_eq!(catalogue.specs().len(), 23);
     for spec in catalogue.specs() {
         let name = spec
             .handler
@@ -717,7 +718,9 @@ fn every_builtin_has_a_handler_and_reversible_writers_undo_automatically() {
             spec.id
         );
         let yaml: serde_json::Value = serde_norway::from_str(spec.text).expect("yaml");
-        let changes_things = yaml["operation_type"] != "READ";
+        // Reads (READ, and GET over the network) have nothing to undo.
+        let changes_things =
+            yaml["operation_type"] == "WRITE" || yaml["operation_type"] == "DELETE";
         if changes_things && yaml["side_effects"]["reversible"] == true {
             assert_eq!(yaml["compensation"]["strategy"], "AUTOMATIC", "{}", spec.id);
         }

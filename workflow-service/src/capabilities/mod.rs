@@ -20,7 +20,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub mod data;
+pub mod exec;
 pub mod fs;
+pub mod net;
 pub mod publish;
 pub mod sys;
 pub mod text;
@@ -276,6 +278,10 @@ const SPEC_FILES: &[&str] = &[
     include_str!("specs/sys.info.get_time.yaml"),
     include_str!("specs/sys.info.get_os.yaml"),
     include_str!("specs/sys.info.get_env_var.yaml"),
+    include_str!("specs/net.http.get.yaml"),
+    include_str!("specs/net.http.post.yaml"),
+    include_str!("specs/net.http.put.yaml"),
+    include_str!("specs/sys.exec.run.yaml"),
 ];
 
 /// Configuration the handlers need beyond the workspace.
@@ -283,6 +289,10 @@ const SPEC_FILES: &[&str] = &[
 pub struct CatalogueConfig {
     /// Environment variables `sys.info.get_env_var` may read.
     pub env_allow_list: Vec<String>,
+    /// Internal hosts and ranges `net.http.*` may reach.
+    pub network: net::NetworkPolicy,
+    /// Programs `sys.exec.run` may run, resolved to absolute paths.
+    pub exec: exec::ExecPolicy,
 }
 
 /// Every built-in capability: its spec and its handler.
@@ -308,6 +318,8 @@ impl Catalogue {
         data::register(&mut handlers);
         text::register(&mut handlers);
         sys::register(&mut handlers, config);
+        net::register(&mut handlers, Arc::new(config.network.clone()));
+        exec::register(&mut handlers, Arc::new(config.exec.clone()));
         Self { specs, handlers }
     }
 

@@ -25,6 +25,7 @@ const UNDO_DIR: &str = ".airt/undo";
 
 #[derive(Debug)]
 pub struct Workspace {
+    root_path: PathBuf,
     root: Dir,
     undo: Dir,
 }
@@ -33,10 +34,21 @@ impl Workspace {
     /// Opens (creating if needed) the workspace root and its undo area.
     pub fn open(root: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(root)?;
-        let root = Dir::open_ambient_dir(root, ambient_authority())?;
+        let root_path = std::fs::canonicalize(root)?;
+        let root = Dir::open_ambient_dir(&root_path, ambient_authority())?;
         root.create_dir_all(UNDO_DIR)?;
         let undo = root.open_dir(UNDO_DIR)?;
-        Ok(Self { root, undo })
+        Ok(Self {
+            root_path,
+            root,
+            undo,
+        })
+    }
+
+    /// The absolute path of the root (for a child process's working
+    /// directory, the one place a path string is unavoidable).
+    pub fn root_path(&self) -> &Path {
+        &self.root_path
     }
 
     /// The root directory handle.

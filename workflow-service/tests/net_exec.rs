@@ -1,0 +1,371 @@
+//! `net.http.*` behind the SSRF guard and `sys.exec.run` behind its
+//! allow-list, against a local HTTP server and real programs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use workflow_service::capabilities::exec::ExecPolicy;
+use workflow_service::capabilities::net::NetworkPolicy;
+use workflow_service::capabilities::{
+    Catalogue, CatalogueConfig, ErrorKind, Execution, ExecutionContext, HandlerError, Workspace,
+};
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 that answers by path.
+async fn http_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request).into_owned();
+                let head_end = text.find("\r\n\r\n").unwrap_or(text.len());
+                let length: usize = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                while request.len() < head_end + 4 + length {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request).into_owned();
+                let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let key = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .starts_with("idempotency-key:")
+                            .then(|| l[16..].trim().to_owned())
+                    })
+                    .unwrap_or_default();
+                let body = text.get(head_end + 4..).unwrap_or("").to_owned();
+                let (status, extra, content) = match path.as_str() {
+                    "/ok" => ("200 OK", String::new(), "hello".to_owned()),
+                    "/echo" => (
+                        "200 OK",
+                        String::new(),
+                        json!({"key": key, "body": body}).to_string(),
+                    ),
+                    "/fail" => (
+                        "503 Service Unavailable",
+                        String::new(),
+                        "try later".to_owned(),
+                    ),
+                    "/missing" => ("404 Not Found", String::new(), "no such thing".to_owned()),
+                    "/big" => ("200 OK", String::new(), "x".repeat(2 * 1024 * 1024)),
+                    "/to-private" => (
+                        "302 Found",
+                        "Location: http://10.0.0.1/\r\n".to_owned(),
+                        String::new(),
+                    ),
+                    "/to-metadata" => (
+                        "302 Found",
+                        "Location: http://169.254.169.254/latest/meta-data/\r\n".to_owned(),
+                        String::new(),
+                    ),
+                    _ => ("404 Not Found", String::new(), String::new()),
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{content}",
+                    content.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+struct Fixture {
+    _root: tempfile::TempDir,
+    workspace: Arc<Workspace>,
+    catalogue: Catalogue,
+}
+
+impl Fixture {
+    fn new(net_allow: &[&str]) -> Self {
+        let root = tempfile::tempdir().expect("root");
+        let workspace = Arc::new(Workspace::open(root.path()).expect("workspace"));
+        let allow: Vec<String> = net_allow.iter().map(|s| (*s).to_owned()).collect();
+        let programs: Vec<String> = ["echo", "cat", "false", "ls", "sleep", "head"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let search_path = std::env::var("PATH").unwrap_or_default();
+        let catalogue = Catalogue::new(&CatalogueConfig {
+            env_allow_list: Vec::new(),
+            network: NetworkPolicy::parse(&allow).expect("allow-list"),
+            exec: ExecPolicy::resolve(&programs, &search_path).expect("programs"),
+        });
+        Self {
+            _root: root,
+            workspace,
+            catalogue,
+        }
+    }
+
+    async fn run(&self, capability: &str, inputs: Value) -> Result<Execution, HandlerError> {
+        let ctx = ExecutionContext::new(
+            "wf-net",
+            "step",
+            1,
+            Instant::now() + Duration::from_secs(30),
+            self.workspace.clone(),
+        );
+        self.catalogue
+            .execute(capability, &ctx, inputs.as_object().expect("object"))
+            .await
+    }
+}
+
+fn refused(result: Result<Execution, HandlerError>) -> HandlerError {
+    let error = result.expect_err("must be refused");
+    assert_eq!(error.kind, ErrorKind::SandboxViolation, "{error}");
+    assert!(!error.retryable);
+    error
+}
+
+#[tokio::test]
+async fn internal_targets_are_refused_by_default() {
+    let addr = http_server().await;
+    let f = Fixture::new(&[]);
+    for url in [
+        format!("http://127.0.0.1:{}/ok", addr.port()),
+        format!("http://[::1]:{}/ok", addr.port()),
+        format!("http://localhost:{}/ok", addr.port()),
+        "http://10.0.0.1/".to_owned(),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://[::ffff:127.0.0.1]/".to_owned(),
+        "http://0.0.0.0/".to_owned(),
+        "http://192.168.1.1/".to_owned(),
+    ] {
+        refused(f.run("net.http.get", json!({"url": url})).await);
+        refused(
+            f.run("net.http.post", json!({"url": url, "body": "x"}))
+                .await,
+        );
+    }
+    refused(
+        f.run("net.http.get", json!({"url": "file:///etc/passwd"}))
+            .await,
+    );
+}
+
+#[tokio::test]
+async fn allow_listed_targets_work_and_redirects_are_checked_again() {
+    let addr = http_server().await;
+    let f = Fixture::new(&["127.0.0.1"]);
+    let ok = f
+        .run(
+            "net.http.get",
+            json!({"url": format!("http://127.0.0.1:{}/ok", addr.port())}),
+        )
+        .await
+        .expect("allowed");
+    assert_eq!(
+        (ok.outputs["status"].as_u64(), ok.outputs["body"].as_str()),
+        (Some(200), Some("hello"))
+    );
+    // Allow-listing the literal 127.0.0.1 does not allow another name for it.
+    refused(
+        f.run(
+            "net.http.get",
+            json!({"url": format!("http://localhost:{}/ok", addr.port())}),
+        )
+        .await,
+    );
+    // A redirect from the allowed host to an internal one is refused.
+    refused(
+        f.run(
+            "net.http.get",
+            json!({"url": format!("http://127.0.0.1:{}/to-private", addr.port())}),
+        )
+        .await,
+    );
+    refused(
+        f.run(
+            "net.http.get",
+            json!({"url": format!("http://127.0.0.1:{}/to-metadata", addr.port())}),
+        )
+        .await,
+    );
+
+    // A CIDR allows by address, whatever the name.
+    let by_range = Fixture::new(&["127.0.0.0/8"]);
+    let named = by_range
+        .run(
+            "net.http.get",
+            json!({"url": format!("http://localhost:{}/ok", addr.port())}),
+        )
+        .await
+        .expect("allowed by range");
+    assert_eq!(named.outputs["body"], "hello");
+}
+
+#[tokio::test]
+async fn failures_are_typed_errors_with_details() {
+    let addr = http_server().await;
+    let f = Fixture::new(&["127.0.0.1"]);
+    let base = format!("http://127.0.0.1:{}", addr.port());
+    let unavailable = f
+        .run("net.http.get", json!({"url": format!("{base}/fail")}))
+        .await
+        .expect_err("503");
+    assert_eq!(
+        (unavailable.kind, unavailable.retryable),
+        (ErrorKind::ActionFailed, true)
+    );
+    assert_eq!(unavailable.details["status"], 503);
+    assert_eq!(unavailable.details["body_excerpt"], "try later");
+    let missing = f
+        .run("net.http.get", json!({"url": format!("{base}/missing")}))
+        .await
+        .expect_err("404");
+    assert_eq!(
+        (missing.details["status"].as_u64(), missing.retryable),
+        (Some(404), false)
+    );
+    let big = f
+        .run("net.http.get", json!({"url": format!("{base}/big")}))
+        .await
+        .expect_err("too big");
+    assert_eq!(big.kind, ErrorKind::ActionFailed);
+    // A POST that failed on the server is not retried blindly.
+    let post = f
+        .run(
+            "net.http.post",
+            json!({"url": format!("{base}/fail"), "body": "x"}),
+        )
+        .await
+        .expect_err("503");
+    assert!(!post.retryable);
+    // POST sends the body and an idempotency key.
+    let echo = f
+        .run(
+            "net.http.post",
+            json!({"url": format!("{base}/echo"), "json": {"a": 1}}),
+        )
+        .await
+        .expect("post");
+    let answer: Value =
+        serde_json::from_str(echo.outputs["body"].as_str().expect("body")).expect("json");
+    assert_eq!(answer, json!({"key": "wf-net/step", "body": "{\"a\":1}"}));
+}
+
+#[tokio::test]
+async fn shells_and_interpreters_are_refused_and_arguments_are_literal() {
+    let f = Fixture::new(&[]);
+    for program in [
+        "sh",
+        "bash",
+        "python3",
+        "/bin/sh",
+        "/bin/echo",
+        "env",
+        "perl",
+        "node",
+    ] {
+        refused(
+            f.run(
+                "sys.exec.run",
+                json!({"program": program, "args": ["-c", "echo pwned"]}),
+            )
+            .await,
+        );
+    }
+    refused(f.run("sys.exec.run", json!({"program": "uname"})).await);
+    let literal = f
+        .run(
+            "sys.exec.run",
+            json!({"program": "echo", "args": ["a;", "rm -rf /", "&&", "$(id)", "`id`", "$HOME"]}),
+        )
+        .await
+        .expect("echo");
+    assert_eq!(
+        literal.outputs["stdout"],
+        "a; rm -rf / && $(id) `id` $HOME\n"
+    );
+    assert_eq!(literal.outputs["exit_code"], 0);
+    for bad in [
+        vec!["sh".to_owned()],
+        vec!["/usr/bin/python3".to_owned()],
+        vec!["python3".to_owned()],
+    ] {
+        assert!(
+            ExecPolicy::resolve(&bad, "/usr/bin:/bin").is_err(),
+            "{bad:?} must not be allow-listable"
+        );
+    }
+}
+
+#[tokio::test]
+async fn exec_runs_in_the_workspace_with_a_clean_environment_timeouts_and_typed_failures() {
+    let f = Fixture::new(&[]);
+    std::fs::write(f.workspace.root_path().join("note.txt"), "inside").expect("write");
+    let cat = f
+        .run(
+            "sys.exec.run",
+            json!({"program": "cat", "args": ["note.txt"]}),
+        )
+        .await
+        .expect("cat");
+    assert_eq!(cat.outputs["stdout"], "inside");
+    refused(
+        f.run("sys.exec.run", json!({"program": "ls", "cwd": "../"}))
+            .await,
+    );
+
+    let failed = f
+        .run(
+            "sys.exec.run",
+            json!({"program": "cat", "args": ["missing.txt"]}),
+        )
+        .await
+        .expect_err("non-zero");
+    assert_eq!(failed.kind, ErrorKind::ActionFailed);
+    assert_eq!(failed.details["exit_code"], 1);
+    assert!(
+        failed.details["stderr_excerpt"]
+            .as_str()
+            .expect("stderr")
+            .contains("missing.txt")
+    );
+    let as_data = f
+        .run(
+            "sys.exec.run",
+            json!({"program": "false", "allow_nonzero_exit": true}),
+        )
+        .await
+        .expect("opt-in");
+    assert_eq!(as_data.outputs["exit_code"], 1);
+
+    let slow = f
+        .run(
+            "sys.exec.run",
+            json!({"program": "sleep", "args": ["30"], "timeout_ms": 200}),
+        )
+        .await
+        .expect_err("killed");
+    assert_eq!(slow.kind, ErrorKind::Timeout);
+}

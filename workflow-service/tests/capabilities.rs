@@ -80,10 +80,20 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("{capability}: {e}"))
     }
 
+    /// Compensates as a restarted service would: fresh handles, nothing but
+    /// the recorded undo data.
     async fn undo(&self, capability: &str, step: &str, execution: &Execution) {
         let undo = execution.undo.as_ref().expect("an undo record");
-        self.catalogue
-            .compensate(capability, &self.ctx(step), undo)
+        let (catalogue, workspace) = self.restarted();
+        let ctx = ExecutionContext::new(
+            "wf-1",
+            step,
+            1,
+            Instant::now() + Duration::from_secs(5),
+            workspace,
+        );
+        catalogue
+            .compensate(capability, &ctx, undo)
             .await
             .unwrap_or_else(|e| panic!("undo {capability}: {e}"));
     }

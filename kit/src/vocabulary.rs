@@ -117,6 +117,20 @@ impl fmt::Display for OperationType {
     }
 }
 
+/// Longest capability id accepted.
+pub const MAX_CAPABILITY_ID_LEN: usize = 128;
+
+/// Whether `id` is a capability id: lowercase dotted, at least two segments,
+/// each `[a-z][a-z0-9_]*`, at most 128 characters (e.g. `crm.create_account`).
+pub fn is_capability_id(id: &str) -> bool {
+    let segment_ok = |s: &str| {
+        let mut chars = s.chars();
+        matches!(chars.next(), Some('a'..='z'))
+            && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+    };
+    id.len() <= MAX_CAPABILITY_ID_LEN && id.split('.').count() >= 2 && id.split('.').all(segment_ok)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,3 +150,5 @@ pub async fn serve_on(
     )
     .await
 }
+pub mod convert;
+pub mod domain;

@@ -21,19 +21,7 @@ use super::spec::{
 /// Prefix of every Risk Consistency Check violation.
 pub const RISK_CHECK_PREFIX: &str = "Risk Consistency Check Failed: ";
 
-/// Longest capability id accepted.
-pub const MAX_ID_LEN: usize = 128;
-
-/// Whether `id` is a capability id: lowercase dotted, at least two segments,
-/// each `[a-z][a-z0-9_]*`, at most 128 characters.
-pub fn is_capability_id(id: &str) -> bool {
-    let segment_ok = |s: &str| {
-        let mut chars = s.chars();
-        matches!(chars.next(), Some('a'..='z'))
-            && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
-    };
-    id.len() <= MAX_ID_LEN && id.split('.').count() >= 2 && id.split('.').all(segment_ok)
-}
+pub use airt_kit::vocabulary::{MAX_CAPABILITY_ID_LEN as MAX_ID_LEN, is_capability_id};
 
 fn is_parameter_name(name: &str) -> bool {
     let mut chars = name.chars();

@@ -145,6 +145,14 @@ impl Slot {
             .map_err(|e| io_error(e, Path::new(".airt/undo")))
     }
 
+    /// Keeps the current bytes of `path` as this slot's `previous`.
+    fn keep_previous(&self, ws: &Workspace, path: &Path) -> Result<(), HandlerError> {
+        let previous = ws.dir().read(path).map_err(|e| io_error(e, path))?;
+        ws.undo()
+            .write(self.file("previous"), previous)
+            .map_err(|e| io_error(e, Path::new(".airt/undo")))
+    }
+
     /// Writes the record atomically (temp file, then rename).
     fn commit(&self, ws: &Workspace, record: &Value) -> Result<(), HandlerError> {
         let tmp = self.file("record.json.tmp");
@@ -357,8 +365,7 @@ impl Handler for WriteFile {
                     let created_dirs = if create_dirs { missing_ancestors(ws, &rel)? } else { Vec::new() };
                     slot.create(ws)?;
                     if existing.is_some() {
-                        let previous = ws.dir().read(&rel).map_err(|e| io_error(e, &rel))?;
-                        ws.undo().write(slot.file("previous"), previous).map_err(|e| io_error(e, Path::new(".airt/undo")))?;
+                        slot.keep_previous(ws, &rel)?;
                     }
                     let record = json!({
                         "op": "write", "path": rel.display().to_string(), "slot": slot.name,
@@ -553,8 +560,7 @@ impl Handler for Copy {
                     }
                     slot.create(ws)?;
                     if existing.is_some() {
-                        let previous = ws.dir().read(&dst).map_err(|e| io_error(e, &dst))?;
-                        ws.undo().write(slot.file("previous"), previous).map_err(|e| io_error(e, Path::new(".airt/undo")))?;
+                        slot.keep_previous(ws, &dst)?;
                     }
                     let record = json!({"op": "copy", "path": dst.display().to_string(), "slot": slot.name, "existed": existing.is_some(), "created_dirs": []});
                     slot.commit(ws, &record)?;

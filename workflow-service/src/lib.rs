@@ -152,3 +152,4 @@ pub async fn serve_on(
 }
 pub mod convert;
 pub mod domain;
+pub mod gate;

@@ -1,0 +1,198 @@
+//! The workflow service's questions to the registry and the policy service:
+//! exact answers (a cache kept exact by the change feed) and fail-closed
+//! behaviour when a dependency is down.
+
+use std::time::{Duration, Instant};
+
+use airt_kit::testing::{TestDb, as_principal};
+use airt_proto::common::v1::{OperationType, Principal, RiskLevel};
+use airt_proto::policy::v1 as policy;
+use airt_proto::registry::v1 as registry;
+use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
+use airt_system_tests::{start_policy, start_registry};
+use tonic::transport::Endpoint;
+use workflow_service::capabilities::publish::ServiceCredentials;
+use workflow_service::gate::GateError;
+use workflow_service::gate::policy::PolicyGate;
+use workflow_service::gate::registry::RegistryGate;
+
+fn lazy(url: &str) -> tonic::transport::Channel {
+    Endpoint::from_shared(url.to_owned())
+        .expect("url")
+        .connect_lazy()
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(10)
+}
+
+async fn until<F: Fn() -> bool>(what: &str, condition: F) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what} within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn capability_yaml(version: &str) -> String {
+    format!(
+        "id: crm.sync\nname: Sync\noperation_type: WRITE\nrisk: {{level: MEDIUM}}\nside_effects: {{reversible: true, scope: EXTERNAL}}\n\
+         compensation: {{supported: true, strategy: MANUAL}}\nmetadata: {{version: \"{version}\"}}\nhandler: \"http:https://crm.example/sync\"\n"
+    )
+}
+
+#[tokio::test]
+async fn registry_answers_stay_exact_through_the_cache() {
+    let db = TestDb::sqlite();
+    let server = start_registry(&db).await;
+    let gate = RegistryGate::new(lazy(&server.url()), ServiceCredentials::development());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(gate.clone().follow(stopped));
+    until("the cache goes live", || gate.cache_is_live()).await;
+
+    assert_eq!(
+        gate.capability("crm.sync", soon()).await.expect("answer"),
+        None,
+        "unknown"
+    );
+    let mut admin = RegistryServiceClient::new(server.channel().await);
+    let register = |version: &str| {
+        as_principal(
+            registry::RegisterCapabilityRequest {
+                source: Some(registry::register_capability_request::Source::SpecText(
+                    capability_yaml(version),
+                )),
+                validate_only: false,
+                request_id: String::new(),
+            },
+            "user:root",
+            &["admin"],
+        )
+    };
+    admin
+        .register_capability(register("1.0.0"))
+        .await
+        .expect("register");
+    // The cached "not found" is dropped by the change event.
+    let mut found = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while found.is_none() {
+        assert!(Instant::now() < deadline, "the registration is seen");
+        found = gate.capability("crm.sync", soon()).await.expect("answer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    admin
+        .set_capability_lifecycle(as_principal(
+            registry::SetCapabilityLifecycleRequest {
+                capability_id: "crm.sync".into(),
+                version: String::new(),
+                lifecycle: registry::CapabilityLifecycle::Frozen as i32,
+                reason: "incident".into(),
+                request_id: String::new(),
+            },
+            "user:root",
+            &["admin"],
+        ))
+        .await
+        .expect("freeze");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let current = gate
+            .capability("crm.sync", soon())
+            .await
+            .expect("answer")
+            .expect("known");
+        if current.spec.as_ref().map(|s| s.lifecycle)
+            == Some(registry::CapabilityLifecycle::Frozen as i32)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freeze is seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The registry goes away: the cache is dropped and lookups fail closed.
+    server.stop().await.expect("stop");
+    until("the cache is dropped", || !gate.cache_is_live()).await;
+    let error = gate
+        .capability("crm.sync", Instant::now() + Duration::from_millis(300))
+        .await
+        .expect_err("unreachable");
+    assert!(
+        matches!(
+            error,
+            GateError::Unavailable {
+                dependency: "registry",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let _ = stop.send(true);
+    follower.await.expect("follower ends");
+}
+
+#[tokio::test]
+async fn policy_decisions_or_a_fail_closed_error() {
+    let db = TestDb::sqlite();
+    let server = start_policy(&db).await;
+    let gate = PolicyGate::new(lazy(&server.url()), ServiceCredentials::development());
+    let context = policy::PolicyContext {
+        principal: Some(Principal {
+            r#type: "user".into(),
+            id: "alice".into(),
+            roles: vec![],
+        }),
+        capability_id: "io.fs.read_file".into(),
+        risk_level: RiskLevel::Low as i32,
+        operation_type: OperationType::Read as i32,
+        ..Default::default()
+    };
+    let record = gate
+        .evaluate(context.clone(), soon())
+        .await
+        .expect("decision");
+    assert_eq!(
+        (record.decision, record.rule_id.as_str()),
+        (policy::Decision::Deny as i32, "default")
+    );
+
+    // Bad input is refused at once, not retried.
+    let mut incomplete = context.clone();
+    incomplete.risk_level = 0;
+    let refused = gate
+        .evaluate(incomplete, soon())
+        .await
+        .expect_err("invalid");
+    assert!(
+        matches!(
+            refused,
+            GateError::Refused {
+                code: tonic::Code::InvalidArgument,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+
+    server.stop().await.expect("stop");
+    let started = Instant::now();
+    let error = gate
+        .evaluate(context, Instant::now() + Duration::from_millis(400))
+        .await
+        .expect_err("unreachable");
+    assert!(
+        matches!(
+            error,
+            GateError::Unavailable {
+                dependency: "policy service",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "it waited for the deadline before giving up"
+    );
+}

@@ -1,0 +1,50 @@
+//! Asking the policy service for a decision.
+
+use std::time::Instant;
+
+use airt_proto::policy::v1 as pb;
+use airt_proto::policy::v1::policy_service_client::PolicyServiceClient;
+use tonic::transport::Channel;
+
+use super::{GateError, with_retry};
+use crate::capabilities::publish::ServiceCredentials;
+
+#[derive(Debug, Clone)]
+pub struct PolicyGate {
+    client: PolicyServiceClient<Channel>,
+    credentials: ServiceCredentials,
+}
+
+impl PolicyGate {
+    pub fn new(channel: Channel, credentials: ServiceCredentials) -> Self {
+        Self {
+            client: PolicyServiceClient::new(channel),
+            credentials,
+        }
+    }
+
+    /// The decision for `context`, or an error once `deadline` passes with
+    /// the policy service unreachable. Never a default answer.
+    pub async fn evaluate(
+        &self,
+        context: pb::PolicyContext,
+        deadline: Instant,
+    ) -> Result<pb::DecisionRecord, GateError> {
+        with_retry("policy service", deadline, |timeout| {
+            let mut client = self.client.clone();
+            let mut request = tonic::Request::new(pb::EvaluateRequest {
+                context: Some(context.clone()),
+                explain: false,
+            });
+            request.set_timeout(timeout);
+            self.credentials.apply(&mut request);
+            async move {
+                client
+                    .evaluate(request)
+                    .await
+                    .map(|r| r.into_inner().decision.unwrap_or_default())
+            }
+        })
+        .await
+    }
+}

@@ -152,4 +152,6 @@ pub async fn serve_on(
 }
 pub mod convert;
 pub mod domain;
+pub mod error;
 pub mod gate;
+pub mod store;

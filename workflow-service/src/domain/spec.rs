@@ -14,7 +14,7 @@ use std::time::Duration;
 use airt_kit::config::parse_duration;
 use airt_kit::status::FieldViolation;
 use airt_kit::vocabulary::is_capability_id;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::template::{placeholders, placeholders_in, root_of};
@@ -24,7 +24,7 @@ pub const MAX_STEPS: usize = 1000;
 /// Highest `max_parallel` accepted.
 pub const MAX_PARALLEL: u32 = 64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum StepType {
     Action,
@@ -33,7 +33,7 @@ pub enum StepType {
 
 // ---- drafts --------------------------------------------------------------
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetadataDraft {
     pub owner: String,
@@ -41,7 +41,7 @@ pub struct MetadataDraft {
     pub tags: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OptionsDraft {
     pub auto_rollback: Option<bool>,
@@ -50,7 +50,7 @@ pub struct OptionsDraft {
     pub max_parallel: Option<i64>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryDraft {
     pub max_attempts: Option<i64>,
@@ -59,14 +59,14 @@ pub struct RetryDraft {
     pub max_backoff: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CompensationDraft {
     pub capability: String,
     pub inputs: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApprovalDraft {
     pub approver_roles: Vec<String>,
@@ -74,7 +74,7 @@ pub struct ApprovalDraft {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StepDraft {
     pub name: String,
@@ -91,7 +91,7 @@ pub struct StepDraft {
 }
 
 /// A workflow as submitted.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkflowDraft {
     pub name: String,

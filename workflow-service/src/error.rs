@@ -1,0 +1,48 @@
+//! The workflow service's one error enum and its gRPC mapping.
+
+use airt_kit::status::{self, FieldViolation};
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("invalid workflow: {} problem(s)", .0.len())]
+    InvalidWorkflow(Vec<FieldViolation>),
+    #[error("workflow {0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Storage(#[from] sqlx::Error),
+}
+
+impl From<WorkflowError> for Status {
+    fn from(error: WorkflowError) -> Self {
+        match error {
+            WorkflowError::InvalidWorkflow(violations) => {
+                let message = violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                status::invalid_argument(
+                    "INVALID_WORKFLOW",
+                    format!("invalid workflow: {message}"),
+                    violations,
+                )
+            }
+            WorkflowError::NotFound(id) => status::error(
+                Code::NotFound,
+                "WORKFLOW_NOT_FOUND",
+                format!("workflow {id} not found"),
+            ),
+            WorkflowError::FailedPrecondition(message) => {
+                status::error(Code::FailedPrecondition, "WRONG_STATE", message)
+            }
+            error @ (WorkflowError::Corrupt(_) | WorkflowError::Storage(_)) => {
+                status::internal(&error)
+            }
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! Workflows, their steps, compensations and events, on SQLite or
+//! PostgreSQL (portable SQL written once; see `airt_kit::write_tx!`).
+//!
+//! Every change is a [`Transition`] applied in one transaction together with
+//! its workflow event (what `WatchWorkflow` replays) and its audit event: the
+//! engine commits a transition *before* the action it announces (write-ahead),
+//! so a crash never loses what was about to happen.
+
+use airt_kit::Principal;
+use airt_kit::audit::{AppendAudit as _, NewAuditEvent};
+use airt_kit::db::{Database, Migrations};
+use serde_json::{Value, json};
+use sqlx::migrate::Migrator;
+
+use crate::domain::{CompensationStatus, StepStatus, WorkflowDraft, WorkflowSpec, WorkflowStatus};
+use crate::error::WorkflowError;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The workflow schema, the same for both backends.
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &MIGRATOR,
+    postgres: &MIGRATOR,
+};
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct WorkflowRow {
+    pub workflow_id: String,
+    pub name: String,
+    pub draft_json: String,
+    pub status: String,
+    pub submitter: String,
+    pub submitter_roles: String,
+    pub request_id: Option<String>,
+    pub owner: String,
+    pub failure_reason: String,
+    pub failed_step: String,
+    pub event_seq: i64,
+    pub created_at_us: i64,
+    pub updated_at_us: i64,
+    pub ended_at_us: i64,
+}
+
+impl WorkflowRow {
+    pub fn status(&self) -> Result<WorkflowStatus, WorkflowError> {
+        WorkflowStatus::parse(&self.status)
+            .ok_or_else(|| WorkflowError::Corrupt(format!("workflow status {:?}", self.status)))
+    }
+
+    pub fn draft(&self) -> Result<WorkflowDraft, WorkflowError> {
+        serde_json::from_str(&self.draft_json)
+            .map_err(|e| WorkflowError::Corrupt(format!("workflow spec: {e}")))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct StepRow {
+    pub workflow_id: String,
+    pub step_name: String,
+    pub position: i64,
+    pub status: String,
+    pub attempt: i64,
+    pub capability_version: String,
+    pub risk_level: String,
+    pub resolved_inputs: String,
+    pub outputs: String,
+    pub decision: String,
+    pub approval_id: String,
+    pub error: String,
+    pub undo: String,
+    pub completed_seq: i64,
+    pub started_at_us: i64,
+    pub ended_at_us: i64,
+}
+
+impl StepRow {
+    pub fn status(&self) -> Result<StepStatus, WorkflowError> {
+        StepStatus::parse(&self.status)
+            .ok_or_else(|| WorkflowError::Corrupt(format!("step status {:?}", self.status)))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct CompensationRow {
+    pub workflow_id: String,
+    pub step_name: String,
+    pub position: i64,
+    pub capability_id: String,
+    pub inputs: String,
+    pub status: String,
+    pub attempts: i64,
+    pub error: String,
+    pub started_at_us: i64,
+    pub ended_at_us: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct EventRow {
+    pub workflow_id: String,
+    pub seq: i64,
+    pub occurred_at_us: i64,
+    pub kind: String,
+    pub step_name: String,
+    pub detail: String,
+}
+
+/// One durable change to a workflow.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    /// The workflow's status (with the verbatim reason of a failure).
+    Workflow {
+        status: WorkflowStatus,
+        reason: String,
+        failed_step: String,
+    },
+    /// The registry's answer and the policy decision for a step, with the
+    /// exact inputs they were obtained for.
+    StepDecided {
+        step: String,
+        risk_level: String,
+        capability_version: String,
+        resolved_inputs: Value,
+        decision: Value,
+    },
+    /// A step's status; RUNNING carries the attempt about to be made.
+    Step {
+        step: String,
+        status: StepStatus,
+        attempt: Option<i64>,
+        error: String,
+    },
+    /// A step's outputs and undo record, committed with SUCCEEDED.
+    StepSucceeded {
+        step: String,
+        outputs: Value,
+        undo: Value,
+    },
+    /// A compensation to run during rollback (position 1 runs first).
+    CompensationPlanned {
+        step: String,
+        position: i64,
+        capability_id: String,
+        inputs: Value,
+    },
+    /// A compensation's progress.
+    Compensation {
+        step: String,
+        status: CompensationStatus,
+        attempts: i64,
+        error: String,
+    },
+}
+
+impl Transition {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Workflow { .. } => "workflow.status",
+            Self::StepDecided { .. } => "step.decided",
+            Self::Step { .. } => "step.status",
+            Self::StepSucceeded { .. } => "step.succeeded",
+            Self::CompensationPlanned { .. } => "compensation.planned",
+            Self::Compensation { .. } => "compensation.status",
+        }
+    }
+
+    fn step(&self) -> &str {
+        match self {
+            Self::Workflow { .. } => "",
+            Self::StepDecided { step, .. }
+            | Self::Step { step, .. }
+            | Self::StepSucceeded { step, .. }
+            | Self::CompensationPlanned { step, .. }
+            | Self::Compensation { step, .. } => step,
+        }
+    }
+
+    /// What the event and the audit entry say (outputs are not copied into
+    /// the audit log; their presence is).
+    fn detail(&self) -> Value {
+        match self {
+            Self::Workflow {
+                status,
+                reason,
+                failed_step,
+            } => json!({"status": status.as_str(), "reason": reason, "failed_step": failed_step}),
+            Self::StepDecided {
+                risk_level,
+                capability_version,
+                decision,
+                ..
+            } => {
+                json!({"risk_level": risk_level, "capability_version": capability_version, "decision": decision})
+            }
+            Self::Step {
+                status,
+                attempt,
+                error,
+                ..
+            } => json!({"status": status.as_str(), "attempt": attempt, "error": error}),
+            Self::StepSucceeded { .. } => json!({"status": StepStatus::Succeeded.as_str()}),
+            Self::CompensationPlanned {
+                position,
+                capability_id,
+                ..
+            } => json!({"position": position, "capability_id": capability_id}),
+            Self::Compensation {
+                status,
+                attempts,
+                error,
+                ..
+            } => json!({"status": status.as_str(), "attempts": attempts, "error": error}),
+        }
+    }
+}
+
+/// Restricts [`WorkflowStore::list`]; empty strings match everything.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<WorkflowStatus>,
+    pub submitter: String,
+    pub name: String,
+}
+
+const WORKFLOW_COLUMNS: &str = "workflow_id, name, draft_json, status, submitter, submitter_roles, request_id, owner, \
+     failure_reason, failed_step, event_seq, created_at_us, updated_at_us, ended_at_us";
+const STEP_COLUMNS: &str = "workflow_id, step_name, position, status, attempt, capability_version, risk_level, \
+     resolved_inputs, outputs, decision, approval_id, error, undo, completed_seq, started_at_us, ended_at_us";
+const COMPENSATION_COLUMNS: &str = "workflow_id, step_name, position, capability_id, inputs, status, attempts, error, started_at_us, ended_at_us";
+
+const INSERT_WORKFLOW: &str = "INSERT INTO workflows (workflow_id, name, draft_json, status, submitter, submitter_roles, \
+     request_id, owner, failure_reason, failed_step, event_seq, created_at_us, updated_at_us, ended_at_us) \
+     VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, '', '', 0, $8, $8, 0)";
+const INSERT_STEP: &str = "INSERT INTO workflow_steps (workflow_id, step_name, position, status, attempt, capability_version, \
+     risk_level, resolved_inputs, outputs, decision, approval_id, error, undo, completed_seq, started_at_us, ended_at_us) \
+     VALUES ($1, $2, $3, 'PENDING', 0, '', '', '{}', 'null', '{}', '', '', 'null', 0, 0, 0)";
+const NEXT_EVENT: &str = "UPDATE workflows SET event_seq = event_seq + 1, updated_at_us = $2 WHERE workflow_id = $1 RETURNING event_seq";
+const INSERT_EVENT: &str = "INSERT INTO workflow_events (workflow_id, seq, occurred_at_us, kind, step_name, detail) VALUES ($1, $2, $3, $4, $5, $6)";
+const SET_WORKFLOW_STATUS: &str = "UPDATE workflows SET status = $2, failure_reason = $3, failed_step = $4, \
+     ended_at_us = CASE WHEN $5 THEN $6 ELSE ended_at_us END WHERE workflow_id = $1";
+const SET_STEP_DECIDED: &str = "UPDATE workflow_steps SET risk_level = $3, capability_version = $4, resolved_inputs = $5, decision = $6 \
+     WHERE workflow_id = $1 AND step_name = $2";
+const SET_STEP_STATUS: &str = "UPDATE workflow_steps SET status = $3, attempt = COALESCE($4, attempt), error = $5, \
+     started_at_us = CASE WHEN $6 AND started_at_us = 0 THEN $8 ELSE started_at_us END, \
+     ended_at_us = CASE WHEN $7 THEN $8 ELSE ended_at_us END \
+     WHERE workflow_id = $1 AND step_name = $2";
+const NEXT_COMPLETION: &str =
+    "SELECT COALESCE(MAX(completed_seq), 0) + 1 FROM workflow_steps WHERE workflow_id = $1";
+const SET_STEP_SUCCEEDED: &str = "UPDATE workflow_steps SET status = 'SUCCEEDED', outputs = $3, undo = $4, error = '', \
+     completed_seq = $5, ended_at_us = $6 WHERE workflow_id = $1 AND step_name = $2";
+const INSERT_COMPENSATION: &str = "INSERT INTO workflow_compensations (workflow_id, step_name, position, capability_id, inputs, \
+     status, attempts, error, started_at_us, ended_at_us) VALUES ($1, $2, $3, $4, $5, 'PENDING', 0, '', 0, 0) \
+     ON CONFLICT (workflow_id, step_name) DO NOTHING";
+const SET_COMPENSATION: &str = "UPDATE workflow_compensations SET status = $3, attempts = $4, error = $5, \
+     started_at_us = CASE WHEN started_at_us = 0 THEN $6 ELSE started_at_us END, \
+     ended_at_us = CASE WHEN $7 THEN $6 ELSE ended_at_us END WHERE workflow_id = $1 AND step_name = $2";
+
+fn select_workflow() -> String {
+    format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflow_id = $1")
+}
+fn select_by_request() -> String {
+    format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE submitter = $1 AND request_id = $2")
+}
+fn select_steps() -> String {
+    format!("SELECT {STEP_COLUMNS} FROM workflow_steps WHERE workflow_id = $1 ORDER BY position")
+}
+fn select_compensations() -> String {
+    format!(
+        "SELECT {COMPENSATION_COLUMNS} FROM workflow_compensations WHERE workflow_id = $1 ORDER BY position"
+    )
+}
+fn select_page() -> String {
+    format!(
+        "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE ($1 = '' OR workflow_id < $1) AND ($2 = '' OR status = $2) \
+         AND ($3 = '' OR submitter = $3) AND ($4 = '' OR name = $4) ORDER BY workflow_id DESC LIMIT $5"
+    )
+}
+const SELECT_EVENTS: &str = "SELECT workflow_id, seq, occurred_at_us, kind, step_name, detail FROM workflow_events \
+     WHERE workflow_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+
+/// The workflow service's database.
+#[derive(Debug, Clone)]
+pub struct WorkflowStore {
+    db: Database,
+}
+
+impl WorkflowStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Stores a new workflow (PENDING, every step PENDING). With a
+    /// `request_id` already used by the same submitter, returns that
+    /// workflow instead (`created == false`).
+    pub async fn create(
+        &self,
+        workflow_id: &str,
+        draft: &WorkflowDraft,
+        spec: &WorkflowSpec,
+        submitter: &Principal,
+        request_id: Option<&str>,
+    ) -> Result<(WorkflowRow, bool), WorkflowError> {
+        if let Some(existing) = self.by_request(submitter, request_id).await? {
+            return Ok((existing, false));
+        }
+        let draft_json =
+            serde_json::to_string(draft).map_err(|e| WorkflowError::Corrupt(e.to_string()))?;
+        let roles = serde_json::to_string(&submitter.roles)
+            .map_err(|e| WorkflowError::Corrupt(e.to_string()))?;
+        let now = airt_kit::clock::now_micros();
+        let inserted = airt_kit::write_tx!(&self.db, tx => {
+            sqlx::query(INSERT_WORKFLOW)
+                .bind(workflow_id)
+                .bind(&spec.name)
+                .bind(&draft_json)
+                .bind(submitter.to_string())
+                .bind(&roles)
+                .bind(request_id)
+                .bind(&spec.owner)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            for (position, step) in spec.steps.iter().enumerate() {
+                sqlx::query(INSERT_STEP).bind(workflow_id).bind(&step.name).bind(position as i64).execute(&mut *tx).await?;
+            }
+            let detail = json!({"name": spec.name, "steps": spec.steps.len(), "request_id": request_id});
+            let seq: i64 = sqlx::query_scalar(NEXT_EVENT).bind(workflow_id).bind(now).fetch_one(&mut *tx).await?;
+            sqlx::query(INSERT_EVENT)
+                .bind(workflow_id)
+                .bind(seq)
+                .bind(now)
+                .bind("workflow.submitted")
+                .bind("")
+                .bind(detail.to_string())
+                .execute(&mut *tx)
+                .await?;
+            tx.append_audit(&NewAuditEvent::new(submitter, "workflow.submitted", "workflow", workflow_id).with_details(detail))
+                .await?;
+        });
+        match inserted {
+            Ok(()) => {}
+            // A concurrent retry with the same request_id won the insert.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() && request_id.is_some() => {
+                if let Some(existing) = self.by_request(submitter, request_id).await? {
+                    return Ok((existing, false));
+                }
+                return Err(WorkflowError::Storage(sqlx::Error::Database(e)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let row = self
+            .get(workflow_id)
+            .await?
+            .ok_or_else(|| WorkflowError::NotFound(workflow_id.to_owned()))?;
+        Ok((row, true))
+    }
+
+    async fn by_request(
+        &self,
+        submitter: &Principal,
+        request_id: Option<&str>,
+    ) -> Result<Option<WorkflowRow>, WorkflowError> {
+        let Some(request_id) = request_id else {
+            return Ok(None);
+        };
+        let sql = select_by_request();
+        Ok(airt_kit::with_pool!(&self.db, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(submitter.to_string()).bind(request_id).fetch_optional(pool).await?
+        }))
+    }
+
+    pub async fn get(&self, workflow_id: &str) -> Result<Option<WorkflowRow>, WorkflowError> {
+        let sql = select_workflow();
+        Ok(airt_kit::with_pool!(&self.db, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(workflow_id).fetch_optional(pool).await?
+        }))
+    }
+
+    pub async fn steps(&self, workflow_id: &str) -> Result<Vec<StepRow>, WorkflowError> {
+        let sql = select_steps();
+        Ok(airt_kit::with_pool!(&self.db, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(workflow_id).fetch_all(pool).await?
+        }))
+    }
+
+    pub async fn compensations(
+        &self,
+        workflow_id: &str,
+    ) -> Result<Vec<CompensationRow>, WorkflowError> {
+        let sql = select_compensations();
+        Ok(airt_kit::with_pool!(&self.db, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(workflow_id).fetch_all(pool).await?
+        }))
+    }
+
+    /// Newest first, with an id below `before_id` (empty: from the newest).
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+        before_id: &str,
+        limit: i64,
+    ) -> Result<Vec<WorkflowRow>, WorkflowError> {
+        let sql = select_page();
+        Ok(airt_kit::with_pool!(&self.db, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(before_id)
+                .bind(filter.status.map_or("", WorkflowStatus::as_str))
+                .bind(&filter.submitter)
+                .bind(&filter.name)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// Events after `after_seq`, in order.
+    pub async fn events(
+        &self,
+        workflow_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, WorkflowError> {
+        Ok(airt_kit::with_pool!(&self.db, pool => {
+            sqlx::query_as(SELECT_EVENTS).bind(workflow_id).bind(after_seq).bind(limit).fetch_all(pool).await?
+        }))
+    }
+
+    /// Commits one transition with its workflow event and audit event;
+    /// returns the event's sequence number.
+    pub async fn apply(
+        &self,
+        workflow_id: &str,
+        actor: &str,
+        transition: &Transition,
+    ) -> Result<i64, WorkflowError> {
+        let now = airt_kit::clock::now_micros();
+        let detail = transition.detail();
+        let seq = airt_kit::write_tx!(&self.db, tx => {
+            let seq: Option<i64> = sqlx::query_scalar(NEXT_EVENT).bind(workflow_id).bind(now).fetch_optional(&mut *tx).await?;
+            let Some(seq) = seq else {
+                return Err(WorkflowError::NotFound(workflow_id.to_owned()));
+            };
+            let changed = match transition {
+                Transition::Workflow { status, reason, failed_step } => sqlx::query(SET_WORKFLOW_STATUS)
+                    .bind(workflow_id)
+                    .bind(status.as_str())
+                    .bind(reason)
+                    .bind(failed_step)
+                    .bind(status.is_terminal())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?,
+                Transition::StepDecided { step, risk_level, capability_version, resolved_inputs, decision } => sqlx::query(SET_STEP_DECIDED)
+                    .bind(workflow_id)
+                    .bind(step)
+                    .bind(risk_level)
+                    .bind(capability_version)
+                    .bind(resolved_inputs.to_string())
+                    .bind(decision.to_string())
+                    .execute(&mut *tx)
+                    .await?,
+                Transition::Step { step, status, attempt, error } => {
+                    let ends = !matches!(status, StepStatus::Pending | StepStatus::Running | StepStatus::AwaitingApproval | StepStatus::Compensating);
+                    sqlx::query(SET_STEP_STATUS)
+                        .bind(workflow_id)
+                        .bind(step)
+                        .bind(status.as_str())
+                        .bind(*attempt)
+                        .bind(error)
+                        .bind(*status == StepStatus::Running)
+                        .bind(ends)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?
+                }
+                Transition::StepSucceeded { step, outputs, undo } => {
+                    let completed: i64 = sqlx::query_scalar(NEXT_COMPLETION).bind(workflow_id).fetch_one(&mut *tx).await?;
+                    sqlx::query(SET_STEP_SUCCEEDED)
+                        .bind(workflow_id)
+                        .bind(step)
+                        .bind(outputs.to_string())
+                        .bind(undo.to_string())
+                        .bind(completed)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?
+                }
+                Transition::CompensationPlanned { step, position, capability_id, inputs } => sqlx::query(INSERT_COMPENSATION)
+                    .bind(workflow_id)
+                    .bind(step)
+                    .bind(*position)
+                    .bind(capability_id)
+                    .bind(inputs.to_string())
+                    .execute(&mut *tx)
+                    .await?,
+                Transition::Compensation { step, status, attempts, error } => sqlx::query(SET_COMPENSATION)
+                    .bind(workflow_id)
+                    .bind(step)
+                    .bind(status.as_str())
+                    .bind(*attempts)
+                    .bind(error)
+                    .bind(now)
+                    .bind(matches!(status, CompensationStatus::Done | CompensationStatus::Failed))
+                    .execute(&mut *tx)
+                    .await?,
+            };
+            if changed.rows_affected() == 0 && !matches!(transition, Transition::CompensationPlanned { .. }) {
+                return Err(WorkflowError::NotFound(format!("{workflow_id}/{}", transition.step())));
+            }
+            sqlx::query(INSERT_EVENT)
+                .bind(workflow_id)
+                .bind(seq)
+                .bind(now)
+                .bind(transition.kind())
+                .bind(transition.step())
+                .bind(detail.to_string())
+                .execute(&mut *tx)
+                .await?;
+            let mut audit_detail = detail.clone();
+            if let Some(map) = audit_detail.as_object_mut() {
+                map.insert("step".into(), json!(transition.step()));
+                map.insert("event_seq".into(), json!(seq));
+            }
+            tx.append_audit(&NewAuditEvent::new(actor, transition.kind(), "workflow", workflow_id).with_details(audit_detail))
+                .await?;
+            seq
+        })?;
+        Ok(seq)
+    }
+}

@@ -1,0 +1,343 @@
+//! The workflow store's conformance suite: the same behaviour on SQLite and
+//! PostgreSQL.
+
+use airt_kit::Principal;
+use airt_kit::audit::AuditLog;
+use airt_kit::db::Database;
+use airt_kit::testing::TestDb;
+use serde_json::json;
+use workflow_service::domain::{
+    CompensationStatus, StepStatus, WorkflowDraft, WorkflowStatus, validate_workflow,
+};
+use workflow_service::error::WorkflowError;
+use workflow_service::store::{ListFilter, MIGRATIONS, Transition, WorkflowStore};
+
+const PIPELINE: &str = "name: pipeline\nsteps:\n  - {name: second, capability: io.fs.copy, depends_on: [first]}\n  - {name: first, capability: io.fs.write_file}\n";
+
+fn alice() -> Principal {
+    Principal::new("user", "alice", vec!["sales".into()])
+}
+
+async fn open(db: &TestDb) -> (Database, WorkflowStore) {
+    let database = Database::connect(db.url(), Some(MIGRATIONS))
+        .await
+        .expect("connect");
+    (database.clone(), WorkflowStore::new(database))
+}
+
+fn draft() -> (WorkflowDraft, workflow_service::domain::WorkflowSpec) {
+    let draft = WorkflowDraft::from_text(PIPELINE).expect("parses");
+    let spec = validate_workflow(&draft).expect("valid");
+    (draft, spec)
+}
+
+#[tokio::test]
+async fn workflows_are_created_once_per_request_id_with_steps_in_order() {
+    for db in TestDb::all().await {
+        let (database, store) = open(&db).await;
+        let (draft, spec) = draft();
+        let (row, created) = store
+            .create("wf-1", &draft, &spec, &alice(), Some("req-1"))
+            .await
+            .expect("create");
+        assert!(created);
+        assert_eq!(
+            (
+                row.status().expect("status"),
+                row.submitter.as_str(),
+                row.event_seq
+            ),
+            (WorkflowStatus::Pending, "user:alice", 1)
+        );
+        assert_eq!(row.draft().expect("draft").steps.len(), 2);
+        let (again, created_again) = store
+            .create("wf-2", &draft, &spec, &alice(), Some("req-1"))
+            .await
+            .expect("retry");
+        assert!(!created_again, "{:?}", db.backend());
+        assert_eq!(again.workflow_id, "wf-1");
+        let bob = Principal::new("user", "bob", vec![]);
+        assert!(
+            store
+                .create("wf-3", &draft, &spec, &bob, Some("req-1"))
+                .await
+                .expect("other submitter")
+                .1
+        );
+        assert!(
+            store
+                .create("wf-4", &draft, &spec, &alice(), None)
+                .await
+                .expect("no request id")
+                .1
+        );
+
+        let steps = store.steps("wf-1").await.expect("steps");
+        let names: Vec<(&str, StepStatus)> = steps
+            .iter()
+            .map(|s| (s.step_name.as_str(), s.status().expect("status")))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("first", StepStatus::Pending),
+                ("second", StepStatus::Pending)
+            ]
+        );
+
+        let newest_first: Vec<String> = store
+            .list(&ListFilter::default(), "", 10)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|w| w.workflow_id)
+            .collect();
+        assert_eq!(newest_first, ["wf-4", "wf-3", "wf-1"]);
+        let page: Vec<String> = store
+            .list(&ListFilter::default(), "wf-3", 10)
+            .await
+            .expect("page")
+            .into_iter()
+            .map(|w| w.workflow_id)
+            .collect();
+        assert_eq!(page, ["wf-1"]);
+        let bobs = store
+            .list(
+                &ListFilter {
+                    submitter: "user:bob".into(),
+                    ..Default::default()
+                },
+                "",
+                10,
+            )
+            .await
+            .expect("filter");
+        assert_eq!(bobs.len(), 1);
+        database.close().await;
+    }
+}
+
+#[tokio::test]
+async fn transitions_are_committed_with_events_and_audit_entries() {
+    for db in TestDb::all().await {
+        let (database, store) = open(&db).await;
+        let (draft, spec) = draft();
+        store
+            .create("wf-1", &draft, &spec, &alice(), None)
+            .await
+            .expect("create");
+        let actor = "service:workflow";
+        let running = Transition::Workflow {
+            status: WorkflowStatus::Running,
+            reason: String::new(),
+            failed_step: String::new(),
+        };
+        store.apply("wf-1", actor, &running).await.expect("running");
+        let decision = json!({"decision": "ALLOW", "rule_id": "allow-writes"});
+        store
+            .apply(
+                "wf-1",
+                actor,
+                &Transition::StepDecided {
+                    step: "first".into(),
+                    risk_level: "MEDIUM".into(),
+                    capability_version: "1.0.0".into(),
+                    resolved_inputs: json!({"path": "a.txt"}),
+                    decision: decision.clone(),
+                },
+            )
+            .await
+            .expect("decided");
+        store
+            .apply(
+                "wf-1",
+                actor,
+                &Transition::Step {
+                    step: "first".into(),
+                    status: StepStatus::Running,
+                    attempt: Some(1),
+                    error: String::new(),
+                },
+            )
+            .await
+            .expect("running");
+        let step = store.steps("wf-1").await.expect("steps").remove(0);
+        assert_eq!((step.status.as_str(), step.attempt), ("RUNNING", 1));
+        assert!(
+            step.started_at_us > 0 && step.ended_at_us == 0,
+            "write-ahead: RUNNING recorded before the handler runs"
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&step.decision).expect("json"),
+            decision
+        );
+
+        store
+            .apply(
+                "wf-1",
+                actor,
+                &Transition::StepSucceeded {
+                    step: "first".into(),
+                    outputs: json!({"size": 3}),
+                    undo: json!({"op": "write"}),
+                },
+            )
+            .await
+            .expect("ok");
+        store
+            .apply(
+                "wf-1",
+                actor,
+                &Transition::Step {
+                    step: "second".into(),
+                    status: StepStatus::Running,
+                    attempt: Some(1),
+                    error: String::new(),
+                },
+            )
+            .await
+            .expect("running");
+        store
+            .apply(
+                "wf-1",
+                actor,
+                &Transition::Step {
+                    step: "second".into(),
+                    status: StepStatus::Failed,
+                    attempt: None,
+                    error: "NOT_FOUND: src.txt".into(),
+                },
+            )
+            .await
+            .expect("failed");
+        store
+            .apply(
+                "wf-1",
+                actor,
+                &Transition::Workflow {
+                    status: WorkflowStatus::RollingBack,
+                    reason: "step second failed: NOT_FOUND: src.txt".into(),
+                    failed_step: "second".into(),
+                },
+            )
+            .await
+            .expect("rolling back");
+        let plan = Transition::CompensationPlanned {
+            step: "first".into(),
+            position: 1,
+            capability_id: "io.fs.write_file".into(),
+            inputs: json!({}),
+        };
+        store.apply("wf-1", actor, &plan).await.expect("planned");
+        store
+            .apply("wf-1", actor, &plan)
+            .await
+            .expect("planning twice is harmless");
+        store
+            .apply(
+                "wf-1",
+                actor,
+                &Transition::Compensation {
+                    step: "first".into(),
+                    status: CompensationStatus::Done,
+                    attempts: 1,
+                    error: String::new(),
+                },
+            )
+            .await
+            .expect("done");
+        let last = store
+            .apply(
+                "wf-1",
+                actor,
+                &Transition::Workflow {
+                    status: WorkflowStatus::RolledBack,
+                    reason: "step second failed: NOT_FOUND: src.txt".into(),
+                    failed_step: "second".into(),
+                },
+            )
+            .await
+            .expect("rolled back");
+
+        let workflow = store.get("wf-1").await.expect("get").expect("exists");
+        assert_eq!(
+            (
+                workflow.status().expect("status"),
+                workflow.failed_step.as_str(),
+                workflow.event_seq
+            ),
+            (WorkflowStatus::RolledBack, "second", last)
+        );
+        assert!(workflow.ended_at_us > 0);
+        let steps = store.steps("wf-1").await.expect("steps");
+        assert_eq!(
+            (
+                steps[0].status.as_str(),
+                steps[0].completed_seq,
+                steps[0].outputs.as_str()
+            ),
+            ("SUCCEEDED", 1, r#"{"size":3}"#)
+        );
+        assert_eq!(
+            (steps[1].status.as_str(), steps[1].error.as_str()),
+            ("FAILED", "NOT_FOUND: src.txt")
+        );
+        let compensations = store.compensations("wf-1").await.expect("compensations");
+        assert_eq!(
+            (
+                compensations.len(),
+                compensations[0].status.as_str(),
+                compensations[0].attempts
+            ),
+            (1, "DONE", 1)
+        );
+
+        let events = store.events("wf-1", 0, 100).await.expect("events");
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=last).collect::<Vec<_>>()
+        );
+        assert_eq!(events[0].kind, "workflow.submitted");
+        assert_eq!(
+            store
+                .events("wf-1", last - 1, 100)
+                .await
+                .expect("tail")
+                .len(),
+            1,
+            "a watcher resumes from its last seq"
+        );
+
+        let report = AuditLog::new(database.clone())
+            .verify()
+            .await
+            .expect("verify");
+        assert!(report.intact());
+        assert_eq!(
+            report.events_checked,
+            last,
+            "{:?}: one audit entry per event",
+            db.backend()
+        );
+
+        let missing = store
+            .apply("wf-404", actor, &running)
+            .await
+            .expect_err("unknown");
+        assert!(matches!(missing, WorkflowError::NotFound(_)));
+        let bad_step = store
+            .apply(
+                "wf-1",
+                actor,
+                &Transition::Step {
+                    step: "ghost".into(),
+                    status: StepStatus::Running,
+                    attempt: Some(1),
+                    error: String::new(),
+                },
+            )
+            .await;
+        assert!(matches!(bad_step, Err(WorkflowError::NotFound(_))));
+        database.close().await;
+    }
+}

@@ -152,6 +152,7 @@ pub async fn serve_on(
 }
 pub mod convert;
 pub mod domain;
+pub mod engine;
 pub mod error;
 pub mod gate;
 pub mod store;

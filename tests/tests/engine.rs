@@ -1,0 +1,475 @@
+//! The workflow engine against real registry and policy services (over
+//! gRPC), with real files: the Grand Unified scenario and the saga.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airt_kit::Principal;
+use airt_kit::audit::{AuditFilter, AuditLog};
+use airt_kit::db::Database;
+use airt_kit::testing::{TestDb, TestServer, as_principal};
+use airt_proto::policy::v1 as policy;
+use airt_proto::policy::v1::policy_service_client::PolicyServiceClient;
+use airt_proto::registry::v1 as registry;
+use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
+use airt_system_tests::{start_policy, start_registry};
+use serde_json::Value;
+use tonic::transport::Endpoint;
+use workflow_service::capabilities::publish::{ServiceCredentials, publish_all};
+use workflow_service::capabilities::{Catalogue, CatalogueConfig, Workspace};
+use workflow_service::domain::{WorkflowDraft, WorkflowStatus};
+use workflow_service::engine::{Engine, EngineConfig};
+use workflow_service::gate::policy::PolicyGate;
+use workflow_service::gate::registry::RegistryGate;
+use workflow_service::store::{MIGRATIONS, WorkflowRow, WorkflowStore};
+
+const POLICY: &str = r#"
+default: DENY
+rules:
+  - id: deny-high-risk
+    when: {risk_level: [HIGH, CRITICAL], capability: ["io.*", "crm.*", "ghost.*"]}
+    decision: DENY
+    reason: High-risk operations are not allowed
+  - id: approve-risky-crm
+    when: {capability: "risky.*"}
+    decision: ALLOW
+  - id: allow-the-rest
+    when: {risk_level: [LOW, MEDIUM]}
+    decision: ALLOW
+    reason: low and medium risk are fine
+"#;
+
+struct Stack {
+    registry: Option<TestServer>,
+    policy: Option<TestServer>,
+    _registry_db: TestDb,
+    _policy_db: TestDb,
+    workspace_dir: tempfile::TempDir,
+    engine: Engine,
+    database: Database,
+    _db: TestDb,
+}
+
+async fn stack(db: TestDb, step_timeout: Duration) -> Stack {
+    let registry_db = TestDb::sqlite();
+    let policy_db = TestDb::sqlite();
+    let registry_server = start_registry(&registry_db).await;
+    let policy_server = start_policy(&policy_db).await;
+    let catalogue = Arc::new(Catalogue::new(&CatalogueConfig::default()));
+    let registry_channel = Endpoint::from_shared(registry_server.url())
+        .expect("url")
+        .connect_lazy();
+    publish_all(
+        &catalogue,
+        registry_channel.clone(),
+        &ServiceCredentials::development(),
+    )
+    .await
+    .expect("publish built-ins");
+    let mut registrar = RegistryServiceClient::new(registry_server.channel().await);
+    let risky = "id: risky.operation\nname: Risky\noperation_type: WRITE\nrisk: {level: HIGH}\nside_effects: {reversible: false, scope: EXTERNAL}\n\
+                 compensation: {supported: true, strategy: MANUAL}\nmetadata: {version: 1.0.0}\nhandler: \"http:https://risky.example/op\"\n";
+    registrar
+        .register_capability(as_principal(
+            registry::RegisterCapabilityRequest {
+                source: Some(registry::register_capability_request::Source::SpecText(
+                    risky.into(),
+                )),
+                validate_only: false,
+                request_id: String::new(),
+            },
+            "user:root",
+            &["admin"],
+        ))
+        .await
+        .expect("register risky");
+    PolicyServiceClient::new(policy_server.channel().await)
+        .put_policy_set(as_principal(
+            policy::PutPolicySetRequest {
+                source_yaml: POLICY.into(),
+                activate: true,
+                ..Default::default()
+            },
+            "user:root",
+            &["admin"],
+        ))
+        .await
+        .expect("policy");
+
+    let workspace_dir = tempfile::tempdir().expect("workspace");
+    let workspace = Arc::new(Workspace::open(workspace_dir.path()).expect("workspace"));
+    let database = Database::connect(db.url(), Some(MIGRATIONS))
+        .await
+        .expect("workflow db");
+    let engine = Engine::new(
+        WorkflowStore::new(database.clone()),
+        catalogue,
+        workspace,
+        RegistryGate::new(registry_channel, ServiceCredentials::development()),
+        PolicyGate::new(
+            Endpoint::from_shared(policy_server.url())
+                .expect("url")
+                .connect_lazy(),
+            ServiceCredentials::development(),
+        ),
+        Arc::default(),
+        EngineConfig {
+            default_step_timeout: step_timeout,
+            compensation_attempts: 2,
+        },
+    );
+    Stack {
+        registry: Some(registry_server),
+        policy: Some(policy_server),
+        _registry_db: registry_db,
+        _policy_db: policy_db,
+        workspace_dir,
+        engine,
+        database,
+        _db: db,
+    }
+}
+
+impl Stack {
+    fn root(&self) -> &Path {
+        self.workspace_dir.path()
+    }
+
+    fn file(&self, path: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.root().join(path)).ok()
+    }
+
+    async fn run(&self, yaml: &str, request_id: Option<&str>) -> WorkflowRow {
+        let draft = WorkflowDraft::from_text(yaml).expect("yaml");
+        let submitter = Principal::new("user", "alice", vec![]);
+        let (row, _) = self
+            .engine
+            .submit(draft, submitter, request_id.map(str::to_owned))
+            .await
+            .expect("submit");
+        self.settle(&row.workflow_id).await
+    }
+
+    /// Waits until the workflow is terminal or paused.
+    async fn settle(&self, id: &str) -> WorkflowRow {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let row = self
+                .engine
+                .store()
+                .get(id)
+                .await
+                .expect("get")
+                .expect("exists");
+            let status = row.status().expect("status");
+            if status.is_terminal() || status == WorkflowStatus::Paused {
+                return row;
+            }
+            assert!(Instant::now() < deadline, "workflow {id} still {status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn steps(&self, id: &str) -> Vec<(String, String, String)> {
+        self.engine
+            .store()
+            .steps(id)
+            .await
+            .expect("steps")
+            .into_iter()
+            .map(|s| (s.step_name, s.status, s.error))
+            .collect()
+    }
+}
+
+fn status(row: &WorkflowRow) -> WorkflowStatus {
+    row.status().expect("status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grand_unified_a_high_risk_step_is_denied_before_it_runs() {
+    for preflight in [true, false] {
+        let s = stack(TestDb::sqlite(), Duration::from_secs(10)).await;
+        std::fs::write(s.root().join("precious.txt"), b"do not touch").expect("file");
+        let workflow = format!(
+            "name: cleanup\noptions: {{preflight: {preflight}}}\nsteps:\n  - {{name: shred, agent: janitor, capability: io.fs.delete, inputs: {{path: precious.txt}}}}\n"
+        );
+        let row = s.run(&workflow, None).await;
+        assert_eq!(
+            status(&row),
+            WorkflowStatus::Failed,
+            "preflight {preflight}"
+        );
+        assert!(
+            row.failure_reason.contains(
+                "policy denied: rule deny-high-risk: High-risk operations are not allowed"
+            ),
+            "{}",
+            row.failure_reason
+        );
+        assert_eq!(row.failed_step, "shred");
+        let steps = s
+            .engine
+            .store()
+            .steps(&row.workflow_id)
+            .await
+            .expect("steps");
+        assert_eq!(
+            (
+                steps[0].status.as_str(),
+                steps[0].attempt,
+                steps[0].risk_level.as_str()
+            ),
+            ("DENIED", 0, "HIGH"),
+            "never started"
+        );
+        assert_eq!(
+            s.file("precious.txt").as_deref(),
+            Some(&b"do not touch"[..]),
+            "byte-for-byte unchanged"
+        );
+        let log = AuditLog::new(s.database.clone());
+        assert!(log.verify().await.expect("verify").intact());
+        let decided = log
+            .list(
+                &AuditFilter {
+                    action: "step.decided".into(),
+                    ..Default::default()
+                },
+                0,
+                10,
+            )
+            .await
+            .expect("list");
+        assert!(
+            decided
+                .iter()
+                .any(|e| e.resource_id == row.workflow_id && e.details.contains("deny-high-risk")),
+            "the decision is in the audit chain"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_risk_workflow_completes_with_its_outputs() {
+    for db in TestDb::all().await {
+        let s = stack(db, Duration::from_secs(10)).await;
+        let row = s
+            .run(
+                "name: hello\ninitial_state: {who: world}\nsteps:\n  - {name: write, capability: io.fs.write_file, inputs: {path: out/hello.txt, content: 'hello {{who}}', create_dirs: true}}\n  - {name: read, capability: io.fs.read_file, depends_on: [write], inputs: {path: '{{write.path}}'}}\n",
+                Some("req-1"),
+            )
+            .await;
+        assert_eq!(
+            status(&row),
+            WorkflowStatus::Completed,
+            "{}",
+            row.failure_reason
+        );
+        let outputs = s
+            .engine
+            .step_outputs(&row.workflow_id)
+            .await
+            .expect("outputs");
+        assert_eq!(outputs["read"]["content"], "hello world");
+        assert_eq!(outputs["write"]["size"], 11);
+        // The same request_id returns the same workflow and runs nothing again.
+        let again = s.run("name: hello\nsteps:\n  - {name: other, capability: io.fs.exists, inputs: {path: x}}\n", Some("req-1")).await;
+        assert_eq!(again.workflow_id, row.workflow_id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_third_step_rolls_back_steps_two_then_one() {
+    let s = stack(TestDb::sqlite(), Duration::from_secs(10)).await;
+    std::fs::write(s.root().join("config.txt"), b"v1").expect("file");
+    let row = s
+        .run(
+            "name: saga\nsteps:\n  - {name: one, capability: io.fs.write_file, inputs: {path: config.txt, content: v2}}\n  - {name: two, capability: io.fs.write_file, depends_on: [one], inputs: {path: new.txt, content: fresh}}\n  - {name: three, capability: io.fs.read_file, depends_on: [two], inputs: {path: missing.txt}}\n",
+            None,
+        )
+        .await;
+    assert_eq!(
+        status(&row),
+        WorkflowStatus::RolledBack,
+        "{}",
+        row.failure_reason
+    );
+    assert_eq!(row.failed_step, "three");
+    assert!(
+        row.failure_reason.starts_with("NOT_FOUND: missing.txt"),
+        "verbatim reason: {}",
+        row.failure_reason
+    );
+    assert_eq!(
+        s.file("config.txt").as_deref(),
+        Some(&b"v1"[..]),
+        "previous bytes restored"
+    );
+    assert_eq!(s.file("new.txt"), None, "created file removed");
+    let compensations = s
+        .engine
+        .store()
+        .compensations(&row.workflow_id)
+        .await
+        .expect("compensations");
+    assert_eq!(
+        compensations
+            .iter()
+            .map(|c| (c.step_name.as_str(), c.position, c.status.as_str()))
+            .collect::<Vec<_>>(),
+        [("two", 1, "DONE"), ("one", 2, "DONE")]
+    );
+    // The audit log shows the order too.
+    let log = AuditLog::new(s.database.clone());
+    let done: Vec<String> = log
+        .list(
+            &AuditFilter {
+                action: "compensation.status".into(),
+                resource_id: row.workflow_id.clone(),
+                ..Default::default()
+            },
+            0,
+            100,
+        )
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter_map(|e| serde_json::from_str::<Value>(&e.details).ok())
+        .filter(|d| d["status"] == "DONE")
+        .map(|d| d["step"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(done, ["two", "one"]);
+    let steps = s.steps(&row.workflow_id).await;
+    assert_eq!(
+        steps
+            .iter()
+            .map(|(n, st, _)| (n.as_str(), st.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("one", "COMPENSATED"),
+            ("two", "COMPENSATED"),
+            ("three", "FAILED")
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_at_step_two_rolls_back_step_one() {
+    let s = stack(TestDb::sqlite(), Duration::from_secs(10)).await;
+    std::fs::write(s.root().join("victim.txt"), b"keep").expect("file");
+    let row = s
+        .run(
+            "name: mixed\noptions: {preflight: false}\nsteps:\n  - {name: one, capability: io.fs.write_file, inputs: {path: draft.txt, content: x}}\n  - {name: two, capability: io.fs.delete, depends_on: [one], inputs: {path: victim.txt}}\n",
+            None,
+        )
+        .await;
+    assert_eq!(status(&row), WorkflowStatus::RolledBack);
+    assert!(
+        row.failure_reason.contains("rule deny-high-risk"),
+        "{}",
+        row.failure_reason
+    );
+    assert_eq!(s.file("draft.txt"), None);
+    assert_eq!(s.file("victim.txt").as_deref(), Some(&b"keep"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_capabilities_are_high_risk_and_escalated_steps_pause_without_running() {
+    let s = stack(TestDb::sqlite(), Duration::from_secs(10)).await;
+    let unknown = s.run("name: u\noptions: {preflight: false}\nsteps:\n  - {name: mystery, capability: ghost.thing}\n", None).await;
+    assert_eq!(
+        status(&unknown),
+        WorkflowStatus::Failed,
+        "nothing ran, so nothing to roll back"
+    );
+    let steps = s
+        .engine
+        .store()
+        .steps(&unknown.workflow_id)
+        .await
+        .expect("steps");
+    assert_eq!(
+        (steps[0].status.as_str(), steps[0].risk_level.as_str()),
+        ("DENIED", "HIGH"),
+        "unknown means HIGH"
+    );
+
+    let paused = s
+        .run(
+            "name: p\nsteps:\n  - {name: risky, capability: risky.operation}\n",
+            None,
+        )
+        .await;
+    assert_eq!(status(&paused), WorkflowStatus::Paused);
+    let steps = s
+        .engine
+        .store()
+        .steps(&paused.workflow_id)
+        .await
+        .expect("steps");
+    assert_eq!(
+        (steps[0].status.as_str(), steps[0].attempt),
+        ("AWAITING_APPROVAL", 0),
+        "not executed"
+    );
+    let decision: Value = serde_json::from_str(&steps[0].decision).expect("json");
+    assert_eq!(
+        (
+            decision["decision"].as_str(),
+            decision["escalated"].as_bool()
+        ),
+        (Some("REQUIRE_APPROVAL"), Some(true))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_compensation_gives_compensation_failed_naming_the_step() {
+    let s = stack(TestDb::sqlite(), Duration::from_secs(10)).await;
+    let row = s
+        .run(
+            "name: c\nsteps:\n  - {name: one, capability: io.fs.write_file, inputs: {path: a.txt, content: x}, compensation: {capability: io.fs.read_file, inputs: {path: nowhere.txt}}}\n  - {name: two, capability: io.fs.read_file, depends_on: [one], inputs: {path: missing.txt}}\n",
+            None,
+        )
+        .await;
+    assert_eq!(status(&row), WorkflowStatus::CompensationFailed);
+    assert_eq!(row.failed_step, "one");
+    assert!(
+        row.failure_reason
+            .contains("compensation of step one failed"),
+        "{}",
+        row.failure_reason
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_registry_or_policy_down_no_handler_runs_and_the_step_fails_after_its_deadline() {
+    for stop_registry in [true, false] {
+        let mut s = stack(TestDb::sqlite(), Duration::from_millis(800)).await;
+        if stop_registry {
+            s.registry
+                .take()
+                .expect("registry")
+                .stop()
+                .await
+                .expect("stop");
+        } else {
+            s.policy.take().expect("policy").stop().await.expect("stop");
+        }
+        let row = s.run("name: d\nsteps:\n  - {name: write, capability: io.fs.write_file, inputs: {path: never.txt, content: x}}\n", None).await;
+        assert_eq!(status(&row), WorkflowStatus::Failed);
+        let dependency = if stop_registry {
+            "registry"
+        } else {
+            "policy service"
+        };
+        assert!(
+            row.failure_reason
+                .contains(&format!("{dependency} unavailable")),
+            "{}",
+            row.failure_reason
+        );
+        assert_eq!(s.file("never.txt"), None, "no handler ran");
+    }
+}

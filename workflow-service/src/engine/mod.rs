@@ -1,0 +1,982 @@
+//! The engine: runs a workflow's steps as a DAG, each through the gate —
+//! registry (what is it, how risky?), input validation, policy (may the
+//! submitter do it?) — and obeys: DENY fails the step, REQUIRE_APPROVAL
+//! pauses the workflow without executing, ALLOW executes with retries and a
+//! timeout. On failure, completed steps are compensated in reverse
+//! completion order. Every transition is committed before the action it
+//! announces.
+
+mod remote;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airt_kit::Principal;
+use airt_kit::json::to_proto_struct;
+use airt_proto::common::v1 as common;
+use airt_proto::policy::v1 as policy;
+use airt_proto::registry::v1 as registry;
+use serde_json::{Map, Value, json};
+
+use crate::capabilities::{
+    Catalogue, ExecutionContext, HandlerError, ParameterSpec, Workspace, validate_inputs,
+};
+use crate::domain::template::{Scope, resolve};
+use crate::domain::{
+    CompensationStatus, StepSpec, StepStatus, StepType, WorkflowDraft, WorkflowSpec,
+    WorkflowStatus, validate_workflow,
+};
+use crate::error::WorkflowError;
+use crate::gate::policy::PolicyGate;
+use crate::gate::registry::RegistryGate;
+use crate::store::{Transition, WorkflowRow, WorkflowStore};
+
+/// How the engine behaves where a spec says nothing.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Step timeout when the step sets none (also bounds waiting for the
+    /// registry and the policy service).
+    pub default_step_timeout: Duration,
+    /// Attempts per compensation before it counts as failed.
+    pub compensation_attempts: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            default_step_timeout: Duration::from_secs(60),
+            compensation_attempts: 3,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: WorkflowStore,
+    catalogue: Arc<Catalogue>,
+    workspace: Arc<Workspace>,
+    registry: RegistryGate,
+    policy: PolicyGate,
+    remote: remote::RemoteCaller,
+    config: EngineConfig,
+}
+
+/// Runs workflows. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// Who acts on the engine's behalf in audit entries.
+const ACTOR: &str = "service:workflow";
+
+#[derive(Debug)]
+enum Outcome {
+    Succeeded(Value),
+    Failed { reason: String },
+    AwaitingApproval,
+}
+
+/// One run of one workflow.
+#[derive(Debug)]
+struct Run {
+    workflow_id: String,
+    spec: WorkflowSpec,
+    submitter: Principal,
+    deadline: Option<Instant>,
+    outputs: Mutex<Map<String, Value>>,
+}
+
+impl Run {
+    fn outputs(&self) -> Map<String, Value> {
+        self.outputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+fn risk_name(level: i32) -> &'static str {
+    common::RiskLevel::try_from(level).map_or("HIGH", |l| match l {
+        common::RiskLevel::Low => "LOW",
+        common::RiskLevel::Medium => "MEDIUM",
+        common::RiskLevel::Critical => "CRITICAL",
+        _ => "HIGH",
+    })
+}
+
+fn parameters_of(spec: &registry::CapabilitySpec) -> Vec<ParameterSpec> {
+    spec.parameters
+        .iter()
+        .map(|p| ParameterSpec {
+            name: p.name.clone(),
+            param_type: registry::ParameterType::try_from(p.r#type)
+                .map(|t| {
+                    t.as_str_name()
+                        .trim_start_matches("PARAMETER_TYPE_")
+                        .to_ascii_lowercase()
+                })
+                .unwrap_or_default(),
+            required: p.required,
+            default: p
+                .default_value
+                .as_ref()
+                .map(airt_kit::json::from_proto_value),
+        })
+        .collect()
+}
+
+fn decision_json(record: &policy::DecisionRecord) -> Value {
+    json!({
+        "decision": policy::Decision::try_from(record.decision).map_or("UNSPECIFIED", |d| d.as_str_name().trim_start_matches("DECISION_")),
+        "rule_id": record.rule_id,
+        "reason": record.reason,
+        "escalated": record.escalated,
+        "policy_revision": record.policy_revision,
+    })
+}
+
+impl Engine {
+    pub fn new(
+        store: WorkflowStore,
+        catalogue: Arc<Catalogue>,
+        workspace: Arc<Workspace>,
+        registry: RegistryGate,
+        policy: PolicyGate,
+        network: Arc<crate::capabilities::net::NetworkPolicy>,
+        config: EngineConfig,
+    ) -> Self {
+        let remote = remote::RemoteCaller::new(network);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                catalogue,
+                workspace,
+                registry,
+                policy,
+                remote,
+                config,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &WorkflowStore {
+        &self.inner.store
+    }
+
+    /// Validates and stores a workflow for `submitter`, then runs it in the
+    /// background. A `request_id` already used by the submitter returns the
+    /// existing workflow and starts nothing.
+    pub async fn submit(
+        &self,
+        draft: WorkflowDraft,
+        submitter: Principal,
+        request_id: Option<String>,
+    ) -> Result<(WorkflowRow, bool), WorkflowError> {
+        let spec = validate_workflow(&draft).map_err(WorkflowError::InvalidWorkflow)?;
+        let workflow_id = uuid::Uuid::now_v7().to_string();
+        let (row, created) = self
+            .inner
+            .store
+            .create(
+                &workflow_id,
+                &draft,
+                &spec,
+                &submitter,
+                request_id.as_deref(),
+            )
+            .await?;
+        if created {
+            let engine = self.clone();
+            let id = row.workflow_id.clone();
+            tokio::spawn(async move {
+                if let Err(error) = engine.run(&id).await {
+                    tracing::error!(workflow_id = %id, %error, "workflow run stopped on an internal error");
+                }
+            });
+        }
+        Ok((row, created))
+    }
+
+    async fn transition(
+        &self,
+        workflow_id: &str,
+        transition: Transition,
+    ) -> Result<(), WorkflowError> {
+        self.inner
+            .store
+            .apply(workflow_id, ACTOR, &transition)
+            .await
+            .map(|_| ())
+    }
+
+    async fn set_status(
+        &self,
+        run: &Run,
+        status: WorkflowStatus,
+        reason: &str,
+        failed_step: &str,
+    ) -> Result<(), WorkflowError> {
+        self.transition(
+            &run.workflow_id,
+            Transition::Workflow {
+                status,
+                reason: reason.to_owned(),
+                failed_step: failed_step.to_owned(),
+            },
+        )
+        .await
+    }
+
+    /// Runs a stored workflow from PENDING to a terminal status or PAUSED.
+    pub async fn run(&self, workflow_id: &str) -> Result<WorkflowStatus, WorkflowError> {
+        let row = self
+            .inner
+            .store
+            .get(workflow_id)
+            .await?
+            .ok_or_else(|| WorkflowError::NotFound(workflow_id.to_owned()))?;
+        let spec = validate_workflow(&row.draft()?).map_err(WorkflowError::InvalidWorkflow)?;
+        let roles: Vec<String> = serde_json::from_str(&row.submitter_roles).unwrap_or_default();
+        let submitter = Principal::parse(&row.submitter, roles)
+            .map_err(|e| WorkflowError::Corrupt(e.to_string()))?;
+        let deadline = spec.options.max_duration.map(|d| Instant::now() + d);
+        let run = Arc::new(Run {
+            workflow_id: workflow_id.to_owned(),
+            spec,
+            submitter,
+            deadline,
+            outputs: Mutex::default(),
+        });
+        self.set_status(&run, WorkflowStatus::Running, "", "")
+            .await?;
+
+        if run.spec.options.preflight
+            && let Some((step, reason)) = self.preflight(&run).await?
+        {
+            for other in run.spec.steps.iter().filter(|s| s.name != step) {
+                self.transition(
+                    workflow_id,
+                    Transition::Step {
+                        step: other.name.clone(),
+                        status: StepStatus::Skipped,
+                        attempt: None,
+                        error: String::new(),
+                    },
+                )
+                .await?;
+            }
+            self.set_status(&run, WorkflowStatus::Failed, &reason, &step)
+                .await?;
+            return Ok(WorkflowStatus::Failed);
+        }
+
+        let max_parallel = run.spec.options.max_parallel as usize;
+        let mut done: HashSet<String> = HashSet::new();
+        let mut started: HashSet<String> = HashSet::new();
+        let mut running = tokio::task::JoinSet::new();
+        let mut failure: Option<(String, String)> = None;
+        let mut paused = false;
+        loop {
+            if failure.is_none() && !paused {
+                for step in &run.spec.steps {
+                    if running.len() >= max_parallel {
+                        break;
+                    }
+                    let ready = !started.contains(&step.name)
+                        && step.depends_on.iter().all(|d| done.contains(d));
+                    if ready {
+                        started.insert(step.name.clone());
+                        let (engine, run, step) = (self.clone(), run.clone(), step.clone());
+                        running.spawn(async move {
+                            let outcome = engine.run_step(&run, &step).await;
+                            (step.name, outcome)
+                        });
+                    }
+                }
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            let (name, outcome) =
+                joined.map_err(|e| WorkflowError::Corrupt(format!("step task: {e}")))?;
+            match outcome? {
+                Outcome::Succeeded(outputs) => {
+                    run.outputs
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name.clone(), outputs);
+                    done.insert(name);
+                }
+                Outcome::Failed { reason, .. } => {
+                    failure.get_or_insert((name, reason));
+                }
+                Outcome::AwaitingApproval => paused = true,
+            }
+        }
+
+        if let Some((step, reason)) = failure {
+            for unstarted in run.spec.steps.iter().filter(|s| !started.contains(&s.name)) {
+                self.transition(
+                    workflow_id,
+                    Transition::Step {
+                        step: unstarted.name.clone(),
+                        status: StepStatus::Skipped,
+                        attempt: None,
+                        error: String::new(),
+                    },
+                )
+                .await?;
+            }
+            // With nothing completed there is nothing to roll back: FAILED.
+            if run.spec.options.auto_rollback && !done.is_empty() {
+                return self.rollback(&run, &reason, &step).await;
+            }
+            self.set_status(&run, WorkflowStatus::Failed, &reason, &step)
+                .await?;
+            return Ok(WorkflowStatus::Failed);
+        }
+        if paused {
+            self.set_status(&run, WorkflowStatus::Paused, "", "")
+                .await?;
+            return Ok(WorkflowStatus::Paused);
+        }
+        self.set_status(&run, WorkflowStatus::Completed, "", "")
+            .await?;
+        Ok(WorkflowStatus::Completed)
+    }
+
+    fn step_deadline(&self, run: &Run, step: &StepSpec) -> Instant {
+        let own = Instant::now()
+            + step
+                .timeout
+                .unwrap_or(self.inner.config.default_step_timeout);
+        run.deadline.map_or(own, |d| d.min(own))
+    }
+
+    async fn policy_context(
+        &self,
+        run: &Run,
+        step: &StepSpec,
+        capability: Option<&registry::CapabilitySpec>,
+        inputs: &Map<String, Value>,
+    ) -> policy::PolicyContext {
+        policy::PolicyContext {
+            principal: Some(run.submitter.to_proto()),
+            agent: step.agent.clone(),
+            workflow_id: run.workflow_id.clone(),
+            step_name: step.name.clone(),
+            capability_id: step.capability.clone(),
+            // Risk comes from the registry; an unknown capability is HIGH.
+            risk_level: capability
+                .and_then(|c| c.risk.as_ref())
+                .map_or(common::RiskLevel::High as i32, |r| r.level),
+            requires_approval: capability
+                .and_then(|c| c.risk.as_ref())
+                .is_some_and(|r| r.requires_approval),
+            operation_type: capability.map_or(0, |c| c.operation_type),
+            inputs: Some(to_proto_struct(inputs)),
+            environment: run.spec.environment.clone(),
+        }
+    }
+
+    /// Evaluates every ACTION step with its statically known inputs; the
+    /// first DENY (step, reason) fails the workflow before anything runs.
+    async fn preflight(&self, run: &Run) -> Result<Option<(String, String)>, WorkflowError> {
+        let empty = Map::new();
+        for step in run
+            .spec
+            .steps
+            .iter()
+            .filter(|s| s.step_type == StepType::Action)
+        {
+            let deadline = self.step_deadline(run, step);
+            let scope = Scope {
+                initial_state: &run.spec.initial_state,
+                outputs: &empty,
+            };
+            // Inputs that depend on earlier steps are not known yet.
+            let known: Map<String, Value> = step
+                .inputs
+                .iter()
+                .filter_map(|(k, v)| resolve(v, scope).ok().map(|v| (k.clone(), v)))
+                .collect();
+            let capability = match self
+                .inner
+                .registry
+                .capability(&step.capability, deadline)
+                .await
+            {
+                Ok(found) => found.and_then(|c| c.spec),
+                Err(error) => {
+                    return Ok(Some((
+                        step.name.clone(),
+                        format!("preflight: step {}: {error}", step.name),
+                    )));
+                }
+            };
+            let context = self
+                .policy_context(run, step, capability.as_ref(), &known)
+                .await;
+            let record = match self.inner.policy.evaluate(context, deadline).await {
+                Ok(record) => record,
+                Err(error) => {
+                    return Ok(Some((
+                        step.name.clone(),
+                        format!("preflight: step {}: {error}", step.name),
+                    )));
+                }
+            };
+            if record.decision == policy::Decision::Deny as i32 {
+                let reason = format!(
+                    "preflight: step {}: policy denied: rule {}: {}",
+                    step.name, record.rule_id, record.reason
+                );
+                let risk = capability
+                    .as_ref()
+                    .and_then(|c| c.risk.as_ref())
+                    .map_or("HIGH", |r| risk_name(r.level));
+                let version = capability
+                    .as_ref()
+                    .and_then(|c| c.metadata.as_ref())
+                    .map(|m| m.version.clone())
+                    .unwrap_or_default();
+                self.transition(
+                    &run.workflow_id,
+                    Transition::StepDecided {
+                        step: step.name.clone(),
+                        risk_level: risk.to_owned(),
+                        capability_version: version,
+                        resolved_inputs: Value::Object(known),
+                        decision: decision_json(&record),
+                    },
+                )
+                .await?;
+                self.transition(
+                    &run.workflow_id,
+                    Transition::Step {
+                        step: step.name.clone(),
+                        status: StepStatus::Denied,
+                        attempt: None,
+                        error: reason.clone(),
+                    },
+                )
+                .await?;
+                return Ok(Some((step.name.clone(), reason)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn fail(
+        &self,
+        run: &Run,
+        step: &StepSpec,
+        status: StepStatus,
+        reason: String,
+    ) -> Result<Outcome, WorkflowError> {
+        self.transition(
+            &run.workflow_id,
+            Transition::Step {
+                step: step.name.clone(),
+                status,
+                attempt: None,
+                error: reason.clone(),
+            },
+        )
+        .await?;
+        Ok(Outcome::Failed { reason })
+    }
+
+    /// The per-step pipeline, in SPEC order.
+    async fn run_step(&self, run: &Run, step: &StepSpec) -> Result<Outcome, WorkflowError> {
+        if step.step_type == StepType::HumanApproval {
+            self.transition(
+                &run.workflow_id,
+                Transition::Step {
+                    step: step.name.clone(),
+                    status: StepStatus::AwaitingApproval,
+                    attempt: None,
+                    error: String::new(),
+                },
+            )
+            .await?;
+            return Ok(Outcome::AwaitingApproval);
+        }
+        if run.deadline.is_some_and(|d| Instant::now() >= d) {
+            return self
+                .fail(
+                    run,
+                    step,
+                    StepStatus::Failed,
+                    "workflow exceeded options.max_duration".into(),
+                )
+                .await;
+        }
+        let deadline = self.step_deadline(run, step);
+        // 1. Resolve inputs.
+        let outputs = run.outputs();
+        let scope = Scope {
+            initial_state: &run.spec.initial_state,
+            outputs: &outputs,
+        };
+        let inputs = match resolve(&Value::Object(step.inputs.clone()), scope) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => Map::new(),
+            Err(error) => {
+                return self
+                    .fail(run, step, StepStatus::Failed, format!("inputs: {error}"))
+                    .await;
+            }
+        };
+        // 2. The registry: what is it, how risky?
+        let capability = match self
+            .inner
+            .registry
+            .capability(&step.capability, deadline)
+            .await
+        {
+            Ok(found) => found,
+            Err(error) => {
+                return self
+                    .fail(run, step, StepStatus::Failed, error.to_string())
+                    .await;
+            }
+        };
+        let spec = capability.as_ref().and_then(|c| c.spec.clone());
+        if let Some(spec) = &spec
+            && spec.lifecycle == registry::CapabilityLifecycle::Frozen as i32
+        {
+            let reason = capability
+                .as_ref()
+                .map(|c| c.lifecycle_reason.clone())
+                .unwrap_or_default();
+            return self
+                .fail(
+                    run,
+                    step,
+                    StepStatus::Failed,
+                    format!("capability {} is FROZEN: {reason}", step.capability),
+                )
+                .await;
+        }
+        // 3. Inputs against the parameters.
+        let inputs = match &spec {
+            Some(spec) => match validate_inputs(&parameters_of(spec), &inputs) {
+                Ok(inputs) => inputs,
+                Err(error) => {
+                    return self
+                        .fail(
+                            run,
+                            step,
+                            StepStatus::Failed,
+                            format!("invalid inputs: {}", error.message),
+                        )
+                        .await;
+                }
+            },
+            None => inputs,
+        };
+        // 4. The policy, with the registry's risk.
+        let context = self.policy_context(run, step, spec.as_ref(), &inputs).await;
+        let record = match self.inner.policy.evaluate(context, deadline).await {
+            Ok(record) => record,
+            Err(error) => {
+                return self
+                    .fail(run, step, StepStatus::Failed, error.to_string())
+                    .await;
+            }
+        };
+        let risk = spec
+            .as_ref()
+            .and_then(|s| s.risk.as_ref())
+            .map_or("HIGH", |r| risk_name(r.level));
+        let version = spec
+            .as_ref()
+            .and_then(|s| s.metadata.as_ref())
+            .map(|m| m.version.clone())
+            .unwrap_or_default();
+        self.transition(
+            &run.workflow_id,
+            Transition::StepDecided {
+                step: step.name.clone(),
+                risk_level: risk.to_owned(),
+                capability_version: version,
+                resolved_inputs: Value::Object(inputs.clone()),
+                decision: decision_json(&record),
+            },
+        )
+        .await?;
+        // 5. Obey.
+        match policy::Decision::try_from(record.decision) {
+            Ok(policy::Decision::Allow) => {}
+            Ok(policy::Decision::RequireApproval) => {
+                self.transition(
+                    &run.workflow_id,
+                    Transition::Step {
+                        step: step.name.clone(),
+                        status: StepStatus::AwaitingApproval,
+                        attempt: None,
+                        error: String::new(),
+                    },
+                )
+                .await?;
+                return Ok(Outcome::AwaitingApproval);
+            }
+            _ => {
+                let reason = format!("policy denied: rule {}: {}", record.rule_id, record.reason);
+                return self.fail(run, step, StepStatus::Denied, reason).await;
+            }
+        }
+        let Some(spec) = spec else {
+            return self
+                .fail(
+                    run,
+                    step,
+                    StepStatus::Failed,
+                    format!("unknown capability {}: no handler", step.capability),
+                )
+                .await;
+        };
+        // 6. Execute, retrying only what can succeed on retry.
+        let mut backoff = step.retry.initial_backoff;
+        for attempt in 1..=step.retry.max_attempts {
+            self.transition(
+                &run.workflow_id,
+                Transition::Step {
+                    step: step.name.clone(),
+                    status: StepStatus::Running,
+                    attempt: Some(i64::from(attempt)),
+                    error: String::new(),
+                },
+            )
+            .await?;
+            let ctx = ExecutionContext::new(
+                &run.workflow_id,
+                &step.name,
+                attempt,
+                deadline,
+                self.inner.workspace.clone(),
+            );
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result =
+                match tokio::time::timeout(remaining, self.invoke(&spec, &ctx, &inputs)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(HandlerError::new(
+                        crate::capabilities::ErrorKind::Timeout,
+                        format!("step {} timed out", step.name),
+                    )
+                    .retryable(false)),
+                };
+            match result {
+                Ok(execution) => {
+                    // 7. Outputs and the undo record, committed with SUCCEEDED.
+                    self.transition(
+                        &run.workflow_id,
+                        Transition::StepSucceeded {
+                            step: step.name.clone(),
+                            outputs: execution.outputs.clone(),
+                            undo: execution.undo.unwrap_or(Value::Null),
+                        },
+                    )
+                    .await?;
+                    return Ok(Outcome::Succeeded(execution.outputs));
+                }
+                Err(error)
+                    if error.retryable
+                        && attempt < step.retry.max_attempts
+                        && Instant::now() < deadline =>
+                {
+                    tracing::info!(workflow_id = %run.workflow_id, step = %step.name, attempt, %error, "retrying");
+                    let jitter =
+                        0.5 + (airt_kit::clock::now_micros().rem_euclid(1000) as f64) / 2000.0;
+                    tokio::time::sleep(
+                        backoff
+                            .mul_f64(jitter)
+                            .min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
+                    backoff = backoff
+                        .mul_f64(step.retry.multiplier)
+                        .min(step.retry.max_backoff);
+                }
+                Err(error) => {
+                    return self
+                        .fail(run, step, StepStatus::Failed, error.to_string())
+                        .await;
+                }
+            }
+        }
+        self.fail(run, step, StepStatus::Failed, "no attempt left".into())
+            .await
+    }
+
+    /// Calls the handler a capability names: a built-in, or a remote HTTP endpoint.
+    async fn invoke(
+        &self,
+        spec: &registry::CapabilitySpec,
+        ctx: &ExecutionContext,
+        inputs: &Map<String, Value>,
+    ) -> Result<crate::capabilities::Execution, HandlerError> {
+        if let Some(name) = spec.handler.strip_prefix("builtin:") {
+            let handler = self.inner.catalogue.handler(name).ok_or_else(|| {
+                HandlerError::new(
+                    crate::capabilities::ErrorKind::NotFound,
+                    format!("no built-in handler {name}"),
+                )
+            })?;
+            return handler.execute(ctx, inputs).await;
+        }
+        if let Some(url) = spec.handler.strip_prefix("http:") {
+            return self.inner.remote.call(url, ctx, inputs).await;
+        }
+        Err(HandlerError::new(
+            crate::capabilities::ErrorKind::NotFound,
+            format!("unsupported handler {}", spec.handler),
+        ))
+    }
+
+    /// Compensates completed steps in reverse completion order.
+    async fn rollback(
+        &self,
+        run: &Run,
+        reason: &str,
+        failed_step: &str,
+    ) -> Result<WorkflowStatus, WorkflowError> {
+        self.set_status(run, WorkflowStatus::RollingBack, reason, failed_step)
+            .await?;
+        let mut completed: Vec<_> = self
+            .inner
+            .store
+            .steps(&run.workflow_id)
+            .await?
+            .into_iter()
+            .filter(|s| s.completed_seq > 0)
+            .collect();
+        completed.sort_by_key(|s| std::cmp::Reverse(s.completed_seq));
+        let outputs = run.outputs();
+        let mut first_failure: Option<(String, String)> = None;
+        let mut position = 0;
+        for row in completed {
+            let Some(step) = run.spec.steps.iter().find(|s| s.name == row.step_name) else {
+                continue;
+            };
+            let undo: Value = serde_json::from_str(&row.undo).unwrap_or(Value::Null);
+            let plan = match &step.compensation {
+                Some(explicit) => {
+                    let scope = Scope {
+                        initial_state: &run.spec.initial_state,
+                        outputs: &outputs,
+                    };
+                    match resolve(&Value::Object(explicit.inputs.clone()), scope) {
+                        Ok(inputs) => Some((explicit.capability.clone(), inputs, true)),
+                        Err(error) => {
+                            first_failure.get_or_insert((
+                                step.name.clone(),
+                                format!("compensation inputs: {error}"),
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                None if !undo.is_null() => Some((step.capability.clone(), undo.clone(), false)),
+                None => None,
+            };
+            let Some((capability, inputs, explicit)) = plan else {
+                // Nothing recorded to undo: a read, or an action that cannot be undone.
+                let reversible = self
+                    .inner
+                    .registry
+                    .capability(&step.capability, Instant::now() + Duration::from_secs(10))
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|c| c.spec)
+                    .and_then(|s| s.side_effects)
+                    .is_some_and(|s| s.reversible);
+                if !reversible {
+                    first_failure.get_or_insert((
+                        step.name.clone(),
+                        format!("step {} cannot be undone: no compensation", step.name),
+                    ));
+                    self.transition(
+                        &run.workflow_id,
+                        Transition::Step {
+                            step: step.name.clone(),
+                            status: StepStatus::CompensationFailed,
+                            attempt: None,
+                            error: "no compensation".into(),
+                        },
+                    )
+                    .await?;
+                }
+                continue;
+            };
+            position += 1;
+            self.transition(
+                &run.workflow_id,
+                Transition::CompensationPlanned {
+                    step: step.name.clone(),
+                    position,
+                    capability_id: capability.clone(),
+                    inputs: inputs.clone(),
+                },
+            )
+            .await?;
+            self.transition(
+                &run.workflow_id,
+                Transition::Step {
+                    step: step.name.clone(),
+                    status: StepStatus::Compensating,
+                    attempt: None,
+                    error: String::new(),
+                },
+            )
+            .await?;
+            let mut result = Err(String::from("not attempted"));
+            let mut attempts = 0;
+            for attempt in 1..=self.inner.config.compensation_attempts {
+                attempts = attempt;
+                self.transition(
+                    &run.workflow_id,
+                    Transition::Compensation {
+                        step: step.name.clone(),
+                        status: CompensationStatus::Running,
+                        attempts: i64::from(attempt),
+                        error: String::new(),
+                    },
+                )
+                .await?;
+                let ctx = ExecutionContext::new(
+                    &run.workflow_id,
+                    &step.name,
+                    attempt,
+                    Instant::now() + self.inner.config.default_step_timeout,
+                    self.inner.workspace.clone(),
+                );
+                result = self
+                    .compensate_once(&ctx, &capability, &inputs, explicit)
+                    .await;
+                match &result {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::warn!(workflow_id = %run.workflow_id, step = %step.name, attempt, %error, "compensation failed")
+                    }
+                }
+            }
+            match result {
+                Ok(()) => {
+                    self.transition(
+                        &run.workflow_id,
+                        Transition::Compensation {
+                            step: step.name.clone(),
+                            status: CompensationStatus::Done,
+                            attempts: i64::from(attempts),
+                            error: String::new(),
+                        },
+                    )
+                    .await?;
+                    self.transition(
+                        &run.workflow_id,
+                        Transition::Step {
+                            step: step.name.clone(),
+                            status: StepStatus::Compensated,
+                            attempt: None,
+                            error: String::new(),
+                        },
+                    )
+                    .await?;
+                }
+                Err(error) => {
+                    self.transition(
+                        &run.workflow_id,
+                        Transition::Compensation {
+                            step: step.name.clone(),
+                            status: CompensationStatus::Failed,
+                            attempts: i64::from(attempts),
+                            error: error.clone(),
+                        },
+                    )
+                    .await?;
+                    self.transition(
+                        &run.workflow_id,
+                        Transition::Step {
+                            step: step.name.clone(),
+                            status: StepStatus::CompensationFailed,
+                            attempt: None,
+                            error: error.clone(),
+                        },
+                    )
+                    .await?;
+                    first_failure.get_or_insert((step.name.clone(), error));
+                }
+            }
+        }
+        match first_failure {
+            None => {
+                self.set_status(run, WorkflowStatus::RolledBack, reason, failed_step)
+                    .await?;
+                Ok(WorkflowStatus::RolledBack)
+            }
+            Some((step, error)) => {
+                let reason = format!("{reason}; compensation of step {step} failed: {error}");
+                self.set_status(run, WorkflowStatus::CompensationFailed, &reason, &step)
+                    .await?;
+                Ok(WorkflowStatus::CompensationFailed)
+            }
+        }
+    }
+
+    async fn compensate_once(
+        &self,
+        ctx: &ExecutionContext,
+        capability: &str,
+        inputs: &Value,
+        explicit: bool,
+    ) -> Result<(), String> {
+        if !explicit {
+            // The capability's own undo, from its durable undo record.
+            return self
+                .inner
+                .catalogue
+                .compensate(capability, ctx, inputs)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let spec = self
+            .inner
+            .registry
+            .capability(capability, ctx.deadline)
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|c| c.spec)
+            .ok_or_else(|| format!("unknown compensation capability {capability}"))?;
+        let inputs = inputs.as_object().cloned().unwrap_or_default();
+        let inputs = validate_inputs(&parameters_of(&spec), &inputs).map_err(|e| e.message)?;
+        self.invoke(&spec, ctx, &inputs)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Current outputs of a workflow's steps (for tests and the API).
+    pub async fn step_outputs(
+        &self,
+        workflow_id: &str,
+    ) -> Result<HashMap<String, Value>, WorkflowError> {
+        Ok(self
+            .inner
+            .store
+            .steps(workflow_id)
+            .await?
+            .into_iter()
+            .map(|s| {
+                (
+                    s.step_name,
+                    serde_json::from_str(&s.outputs).unwrap_or(Value::Null),
+                )
+            })
+            .collect())
+    }
+}

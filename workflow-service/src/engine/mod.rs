@@ -97,13 +97,9 @@ impl Run {
     }
 }
 
+/// The registry's risk level as text; unknown or unspecified is HIGH.
 fn risk_name(level: i32) -> &'static str {
-    common::RiskLevel::try_from(level).map_or("HIGH", |l| match l {
-        common::RiskLevel::Low => "LOW",
-        common::RiskLevel::Medium => "MEDIUM",
-        common::RiskLevel::Critical => "CRITICAL",
-        _ => "HIGH",
-    })
+    airt_kit::vocabulary::RiskLevel::from_proto(level).map_or("HIGH", |l| l.as_str())
 }
 
 fn parameters_of(spec: &registry::CapabilitySpec) -> Vec<ParameterSpec> {
@@ -355,7 +351,7 @@ impl Engine {
         run.deadline.map_or(own, |d| d.min(own))
     }
 
-    async fn policy_context(
+    fn policy_context(
         &self,
         run: &Run,
         step: &StepSpec,
@@ -416,9 +412,7 @@ impl Engine {
                     )));
                 }
             };
-            let context = self
-                .policy_context(run, step, capability.as_ref(), &known)
-                .await;
+            let context = self.policy_context(run, step, capability.as_ref(), &known);
             let record = match self.inner.policy.evaluate(context, deadline).await {
                 Ok(record) => record,
                 Err(error) => {
@@ -579,7 +573,7 @@ impl Engine {
             None => inputs,
         };
         // 4. The policy, with the registry's risk.
-        let context = self.policy_context(run, step, spec.as_ref(), &inputs).await;
+        let context = self.policy_context(run, step, spec.as_ref(), &inputs);
         let record = match self.inner.policy.evaluate(context, deadline).await {
             Ok(record) => record,
             Err(error) => {

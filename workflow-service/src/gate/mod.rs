@@ -40,6 +40,12 @@ fn retryable(status: &Status) -> bool {
     )
 }
 
+/// 50-100% of `delay`, varied by the clock's sub-millisecond digits, so
+/// callers that failed together do not retry in lockstep.
+pub(crate) fn jittered(delay: Duration) -> Duration {
+    delay.mul_f64(0.5 + (airt_kit::clock::now_micros().rem_euclid(1000) as f64) / 2000.0)
+}
+
 /// Calls `attempt` until it succeeds, fails for good, or `deadline` passes,
 /// sleeping with exponential backoff and jitter between tries.
 pub(crate) async fn with_retry<T, F, Fut>(
@@ -70,9 +76,7 @@ where
                         last_error: format!("{:?}: {}", status.code(), status.message()),
                     });
                 }
-                // Jitter from the clock's sub-millisecond digits: 50-100% of the delay.
-                let jitter = 0.5 + (airt_kit::clock::now_micros().rem_euclid(1000) as f64) / 2000.0;
-                tokio::time::sleep(delay.mul_f64(jitter).min(remaining)).await;
+                tokio::time::sleep(jittered(delay).min(remaining)).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
             Err(status) => {

@@ -336,6 +336,27 @@ impl Catalogue {
         self.handlers.get(builtin_name).cloned()
     }
 
+    /// The spec and handler of a built-in capability.
+    fn builtin(
+        &self,
+        capability_id: &str,
+    ) -> Result<(&BuiltinSpec, Arc<dyn Handler>), HandlerError> {
+        let spec = self.spec(capability_id).ok_or_else(|| {
+            HandlerError::new(
+                ErrorKind::NotFound,
+                format!("no built-in capability {capability_id}"),
+            )
+        })?;
+        let name = spec
+            .handler
+            .strip_prefix("builtin:")
+            .unwrap_or(&spec.handler);
+        let handler = self
+            .handler(name)
+            .ok_or_else(|| HandlerError::new(ErrorKind::NotFound, format!("no handler {name}")))?;
+        Ok((spec, handler))
+    }
+
     /// Validates inputs against the built-in's parameters and executes it.
     pub async fn execute(
         &self,
@@ -343,42 +364,19 @@ impl Catalogue {
         ctx: &ExecutionContext,
         inputs: &Map<String, Value>,
     ) -> Result<Execution, HandlerError> {
-        let spec = self.spec(capability_id).ok_or_else(|| {
-            HandlerError::new(
-                ErrorKind::NotFound,
-                format!("no built-in capability {capability_id}"),
-            )
-        })?;
-        let name = spec
-            .handler
-            .strip_prefix("builtin:")
-            .unwrap_or(&spec.handler);
-        let handler = self
-            .handler(name)
-            .ok_or_else(|| HandlerError::new(ErrorKind::NotFound, format!("no handler {name}")))?;
+        let (spec, handler) = self.builtin(capability_id)?;
         let inputs = validate_inputs(&spec.parameters, inputs)?;
         handler.execute(ctx, &inputs).await
     }
 
+    /// Undoes a built-in's action from its undo record.
     pub async fn compensate(
         &self,
         capability_id: &str,
         ctx: &ExecutionContext,
         undo: &Value,
     ) -> Result<(), HandlerError> {
-        let spec = self.spec(capability_id).ok_or_else(|| {
-            HandlerError::new(
-                ErrorKind::NotFound,
-                format!("no built-in capability {capability_id}"),
-            )
-        })?;
-        let name = spec
-            .handler
-            .strip_prefix("builtin:")
-            .unwrap_or(&spec.handler);
-        let handler = self
-            .handler(name)
-            .ok_or_else(|| HandlerError::new(ErrorKind::NotFound, format!("no handler {name}")))?;
+        let (_, handler) = self.builtin(capability_id)?;
         handler.compensate(ctx, undo).await
     }
 }

@@ -427,26 +427,8 @@ impl Engine {
                     "preflight: step {}: policy denied: rule {}: {}",
                     step.name, record.rule_id, record.reason
                 );
-                let risk = capability
-                    .as_ref()
-                    .and_then(|c| c.risk.as_ref())
-                    .map_or("HIGH", |r| risk_name(r.level));
-                let version = capability
-                    .as_ref()
-                    .and_then(|c| c.metadata.as_ref())
-                    .map(|m| m.version.clone())
-                    .unwrap_or_default();
-                self.transition(
-                    &run.workflow_id,
-                    Transition::StepDecided {
-                        step: step.name.clone(),
-                        risk_level: risk.to_owned(),
-                        capability_version: version,
-                        resolved_inputs: Value::Object(known),
-                        decision: decision_json(&record),
-                    },
-                )
-                .await?;
+                self.record_decision(run, step, capability.as_ref(), known, &record)
+                    .await?;
                 self.transition(
                     &run.workflow_id,
                     Transition::Step {
@@ -461,6 +443,33 @@ impl Engine {
             }
         }
         Ok(None)
+    }
+
+    /// Records the registry's answer and the decision, with the exact
+    /// inputs the decision was obtained for.
+    async fn record_decision(
+        &self,
+        run: &Run,
+        step: &StepSpec,
+        capability: Option<&registry::CapabilitySpec>,
+        inputs: Map<String, Value>,
+        record: &policy::DecisionRecord,
+    ) -> Result<(), WorkflowError> {
+        let risk = capability
+            .and_then(|c| c.risk.as_ref())
+            .map_or("HIGH", |r| risk_name(r.level));
+        let version = capability
+            .and_then(|c| c.metadata.as_ref())
+            .map(|m| m.version.clone())
+            .unwrap_or_default();
+        let decided = Transition::StepDecided {
+            step: step.name.clone(),
+            risk_level: risk.to_owned(),
+            capability_version: version,
+            resolved_inputs: Value::Object(inputs),
+            decision: decision_json(record),
+        };
+        self.transition(&run.workflow_id, decided).await
     }
 
     async fn fail(
@@ -582,26 +591,8 @@ impl Engine {
                     .await;
             }
         };
-        let risk = spec
-            .as_ref()
-            .and_then(|s| s.risk.as_ref())
-            .map_or("HIGH", |r| risk_name(r.level));
-        let version = spec
-            .as_ref()
-            .and_then(|s| s.metadata.as_ref())
-            .map(|m| m.version.clone())
-            .unwrap_or_default();
-        self.transition(
-            &run.workflow_id,
-            Transition::StepDecided {
-                step: step.name.clone(),
-                risk_level: risk.to_owned(),
-                capability_version: version,
-                resolved_inputs: Value::Object(inputs.clone()),
-                decision: decision_json(&record),
-            },
-        )
-        .await?;
+        self.record_decision(run, step, spec.as_ref(), inputs.clone(), &record)
+            .await?;
         // 5. Obey.
         match policy::Decision::try_from(record.decision) {
             Ok(policy::Decision::Allow) => {}

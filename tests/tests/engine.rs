@@ -473,3 +473,65 @@ async fn with_registry_or_policy_down_no_handler_runs_and_the_step_fails_after_i
         assert_eq!(s.file("never.txt"), None, "no handler ran");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_shows_each_step_risk_and_decision_without_running_anything() {
+    let s = stack(TestDb::sqlite(), Duration::from_secs(10)).await;
+    std::fs::write(s.root().join("keep.txt"), b"keep").expect("file");
+    let draft = WorkflowDraft::from_text(
+        "name: plan\ninitial_state: {file: keep.txt}\nsteps:\n  - {name: read, capability: io.fs.read_file, inputs: {path: '{{file}}'}}\n  - {name: copy, capability: io.fs.write_file, depends_on: [read], inputs: {path: copy.txt, content: '{{read.content}}'}}\n  - {name: shred, capability: io.fs.delete, depends_on: [copy], inputs: {path: '{{file}}'}}\n  - {name: sign_off, type: HUMAN_APPROVAL, depends_on: [shred], approval: {message: ok}}\n",
+    )
+    .expect("yaml");
+    let plans = s
+        .engine
+        .plan(&draft, Principal::new("user", "alice", vec![]))
+        .await
+        .expect("plan");
+    let summary: Vec<(&str, Option<i32>, Option<&str>)> = plans
+        .iter()
+        .map(|p| {
+            (
+                p.step_name.as_str(),
+                p.decision.as_ref().map(|d| d.decision),
+                p.decision.as_ref().map(|d| d.rule_id.as_str()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "read",
+                Some(policy::Decision::Allow as i32),
+                Some("allow-the-rest")
+            ),
+            (
+                "copy",
+                Some(policy::Decision::Allow as i32),
+                Some("allow-the-rest")
+            ),
+            (
+                "shred",
+                Some(policy::Decision::Deny as i32),
+                Some("deny-high-risk")
+            ),
+            ("sign_off", None, None),
+        ]
+    );
+    assert_eq!(
+        plans[1].deferred_inputs,
+        ["content"],
+        "outputs of earlier steps are not known yet"
+    );
+    assert!(
+        s.engine
+            .store()
+            .list(&Default::default(), "", 10)
+            .await
+            .expect("list")
+            .is_empty(),
+        "nothing stored"
+    );
+    assert_eq!(s.file("keep.txt").as_deref(), Some(&b"keep"[..]));
+    assert_eq!(s.file("copy.txt"), None);
+}

@@ -11,6 +11,8 @@ pub enum WorkflowError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -37,6 +39,9 @@ impl From<WorkflowError> for Status {
                 "WORKFLOW_NOT_FOUND",
                 format!("workflow {id} not found"),
             ),
+            WorkflowError::Unavailable(message) => {
+                status::error(Code::Unavailable, "DEPENDENCY_UNAVAILABLE", message)
+            }
             WorkflowError::FailedPrecondition(message) => {
                 status::error(Code::FailedPrecondition, "WRONG_STATE", message)
             }

@@ -28,6 +28,7 @@ use crate::domain::{
     WorkflowStatus, validate_workflow,
 };
 use crate::error::WorkflowError;
+use crate::gate::GateError;
 use crate::gate::policy::PolicyGate;
 use crate::gate::registry::RegistryGate;
 use crate::store::{Transition, WorkflowRow, WorkflowStore};
@@ -76,6 +77,29 @@ enum Outcome {
     Succeeded(Value),
     Failed { reason: String },
     AwaitingApproval,
+}
+
+/// The registry's answer and the policy decision for one step, from its
+/// statically known inputs.
+#[derive(Debug)]
+struct Assessment {
+    capability: Option<registry::Capability>,
+    known: Map<String, Value>,
+    deferred: Vec<String>,
+    decision: policy::DecisionRecord,
+}
+
+/// What preflight says of one step.
+#[derive(Debug, Clone)]
+pub struct StepPlan {
+    pub step_name: String,
+    /// `None` for an unknown capability (treated as HIGH risk) or a
+    /// HUMAN_APPROVAL step.
+    pub capability: Option<registry::Capability>,
+    /// `None` for HUMAN_APPROVAL steps.
+    pub decision: Option<policy::DecisionRecord>,
+    /// Inputs that depend on earlier steps' outputs.
+    pub deferred_inputs: Vec<String>,
 }
 
 /// One run of one workflow.
@@ -377,34 +401,52 @@ impl Engine {
         }
     }
 
-    /// Evaluates every ACTION step with its statically known inputs; the
-    /// first DENY (step, reason) fails the workflow before anything runs.
-    async fn preflight(&self, run: &Run) -> Result<Option<(String, String)>, WorkflowError> {
+    /// Looks up and evaluates one ACTION step with its statically known
+    /// inputs (those that need earlier steps' outputs are deferred).
+    async fn assess(&self, run: &Run, step: &StepSpec) -> Result<Assessment, GateError> {
+        let deadline = self.step_deadline(run, step);
         let empty = Map::new();
+        let scope = Scope {
+            initial_state: &run.spec.initial_state,
+            outputs: &empty,
+        };
+        let mut known = Map::new();
+        let mut deferred = Vec::new();
+        for (key, value) in &step.inputs {
+            match resolve(value, scope) {
+                Ok(value) => {
+                    known.insert(key.clone(), value);
+                }
+                Err(_) => deferred.push(key.clone()),
+            }
+        }
+        let capability = self
+            .inner
+            .registry
+            .capability(&step.capability, deadline)
+            .await?;
+        let spec = capability.as_ref().and_then(|c| c.spec.clone());
+        let context = self.policy_context(run, step, spec.as_ref(), &known);
+        let decision = self.inner.policy.evaluate(context, deadline).await?;
+        Ok(Assessment {
+            capability,
+            known,
+            deferred,
+            decision,
+        })
+    }
+
+    /// Preflight: the first step that would be denied fails the workflow
+    /// before anything runs. Returns that step and the reason.
+    async fn preflight(&self, run: &Run) -> Result<Option<(String, String)>, WorkflowError> {
         for step in run
             .spec
             .steps
             .iter()
             .filter(|s| s.step_type == StepType::Action)
         {
-            let deadline = self.step_deadline(run, step);
-            let scope = Scope {
-                initial_state: &run.spec.initial_state,
-                outputs: &empty,
-            };
-            // Inputs that depend on earlier steps are not known yet.
-            let known: Map<String, Value> = step
-                .inputs
-                .iter()
-                .filter_map(|(k, v)| resolve(v, scope).ok().map(|v| (k.clone(), v)))
-                .collect();
-            let capability = match self
-                .inner
-                .registry
-                .capability(&step.capability, deadline)
-                .await
-            {
-                Ok(found) => found.and_then(|c| c.spec),
+            let assessment = match self.assess(run, step).await {
+                Ok(assessment) => assessment,
                 Err(error) => {
                     return Ok(Some((
                         step.name.clone(),
@@ -412,22 +454,14 @@ impl Engine {
                     )));
                 }
             };
-            let context = self.policy_context(run, step, capability.as_ref(), &known);
-            let record = match self.inner.policy.evaluate(context, deadline).await {
-                Ok(record) => record,
-                Err(error) => {
-                    return Ok(Some((
-                        step.name.clone(),
-                        format!("preflight: step {}: {error}", step.name),
-                    )));
-                }
-            };
+            let record = &assessment.decision;
             if record.decision == policy::Decision::Deny as i32 {
                 let reason = format!(
                     "preflight: step {}: policy denied: rule {}: {}",
                     step.name, record.rule_id, record.reason
                 );
-                self.record_decision(run, step, capability.as_ref(), known, &record)
+                let spec = assessment.capability.as_ref().and_then(|c| c.spec.as_ref());
+                self.record_decision(run, step, spec, assessment.known.clone(), record)
                     .await?;
                 self.transition(
                     &run.workflow_id,
@@ -443,6 +477,48 @@ impl Engine {
             }
         }
         Ok(None)
+    }
+
+    /// What would happen to each step of `draft` if `submitter` submitted
+    /// it now: capability, risk and policy decision per step, from the
+    /// statically known inputs. Nothing is stored or executed.
+    pub async fn plan(
+        &self,
+        draft: &WorkflowDraft,
+        submitter: Principal,
+    ) -> Result<Vec<StepPlan>, WorkflowError> {
+        let spec = validate_workflow(draft).map_err(WorkflowError::InvalidWorkflow)?;
+        let deadline = spec.options.max_duration.map(|d| Instant::now() + d);
+        let run = Run {
+            workflow_id: String::new(),
+            spec,
+            submitter,
+            deadline,
+            outputs: Mutex::default(),
+        };
+        let mut plans = Vec::new();
+        for step in &run.spec.steps {
+            if step.step_type == StepType::HumanApproval {
+                plans.push(StepPlan {
+                    step_name: step.name.clone(),
+                    capability: None,
+                    decision: None,
+                    deferred_inputs: Vec::new(),
+                });
+                continue;
+            }
+            let assessment = self
+                .assess(&run, step)
+                .await
+                .map_err(|e| WorkflowError::Unavailable(e.to_string()))?;
+            plans.push(StepPlan {
+                step_name: step.name.clone(),
+                capability: assessment.capability,
+                decision: Some(assessment.decision),
+                deferred_inputs: assessment.deferred,
+            });
+        }
+        Ok(plans)
     }
 
     /// Records the registry's answer and the decision, with the exact

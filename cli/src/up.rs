@@ -58,6 +58,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let workflow_own = workflow_service::WorkflowConfig::from_args(
         &workflow_service::WorkflowArgs {
             registry_addr: format!("http://{}", registry.listen),
+            policy_addr: format!("http://{}", policy.listen),
             workspace: args.data_dir.join("workspace"),
             service_token: args.service_token.clone(),
             env_allow_list: Vec::new(),

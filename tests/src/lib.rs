@@ -36,11 +36,23 @@ pub async fn start_policy(db: &TestDb) -> TestServer {
     .await
 }
 
-/// The workflow service in development auth mode, publishing to `registry_url`.
+/// The workflow service in development auth mode, publishing to
+/// `registry_url` (the policy service is not reachable).
 pub async fn start_workflow(db: &TestDb, registry_url: &str, workspace: &Path) -> TestServer {
+    start_workflow_with_policy(db, registry_url, "http://127.0.0.1:9", workspace).await
+}
+
+/// The workflow service in development auth mode, with its registry and policy service.
+pub async fn start_workflow_with_policy(
+    db: &TestDb,
+    registry_url: &str,
+    policy_url: &str,
+    workspace: &Path,
+) -> TestServer {
     let config = dev_config(&workflow_service::IDENTITY, db);
     let workflow = workflow_service::WorkflowConfig {
         registry_addr: registry_url.to_owned(),
+        policy_addr: policy_url.to_owned(),
         workspace: workspace.to_path_buf(),
         credentials: workflow_service::capabilities::publish::ServiceCredentials::development(),
         catalogue: Default::default(),

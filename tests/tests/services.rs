@@ -372,9 +372,15 @@ async fn the_workflow_service_serves_health_reflection_and_audit_once_published(
             airt_system_tests::start_workflow(&db, &registry.url(), workspace.path()).await;
         let channel = server.channel().await;
         airt_system_tests::wait_until_serving(channel.clone(), Duration::from_secs(20)).await;
+        let mut expected: Vec<&str> = COMMON_SERVICES
+            .iter()
+            .copied()
+            .chain(["airt.workflow.v1.WorkflowService"])
+            .collect();
+        expected.sort_unstable();
         assert_eq!(
             reflected_services(channel.clone()).await,
-            COMMON_SERVICES,
+            expected,
             "{:?}",
             db.backend()
         );

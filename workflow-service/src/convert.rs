@@ -76,6 +76,161 @@ pub fn draft_from_proto(spec: pb::WorkflowSpec) -> WorkflowDraft {
     }
 }
 
+// ---- domain → wire ------------------------------------------------------
+
+fn duration_proto(text: &Option<String>) -> Option<prost_types::Duration> {
+    let d = airt_kit::config::parse_duration(text.as_deref()?).ok()?;
+    Some(prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    })
+}
+
+/// The submitted spec as the proto message.
+pub fn draft_to_proto(draft: &WorkflowDraft) -> pb::WorkflowSpec {
+    use airt_kit::json::to_proto_struct;
+    pb::WorkflowSpec {
+        name: draft.name.clone(),
+        version: draft.version.clone(),
+        description: draft.description.clone(),
+        metadata: Some(pb::WorkflowMetadata {
+            owner: draft.metadata.owner.clone(),
+            environment: draft.metadata.environment.clone(),
+            tags: draft.metadata.tags.clone(),
+        }),
+        initial_state: Some(to_proto_struct(&draft.initial_state)),
+        options: Some(pb::WorkflowOptions {
+            auto_rollback: draft.options.auto_rollback,
+            preflight: draft.options.preflight,
+            max_duration: duration_proto(&draft.options.max_duration),
+            max_parallel: draft.options.max_parallel.unwrap_or(0) as i32,
+        }),
+        steps: draft
+            .steps
+            .iter()
+            .map(|step| pb::StepSpec {
+                name: step.name.clone(),
+                r#type: match step.step_type {
+                    Some(StepType::HumanApproval) => pb::StepType::HumanApproval,
+                    _ => pb::StepType::Action,
+                } as i32,
+                agent: step.agent.clone(),
+                capability: step.capability.clone(),
+                inputs: Some(to_proto_struct(&step.inputs)),
+                depends_on: step.depends_on.clone(),
+                compensation: step.compensation.as_ref().map(|c| pb::StepCompensation {
+                    capability: c.capability.clone(),
+                    inputs: Some(to_proto_struct(&c.inputs)),
+                }),
+                retry: step.retry.as_ref().map(|r| pb::RetryPolicy {
+                    max_attempts: r.max_attempts.unwrap_or(0) as i32,
+                    initial_backoff: duration_proto(&r.initial_backoff),
+                    multiplier: r.multiplier.unwrap_or(0.0),
+                    max_backoff: duration_proto(&r.max_backoff),
+                }),
+                timeout: duration_proto(&step.timeout),
+                approval: step.approval.as_ref().map(|a| pb::ApprovalConfig {
+                    approver_roles: a.approver_roles.clone(),
+                    timeout: duration_proto(&a.timeout),
+                    message: a.message.clone(),
+                }),
+            })
+            .collect(),
+    }
+}
+
+fn timestamp(micros: i64) -> Option<prost_types::Timestamp> {
+    (micros > 0).then(|| airt_kit::clock::timestamp_from_micros(micros))
+}
+
+/// A stored decision record (JSON) as the proto message.
+pub fn decision_from_json(
+    value: &serde_json::Value,
+) -> Option<airt_proto::policy::v1::DecisionRecord> {
+    use airt_proto::policy::v1 as policy;
+    let decision = value.get("decision")?.as_str()?;
+    Some(policy::DecisionRecord {
+        decision: policy::Decision::from_str_name(&format!("DECISION_{decision}"))
+            .map_or(0, |d| d as i32),
+        rule_id: value["rule_id"].as_str().unwrap_or_default().to_owned(),
+        reason: value["reason"].as_str().unwrap_or_default().to_owned(),
+        escalated: value["escalated"].as_bool().unwrap_or(false),
+        policy_revision: value["policy_revision"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        explanation: Vec::new(),
+    })
+}
+
+/// A stored workflow with its steps and compensations as the proto message.
+pub fn workflow_to_proto(
+    row: &crate::store::WorkflowRow,
+    steps: &[crate::store::StepRow],
+    compensations: &[crate::store::CompensationRow],
+) -> pb::Workflow {
+    use airt_kit::json::{to_proto_struct, to_proto_value};
+    let json = |text: &str| {
+        serde_json::from_str::<serde_json::Value>(text).unwrap_or(serde_json::Value::Null)
+    };
+    let submitter = airt_kit::Principal::parse(
+        &row.submitter,
+        serde_json::from_str(&row.submitter_roles).unwrap_or_default(),
+    )
+    .ok()
+    .map(|p| p.to_proto());
+    pb::Workflow {
+        workflow_id: row.workflow_id.clone(),
+        spec: row.draft().ok().as_ref().map(draft_to_proto),
+        status: pb::WorkflowStatus::from_str_name(&format!("WORKFLOW_STATUS_{}", row.status))
+            .map_or(0, |s| s as i32),
+        submitter,
+        steps: steps
+            .iter()
+            .map(|step| pb::Step {
+                name: step.step_name.clone(),
+                status: pb::StepStatus::from_str_name(&format!("STEP_STATUS_{}", step.status))
+                    .map_or(0, |s| s as i32),
+                attempt: step.attempt as i32,
+                idempotency_key: format!("{}/{}", row.workflow_id, step.step_name),
+                capability_version: step.capability_version.clone(),
+                risk_level: airt_kit::vocabulary::RiskLevel::parse(&step.risk_level)
+                    .map_or(0, |r| r.to_proto() as i32),
+                resolved_inputs: json(&step.resolved_inputs).as_object().map(to_proto_struct),
+                outputs: Some(to_proto_value(&json(&step.outputs))),
+                decision: decision_from_json(&json(&step.decision)),
+                approval_id: step.approval_id.clone(),
+                error: step.error.clone(),
+                start_time: timestamp(step.started_at_us),
+                end_time: timestamp(step.ended_at_us),
+            })
+            .collect(),
+        compensations: compensations
+            .iter()
+            .map(|c| pb::CompensationRecord {
+                step_name: c.step_name.clone(),
+                capability_id: c.capability_id.clone(),
+                inputs: json(&c.inputs).as_object().map(to_proto_struct),
+                status: pb::CompensationStatus::from_str_name(&format!(
+                    "COMPENSATION_STATUS_{}",
+                    c.status
+                ))
+                .map_or(0, |s| s as i32),
+                attempts: c.attempts as i32,
+                error: c.error.clone(),
+                order: c.position as i32,
+                start_time: timestamp(c.started_at_us),
+                end_time: timestamp(c.ended_at_us),
+            })
+            .collect(),
+        failure_reason: row.failure_reason.clone(),
+        failed_step: row.failed_step.clone(),
+        create_time: timestamp(row.created_at_us),
+        update_time: timestamp(row.updated_at_us),
+        end_time: timestamp(row.ended_at_us),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

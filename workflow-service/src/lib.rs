@@ -37,6 +37,14 @@ pub struct WorkflowArgs {
     )]
     pub registry_addr: String,
 
+    /// The policy service.
+    #[arg(
+        long,
+        env = "AIRT_POLICY_ADDR",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub policy_addr: String,
+
     /// Root of the filesystem sandbox for io.fs.* capabilities.
     #[arg(long, env = "AIRT_WORKSPACE", default_value = ".airt/workspace")]
     pub workspace: PathBuf,
@@ -80,6 +88,7 @@ pub struct WorkflowArgs {
 #[derive(Debug, Clone)]
 pub struct WorkflowConfig {
     pub registry_addr: String,
+    pub policy_addr: String,
     pub workspace: PathBuf,
     pub credentials: ServiceCredentials,
     pub catalogue: CatalogueConfig,
@@ -98,6 +107,7 @@ impl WorkflowConfig {
             std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
         Ok(Self {
             registry_addr: args.registry_addr.clone(),
+            policy_addr: args.policy_addr.clone(),
             workspace: args.workspace.clone(),
             credentials,
             catalogue: CatalogueConfig {
@@ -127,29 +137,53 @@ pub async fn serve_on(
 ) -> anyhow::Result<()> {
     if matches!(workflow.credentials, ServiceCredentials::None) {
         tracing::warn!(
-            "no credentials for the registry (set AIRT_SERVICE_TOKEN); built-in capabilities cannot be published"
+            "no credentials for the registry and policy services (set AIRT_SERVICE_TOKEN); built-in capabilities cannot be published and no step can be decided"
         );
     }
-    let _workspace = Arc::new(Workspace::open(&workflow.workspace)?);
+    let workspace = Arc::new(Workspace::open(&workflow.workspace)?);
     let catalogue = Arc::new(Catalogue::new(&workflow.catalogue));
     let registry = Endpoint::from_shared(workflow.registry_addr.clone())?
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy();
-    airt_kit::bootstrap::serve(
-        &IDENTITY,
-        config,
-        None,
-        listener,
-        shutdown,
-        move |_ctx, server| async move {
-            let credentials = workflow.credentials.clone();
-            Ok(server.ready_when(async move {
+    let policy = Endpoint::from_shared(workflow.policy_addr.clone())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        // Ends watch streams and the registry change feed.
+        let _ = stop.send(true);
+    };
+    airt_kit::bootstrap::serve(&IDENTITY, config, Some(store::MIGRATIONS), listener, shutdown, move |ctx, server| async move {
+        let credentials = workflow.credentials.clone();
+        let registry_gate = gate::registry::RegistryGate::new(registry.clone(), credentials.clone());
+        let follower = tokio::spawn(registry_gate.clone().follow(stopped.clone()));
+        let engine = engine::Engine::new(
+            store::WorkflowStore::new(ctx.db.clone()),
+            catalogue.clone(),
+            workspace,
+            registry_gate,
+            gate::policy::PolicyGate::new(policy, credentials.clone()),
+            Arc::new(workflow.catalogue.network.clone()),
+            engine::EngineConfig::default(),
+        );
+        let api = api::WorkflowApi::new(engine, stopped);
+        Ok(server
+            .add_service(airt_proto::workflow::v1::workflow_service_server::WorkflowServiceServer::with_interceptor(
+                api,
+                ctx.auth.interceptor(),
+            ))
+            .ready_when(async move {
                 publish_until_done(&catalogue, registry, &credentials).await;
+            })
+            .on_stopped(async move {
+                let _ = follower.await;
             }))
-        },
-    )
+    })
     .await
 }
+
+pub mod api;
 pub mod convert;
 pub mod domain;
 pub mod engine;

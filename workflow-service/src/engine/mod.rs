@@ -61,6 +61,30 @@ struct Inner {
     policy: PolicyGate,
     remote: remote::RemoteCaller,
     config: EngineConfig,
+    /// Cancellation requests for the workflows running in this process.
+    cancels: Mutex<HashMap<String, Arc<CancelFlag>>>,
+}
+
+/// A cancellation request: whether to roll back, and why.
+#[derive(Debug, Default)]
+struct CancelFlag {
+    request: Mutex<Option<(bool, String)>>,
+}
+
+impl CancelFlag {
+    fn requested(&self) -> Option<(bool, String)> {
+        self.request
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn request(&self, rollback: bool, reason: &str) {
+        self.request
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert((rollback, reason.to_owned()));
+    }
 }
 
 /// Runs workflows. Cheap to clone.
@@ -177,6 +201,7 @@ impl Engine {
                 policy,
                 remote,
                 config,
+                cancels: Mutex::default(),
             }),
         }
     }
@@ -208,6 +233,7 @@ impl Engine {
             )
             .await?;
         if created {
+            self.cancel_flag(&row.workflow_id);
             let engine = self.clone();
             let id = row.workflow_id.clone();
             tokio::spawn(async move {
@@ -257,23 +283,72 @@ impl Engine {
             .get(workflow_id)
             .await?
             .ok_or_else(|| WorkflowError::NotFound(workflow_id.to_owned()))?;
+        if row.status()? != WorkflowStatus::Pending {
+            return row.status();
+        }
+        let run = Arc::new(self.load_run(&row).await?);
+        let flag = self.cancel_flag(workflow_id);
+        let result = self.drive(&run, &flag).await;
+        self.inner
+            .cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(workflow_id);
+        result
+    }
+
+    fn cancel_flag(&self, workflow_id: &str) -> Arc<CancelFlag> {
+        self.inner
+            .cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(workflow_id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// A run's context from its stored row, with the outputs of the steps
+    /// that already succeeded.
+    async fn load_run(&self, row: &WorkflowRow) -> Result<Run, WorkflowError> {
         let spec = validate_workflow(&row.draft()?).map_err(WorkflowError::InvalidWorkflow)?;
         let roles: Vec<String> = serde_json::from_str(&row.submitter_roles).unwrap_or_default();
         let submitter = Principal::parse(&row.submitter, roles)
             .map_err(|e| WorkflowError::Corrupt(e.to_string()))?;
         let deadline = spec.options.max_duration.map(|d| Instant::now() + d);
-        let run = Arc::new(Run {
-            workflow_id: workflow_id.to_owned(),
+        let outputs = self
+            .inner
+            .store
+            .steps(&row.workflow_id)
+            .await?
+            .into_iter()
+            .filter(|s| s.status == StepStatus::Succeeded.as_str())
+            .map(|s| {
+                (
+                    s.step_name,
+                    serde_json::from_str(&s.outputs).unwrap_or(Value::Null),
+                )
+            })
+            .collect();
+        Ok(Run {
+            workflow_id: row.workflow_id.clone(),
             spec,
             submitter,
             deadline,
-            outputs: Mutex::default(),
-        });
-        self.set_status(&run, WorkflowStatus::Running, "", "")
+            outputs: Mutex::new(outputs),
+        })
+    }
+
+    async fn drive(
+        &self,
+        run: &Arc<Run>,
+        flag: &CancelFlag,
+    ) -> Result<WorkflowStatus, WorkflowError> {
+        let workflow_id = run.workflow_id.as_str();
+        self.set_status(run, WorkflowStatus::Running, "", "")
             .await?;
 
         if run.spec.options.preflight
-            && let Some((step, reason)) = self.preflight(&run).await?
+            && let Some((step, reason)) = self.preflight(run).await?
         {
             for other in run.spec.steps.iter().filter(|s| s.name != step) {
                 self.transition(
@@ -287,7 +362,7 @@ impl Engine {
                 )
                 .await?;
             }
-            self.set_status(&run, WorkflowStatus::Failed, &reason, &step)
+            self.set_status(run, WorkflowStatus::Failed, &reason, &step)
                 .await?;
             return Ok(WorkflowStatus::Failed);
         }
@@ -299,7 +374,7 @@ impl Engine {
         let mut failure: Option<(String, String)> = None;
         let mut paused = false;
         loop {
-            if failure.is_none() && !paused {
+            if failure.is_none() && !paused && flag.requested().is_none() {
                 for step in &run.spec.steps {
                     if running.len() >= max_parallel {
                         break;
@@ -336,6 +411,18 @@ impl Engine {
             }
         }
 
+        if let Some((rollback, why)) = flag.requested()
+            && failure.is_none()
+        {
+            self.skip_remaining(run).await?;
+            let reason = format!("cancelled: {why}");
+            if rollback && !done.is_empty() {
+                return self.rollback(run, &reason, "").await;
+            }
+            self.set_status(run, WorkflowStatus::Cancelled, &reason, "")
+                .await?;
+            return Ok(WorkflowStatus::Cancelled);
+        }
         if let Some((step, reason)) = failure {
             for unstarted in run.spec.steps.iter().filter(|s| !started.contains(&s.name)) {
                 self.transition(
@@ -351,20 +438,88 @@ impl Engine {
             }
             // With nothing completed there is nothing to roll back: FAILED.
             if run.spec.options.auto_rollback && !done.is_empty() {
-                return self.rollback(&run, &reason, &step).await;
+                return self.rollback(run, &reason, &step).await;
             }
-            self.set_status(&run, WorkflowStatus::Failed, &reason, &step)
+            self.set_status(run, WorkflowStatus::Failed, &reason, &step)
                 .await?;
             return Ok(WorkflowStatus::Failed);
         }
         if paused {
-            self.set_status(&run, WorkflowStatus::Paused, "", "")
-                .await?;
+            self.set_status(run, WorkflowStatus::Paused, "", "").await?;
             return Ok(WorkflowStatus::Paused);
         }
-        self.set_status(&run, WorkflowStatus::Completed, "", "")
+        self.set_status(run, WorkflowStatus::Completed, "", "")
             .await?;
         Ok(WorkflowStatus::Completed)
+    }
+
+    /// Marks every step that has not started (or waits for approval) SKIPPED.
+    async fn skip_remaining(&self, run: &Run) -> Result<(), WorkflowError> {
+        for step in self.inner.store.steps(&run.workflow_id).await? {
+            if step.status == StepStatus::Pending.as_str()
+                || step.status == StepStatus::AwaitingApproval.as_str()
+            {
+                let skipped = Transition::Step {
+                    step: step.step_name,
+                    status: StepStatus::Skipped,
+                    attempt: None,
+                    error: String::new(),
+                };
+                self.transition(&run.workflow_id, skipped).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels a workflow that has not finished: no new step starts; with
+    /// `rollback`, completed steps are compensated (ROLLED_BACK or
+    /// COMPENSATION_FAILED), otherwise it stops where it is (CANCELLED). A
+    /// run in progress here finishes its running steps first.
+    pub async fn cancel(
+        &self,
+        workflow_id: &str,
+        rollback: bool,
+        reason: &str,
+    ) -> Result<WorkflowRow, WorkflowError> {
+        let row = self
+            .inner
+            .store
+            .get(workflow_id)
+            .await?
+            .ok_or_else(|| WorkflowError::NotFound(workflow_id.to_owned()))?;
+        let status = row.status()?;
+        if status.is_terminal() {
+            return Err(WorkflowError::FailedPrecondition(format!(
+                "workflow {workflow_id} is already {status}"
+            )));
+        }
+        let running = self
+            .inner
+            .cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(workflow_id)
+            .cloned();
+        if let Some(flag) = running {
+            flag.request(rollback, reason);
+            return Ok(row);
+        }
+        // Not running in this process (paused): settle it now.
+        let run = self.load_run(&row).await?;
+        self.skip_remaining(&run).await?;
+        let reason = format!("cancelled: {reason}");
+        let completed = !run.outputs().is_empty();
+        if rollback && completed {
+            self.rollback(&run, &reason, "").await?;
+        } else {
+            self.set_status(&run, WorkflowStatus::Cancelled, &reason, "")
+                .await?;
+        }
+        self.inner
+            .store
+            .get(workflow_id)
+            .await?
+            .ok_or_else(|| WorkflowError::NotFound(workflow_id.to_owned()))
     }
 
     fn step_deadline(&self, run: &Run, step: &StepSpec) -> Instant {

@@ -1,0 +1,330 @@
+//! `airt.workflow.v1.WorkflowService`: decode, check access, call the
+//! engine and the store, encode.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use airt_kit::Principal;
+use airt_kit::auth::principal;
+use airt_kit::status::FieldViolation;
+use airt_proto::workflow::v1 as pb;
+use airt_proto::workflow::v1::workflow_service_server::WorkflowService;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{draft_from_proto, workflow_to_proto};
+use crate::domain::{WorkflowDraft, WorkflowStatus};
+use crate::engine::Engine;
+use crate::error::WorkflowError;
+use crate::store::{ListFilter, WorkflowRow};
+
+const MAX_SPEC_TEXT: usize = 1024 * 1024;
+/// How often a watcher looks for new events.
+const WATCH_POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone)]
+pub struct WorkflowApi {
+    engine: Engine,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl WorkflowApi {
+    /// `shutdown` turning true ends every open WatchWorkflow stream.
+    pub fn new(engine: Engine, shutdown: watch::Receiver<bool>) -> Self {
+        Self { engine, shutdown }
+    }
+
+    async fn snapshot(&self, row: &WorkflowRow) -> Result<pb::Workflow, WorkflowError> {
+        let steps = self.engine.store().steps(&row.workflow_id).await?;
+        let compensations = self.engine.store().compensations(&row.workflow_id).await?;
+        Ok(workflow_to_proto(row, &steps, &compensations))
+    }
+
+    /// The workflow, if the caller may see it: its submitter or an admin.
+    async fn visible(&self, caller: &Principal, workflow_id: &str) -> Result<WorkflowRow, Status> {
+        if workflow_id.is_empty() {
+            return Err(invalid("workflow_id", "is required"));
+        }
+        let row = self
+            .engine
+            .store()
+            .get(workflow_id)
+            .await?
+            .ok_or_else(|| WorkflowError::NotFound(workflow_id.to_owned()))?;
+        if row.submitter != caller.to_string() && !caller.has_role("admin") {
+            // Indistinguishable from a missing workflow: ids are not secrets,
+            // but other people's workflows are.
+            return Err(WorkflowError::NotFound(workflow_id.to_owned()).into());
+        }
+        Ok(row)
+    }
+}
+
+fn invalid(field: &str, description: &str) -> Status {
+    WorkflowError::InvalidWorkflow(vec![FieldViolation::new(field, description)]).into()
+}
+
+fn draft_of(spec: Option<pb::WorkflowSpec>, text: Option<String>) -> Result<WorkflowDraft, Status> {
+    match (spec, text) {
+        (Some(spec), _) => Ok(draft_from_proto(spec)),
+        (None, Some(text)) if text.len() > MAX_SPEC_TEXT => {
+            Err(invalid("spec_text", "is larger than 1 MiB"))
+        }
+        (None, Some(text)) => WorkflowDraft::from_text(&text)
+            .map_err(|v| WorkflowError::InvalidWorkflow(vec![v]).into()),
+        (None, None) => Err(invalid("spec", "is required (spec or spec_text)")),
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchWorkflowResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl WorkflowService for WorkflowApi {
+    async fn submit_workflow(
+        &self,
+        request: Request<pb::SubmitWorkflowRequest>,
+    ) -> Result<Response<pb::SubmitWorkflowResponse>, Status> {
+        let caller = principal(&request)?;
+        let req = request.into_inner();
+        let draft = match req.source {
+            Some(pb::submit_workflow_request::Source::Spec(spec)) => draft_of(Some(spec), None)?,
+            Some(pb::submit_workflow_request::Source::SpecText(text)) => {
+                draft_of(None, Some(text))?
+            }
+            None => draft_of(None, None)?,
+        };
+        let request_id = (!req.request_id.is_empty()).then_some(req.request_id);
+        let (row, created) = self
+            .engine
+            .submit(draft, caller.clone(), request_id)
+            .await?;
+        if created {
+            tracing::info!(workflow_id = %row.workflow_id, name = %row.name, submitter = %caller, "workflow submitted");
+        }
+        Ok(Response::new(pb::SubmitWorkflowResponse {
+            workflow: Some(self.snapshot(&row).await?),
+            created,
+        }))
+    }
+
+    async fn plan_workflow(
+        &self,
+        request: Request<pb::PlanWorkflowRequest>,
+    ) -> Result<Response<pb::PlanWorkflowResponse>, Status> {
+        let caller = principal(&request)?;
+        let draft = match request.into_inner().source {
+            Some(pb::plan_workflow_request::Source::Spec(spec)) => draft_of(Some(spec), None)?,
+            Some(pb::plan_workflow_request::Source::SpecText(text)) => draft_of(None, Some(text))?,
+            None => draft_of(None, None)?,
+        };
+        let plans = self.engine.plan(&draft, caller).await?;
+        let deny = airt_proto::policy::v1::Decision::Deny as i32;
+        let admissible = plans
+            .iter()
+            .all(|p| p.decision.as_ref().is_none_or(|d| d.decision != deny));
+        let steps = plans
+            .into_iter()
+            .map(|plan| {
+                let spec = plan.capability.as_ref().and_then(|c| c.spec.as_ref());
+                pb::StepPlan {
+                    capability_id: spec.map(|s| s.id.clone()).unwrap_or_default(),
+                    capability_found: spec.is_some(),
+                    capability_version: spec
+                        .and_then(|s| s.metadata.as_ref())
+                        .map(|m| m.version.clone())
+                        .unwrap_or_default(),
+                    risk_level: spec.and_then(|s| s.risk.as_ref()).map_or(
+                        if plan.decision.is_some() {
+                            airt_proto::common::v1::RiskLevel::High as i32
+                        } else {
+                            0
+                        },
+                        |r| r.level,
+                    ),
+                    decision: plan.decision,
+                    deferred_inputs: plan.deferred_inputs,
+                    step_name: plan.step_name,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::PlanWorkflowResponse {
+            steps,
+            admissible,
+        }))
+    }
+
+    async fn get_workflow(
+        &self,
+        request: Request<pb::GetWorkflowRequest>,
+    ) -> Result<Response<pb::GetWorkflowResponse>, Status> {
+        let caller = principal(&request)?;
+        let row = self
+            .visible(&caller, &request.into_inner().workflow_id)
+            .await?;
+        Ok(Response::new(pb::GetWorkflowResponse {
+            workflow: Some(self.snapshot(&row).await?),
+        }))
+    }
+
+    async fn list_workflows(
+        &self,
+        request: Request<pb::ListWorkflowsRequest>,
+    ) -> Result<Response<pb::ListWorkflowsResponse>, Status> {
+        let caller = principal(&request)?;
+        let req = request.into_inner();
+        let limit = match req.page_size {
+            0 => 50,
+            n if n < 0 => return Err(invalid("page_size", "must not be negative")),
+            n => i64::from(n.min(500)),
+        };
+        let status = match req.status {
+            0 => None,
+            n => {
+                let name = pb::WorkflowStatus::try_from(n)
+                    .map_err(|_| invalid("status", "unknown status"))?
+                    .as_str_name();
+                Some(
+                    WorkflowStatus::parse(name.trim_start_matches("WORKFLOW_STATUS_"))
+                        .ok_or_else(|| invalid("status", "unknown status"))?,
+                )
+            }
+        };
+        // Admins see every workflow; everyone else their own.
+        let submitter = if caller.has_role("admin") {
+            String::new()
+        } else {
+            caller.to_string()
+        };
+        let filter = ListFilter {
+            status,
+            submitter,
+            name: req.name,
+        };
+        let rows = self
+            .engine
+            .store()
+            .list(&filter, &req.page_token, limit)
+            .await?;
+        let mut workflows = Vec::with_capacity(rows.len());
+        for row in &rows {
+            workflows.push(self.snapshot(row).await?);
+        }
+        let next_page_token = match rows.last() {
+            Some(last) if rows.len() as i64 == limit => last.workflow_id.clone(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListWorkflowsResponse {
+            workflows,
+            next_page_token,
+        }))
+    }
+
+    type WatchWorkflowStream = WatchStream;
+
+    async fn watch_workflow(
+        &self,
+        request: Request<pb::WatchWorkflowRequest>,
+    ) -> Result<Response<Self::WatchWorkflowStream>, Status> {
+        let caller = principal(&request)?;
+        let row = self
+            .visible(&caller, &request.into_inner().workflow_id)
+            .await?;
+        let (tx, rx) = mpsc::channel(16);
+        let api = self.clone();
+        tokio::spawn(async move {
+            let mut shutdown = api.shutdown.clone();
+            let mut last_seq = -1;
+            let id = row.workflow_id.clone();
+            loop {
+                let row = match api.engine.store().get(&id).await {
+                    Ok(Some(row)) => row,
+                    Ok(None) => return,
+                    Err(error) => {
+                        let _ = tx.send(Err(error.into())).await;
+                        return;
+                    }
+                };
+                if row.event_seq != last_seq {
+                    let events = match api
+                        .engine
+                        .store()
+                        .events(&id, last_seq.max(0), 10_000)
+                        .await
+                    {
+                        Ok(events) => events,
+                        Err(error) => {
+                            let _ = tx.send(Err(error.into())).await;
+                            return;
+                        }
+                    };
+                    last_seq = events.last().map_or(row.event_seq, |e| e.seq);
+                    let events = events
+                        .into_iter()
+                        .map(|e| pb::WorkflowEvent {
+                            sequence: e.seq,
+                            occur_time: Some(airt_kit::clock::timestamp_from_micros(
+                                e.occurred_at_us,
+                            )),
+                            kind: e.kind,
+                            step_name: e.step_name,
+                            detail: serde_json::from_str::<serde_json::Value>(&e.detail)
+                                .ok()
+                                .and_then(|d| d.as_object().map(airt_kit::json::to_proto_struct)),
+                        })
+                        .collect();
+                    let snapshot = match api.snapshot(&row).await {
+                        Ok(snapshot) => snapshot,
+                        Err(error) => {
+                            let _ = tx.send(Err(error.into())).await;
+                            return;
+                        }
+                    };
+                    if tx
+                        .send(Ok(pb::WatchWorkflowResponse {
+                            workflow: Some(snapshot),
+                            events,
+                        }))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    if row.status().is_ok_and(WorkflowStatus::is_terminal) {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(WATCH_POLL) => {}
+                    () = tx.closed() => return,
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn cancel_workflow(
+        &self,
+        request: Request<pb::CancelWorkflowRequest>,
+    ) -> Result<Response<pb::CancelWorkflowResponse>, Status> {
+        let caller = principal(&request)?;
+        let req = request.into_inner();
+        self.visible(&caller, &req.workflow_id).await?;
+        let reason = if req.reason.is_empty() {
+            format!("by {caller}")
+        } else {
+            format!("{} (by {caller})", req.reason)
+        };
+        let row = self
+            .engine
+            .cancel(&req.workflow_id, req.rollback, &reason)
+            .await?;
+        tracing::info!(workflow_id = %row.workflow_id, %caller, rollback = req.rollback, "workflow cancelled");
+        Ok(Response::new(pb::CancelWorkflowResponse {
+            workflow: Some(self.snapshot(&row).await?),
+        }))
+    }
+}

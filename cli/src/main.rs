@@ -6,10 +6,12 @@ use clap::{Parser, Subcommand};
 
 mod audit;
 mod client;
+mod demo;
 mod health;
 mod policy;
 mod registry;
 mod up;
+mod workflow;
 
 /// AI-First Runtime: a transactional control plane for AI agents.
 #[derive(Debug, Parser)]
@@ -34,6 +36,11 @@ enum Command {
     /// Put, activate, test and query policy sets.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Submit a workflow file (and follow it with --watch).
+    Run(workflow::RunArgs),
+    /// Show, list and cancel workflows.
+    #[command(subcommand)]
+    Workflow(workflow::WorkflowCommand),
     /// Read, verify and export a service's audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -54,6 +61,8 @@ fn main() -> ExitCode {
             Command::Health => health::run(&cli.connection).await,
             Command::Registry(command) => registry::run(&cli.connection, command).await,
             Command::Policy(command) => policy::run(&cli.connection, command).await,
+            Command::Run(args) => workflow::run(&cli.connection, args).await,
+            Command::Workflow(command) => workflow::command(&cli.connection, command).await,
             Command::Audit(command) => audit::run(&cli.connection, command).await,
         }
     });

@@ -29,6 +29,11 @@ pub struct UpArgs {
 
     #[command(flatten)]
     log: LogArgs,
+
+    /// Once the stack is up, load a demo policy and run three workflows: one
+    /// allowed, one denied before execution, one rolled back. Needs --auth-dev-mode.
+    #[arg(long)]
+    demo: bool,
 }
 
 fn service_config(args: &UpArgs, identity: &ServiceIdentity) -> anyhow::Result<ServiceConfig> {
@@ -71,6 +76,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         &workflow,
     )?;
     // Bind everything first so a busy port fails before anything starts.
+    let (policy_listen, workflow_listen) = (policy.listen, workflow.listen);
     let registry_listener = TcpListener::bind(registry.listen).await?;
     let policy_listener = TcpListener::bind(policy.listen).await?;
     let workflow_listener = TcpListener::bind(workflow.listen).await?;
@@ -96,6 +102,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         workflow_listener,
         stopped(stop_rx),
     ));
+
+    if args.demo {
+        if !args.auth.auth_dev_mode {
+            anyhow::bail!("--demo acts as user:demo and needs --auth-dev-mode");
+        }
+        let workflow_url = format!("http://{}", workflow_listen);
+        let policy_url = format!("http://{}", policy_listen);
+        tokio::spawn(async move {
+            if let Err(error) = crate::demo::run(&policy_url, &workflow_url).await {
+                eprintln!("demo failed: {error:#}");
+            }
+        });
+    }
 
     let mut failed = false;
     tokio::select! {

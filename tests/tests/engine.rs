@@ -16,6 +16,7 @@ use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
 use airt_system_tests::{start_policy, start_registry};
 use serde_json::Value;
 use tonic::transport::Endpoint;
+use workflow_service::capabilities::net::NetworkPolicy;
 use workflow_service::capabilities::publish::{ServiceCredentials, publish_all};
 use workflow_service::capabilities::{Catalogue, CatalogueConfig, Workspace};
 use workflow_service::domain::{WorkflowDraft, WorkflowStatus};
@@ -52,6 +53,10 @@ struct Stack {
 }
 
 async fn stack(db: TestDb, step_timeout: Duration) -> Stack {
+    stack_with(db, step_timeout, NetworkPolicy::default()).await
+}
+
+async fn stack_with(db: TestDb, step_timeout: Duration, network: NetworkPolicy) -> Stack {
     let registry_db = TestDb::sqlite();
     let policy_db = TestDb::sqlite();
     let registry_server = start_registry(&registry_db).await;
@@ -113,7 +118,7 @@ async fn stack(db: TestDb, step_timeout: Duration) -> Stack {
                 .connect_lazy(),
             ServiceCredentials::development(),
         ),
-        Arc::default(),
+        Arc::new(network),
         EngineConfig {
             default_step_timeout: step_timeout,
             compensation_attempts: 2,
@@ -534,4 +539,162 @@ async fn a_plan_shows_each_step_risk_and_decision_without_running_anything() {
     );
     assert_eq!(s.file("keep.txt").as_deref(), Some(&b"keep"[..]));
     assert_eq!(s.file("copy.txt"), None);
+}
+
+/// A remote capability on loopback: answers `POST /summarize` with JSON
+/// built from the request, `/reject` with 400, and `/flaky` with 503 once.
+async fn remote_capability_server() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let flaky_calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let flaky_calls = flaky_calls.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 8192];
+                let body = loop {
+                    let n = match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    request.extend_from_slice(&buffer[..n]);
+                    let text = String::from_utf8_lossy(&request).into_owned();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length: usize = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break text[end + 4..].to_owned();
+                        }
+                    }
+                };
+                let path = String::from_utf8_lossy(&request)
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("/")
+                    .to_owned();
+                let call: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                let (status, content) = match path.as_str() {
+                    "/summarize" => ("200 OK", serde_json::json!({"summary": format!("{} words", call["inputs"]["text"].as_str().unwrap_or("").split_whitespace().count()), "step": call["context"]["step_name"]}).to_string()),
+                    "/reject" => ("400 Bad Request", "{\"error\": \"no\"}".to_owned()),
+                    "/flaky" if flaky_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 => ("503 Service Unavailable", "{}".to_owned()),
+                    "/flaky" => ("200 OK", "{\"ok\": true}".to_owned()),
+                    _ => ("404 Not Found", "{}".to_owned()),
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{content}",
+                    content.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_capabilities_run_over_http_with_typed_failures() {
+    let addr = remote_capability_server().await;
+    let s = stack_with(
+        TestDb::sqlite(),
+        Duration::from_secs(10),
+        NetworkPolicy::parse(&["127.0.0.1".to_owned()]).expect("allow"),
+    )
+    .await;
+    let mut registrar =
+        RegistryServiceClient::new(s.registry.as_ref().expect("registry").channel().await);
+    for (id, path) in [
+        ("agent.summarize", "summarize"),
+        ("agent.reject", "reject"),
+        ("agent.flaky", "flaky"),
+    ] {
+        let spec = format!(
+            "id: {id}\nname: {id}\noperation_type: READ\nrisk: {{level: LOW}}\nside_effects: {{reversible: true, scope: NETWORK}}\n\
+             compensation: {{supported: false, strategy: NONE}}\nparameters: [{{name: text, type: string}}]\nmetadata: {{version: 1.0.0}}\nhandler: \"http:http://127.0.0.1:{}/{path}\"\n",
+            addr.port()
+        );
+        registrar
+            .register_capability(as_principal(
+                registry::RegisterCapabilityRequest {
+                    source: Some(registry::register_capability_request::Source::SpecText(
+                        spec,
+                    )),
+                    validate_only: false,
+                    request_id: String::new(),
+                },
+                "user:root",
+                &["admin"],
+            ))
+            .await
+            .expect("register");
+    }
+    let ok = s.run("name: r\nsteps:\n  - {name: sum, capability: agent.summarize, inputs: {text: 'one two three'}}\n", None).await;
+    assert_eq!(
+        status(&ok),
+        WorkflowStatus::Completed,
+        "{}",
+        ok.failure_reason
+    );
+    let outputs = s
+        .engine
+        .step_outputs(&ok.workflow_id)
+        .await
+        .expect("outputs");
+    assert_eq!(
+        outputs["sum"],
+        serde_json::json!({"summary": "3 words", "step": "sum"})
+    );
+
+    let rejected = s
+        .run(
+            "name: r\nsteps:\n  - {name: no, capability: agent.reject, retry: {max_attempts: 3}}\n",
+            None,
+        )
+        .await;
+    assert_eq!(status(&rejected), WorkflowStatus::Failed);
+    assert!(
+        rejected.failure_reason.contains("400"),
+        "{}",
+        rejected.failure_reason
+    );
+    assert_eq!(
+        s.engine
+            .store()
+            .steps(&rejected.workflow_id)
+            .await
+            .expect("steps")[0]
+            .attempt,
+        1,
+        "a 4xx is not retried"
+    );
+
+    let flaky = s.run("name: r\nsteps:\n  - {name: again, capability: agent.flaky, retry: {max_attempts: 3, initial_backoff: 10ms}}\n", None).await;
+    assert_eq!(
+        status(&flaky),
+        WorkflowStatus::Completed,
+        "{}",
+        flaky.failure_reason
+    );
+    assert_eq!(
+        s.engine
+            .store()
+            .steps(&flaky.workflow_id)
+            .await
+            .expect("steps")[0]
+            .attempt,
+        2,
+        "a 503 is retried"
+    );
 }

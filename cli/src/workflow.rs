@@ -33,6 +33,9 @@ pub enum WorkflowCommand {
         /// e.g. RUNNING, PAUSED, COMPLETED, ROLLED_BACK.
         #[arg(long)]
         status: Option<String>,
+        /// Only workflows whose metadata.owner is this.
+        #[arg(long, default_value = "")]
+        owner: String,
     },
     /// Cancel a workflow; with --rollback, compensate its completed steps.
     Cancel {
@@ -211,7 +214,7 @@ pub async fn command(args: &ConnectionArgs, command: WorkflowCommand) -> anyhow:
                 .unwrap_or_default();
             print(&workflow);
         }
-        WorkflowCommand::List { status } => {
+        WorkflowCommand::List { status, owner } => {
             let status = match status {
                 None => 0,
                 Some(text) => pb::WorkflowStatus::from_str_name(&format!(
@@ -229,6 +232,7 @@ pub async fn command(args: &ConnectionArgs, command: WorkflowCommand) -> anyhow:
                         page_token,
                         status,
                         name: String::new(),
+                        owner: owner.clone(),
                     })
                     .await
                     .map_err(fail)?

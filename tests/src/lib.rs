@@ -71,3 +71,65 @@ pub async fn wait_until_serving(channel: Channel, within: Duration) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// All three services in-process, the policy set `policy_yaml` active, the
+/// workflow service SERVING (its built-ins published).
+#[derive(Debug)]
+pub struct Stack {
+    pub registry: Option<TestServer>,
+    pub policy: Option<TestServer>,
+    pub workflow: TestServer,
+    pub workspace: tempfile::TempDir,
+    _dbs: Vec<TestDb>,
+}
+
+impl Stack {
+    pub async fn start(workflow_db: TestDb, policy_yaml: &str) -> Self {
+        use airt_proto::policy::v1 as policy;
+        let (registry_db, policy_db) = (TestDb::sqlite(), TestDb::sqlite());
+        let registry = start_registry(&registry_db).await;
+        let policy_server = start_policy(&policy_db).await;
+        policy::policy_service_client::PolicyServiceClient::new(policy_server.channel().await)
+            .put_policy_set(airt_kit::testing::as_principal(
+                policy::PutPolicySetRequest {
+                    source_yaml: policy_yaml.into(),
+                    activate: true,
+                    ..Default::default()
+                },
+                "user:root",
+                &["admin"],
+            ))
+            .await
+            .expect("policy set");
+        let workspace = tempfile::tempdir().expect("workspace");
+        let workflow = start_workflow_with_policy(
+            &workflow_db,
+            &registry.url(),
+            &policy_server.url(),
+            workspace.path(),
+        )
+        .await;
+        wait_until_serving(workflow.channel().await, Duration::from_secs(20)).await;
+        Self {
+            registry: Some(registry),
+            policy: Some(policy_server),
+            workflow,
+            workspace,
+            _dbs: vec![registry_db, policy_db, workflow_db],
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.workspace.path()
+    }
+
+    pub async fn stop(mut self) {
+        self.workflow.stop().await.expect("workflow stops cleanly");
+        for server in [self.policy.take(), self.registry.take()]
+            .into_iter()
+            .flatten()
+        {
+            server.stop().await.expect("stops cleanly");
+        }
+    }
+}

@@ -200,6 +200,7 @@ impl WorkflowService for WorkflowApi {
             status,
             submitter,
             name: req.name,
+            owner: req.owner,
         };
         let rows = self
             .engine

@@ -71,6 +71,17 @@ async fn workflows_are_created_once_per_request_id_with_steps_in_order() {
                 .expect("no request id")
                 .1
         );
+        let owned_draft =
+            WorkflowDraft::from_text(&format!("metadata: {{owner: 'team:ops'}}\n{PIPELINE}"))
+                .expect("parses");
+        let owned_spec = validate_workflow(&owned_draft).expect("valid");
+        assert!(
+            store
+                .create("wf-5", &owned_draft, &owned_spec, &alice(), None)
+                .await
+                .expect("owned")
+                .1
+        );
 
         let steps = store.steps("wf-1").await.expect("steps");
         let names: Vec<(&str, StepStatus)> = steps
@@ -92,7 +103,7 @@ async fn workflows_are_created_once_per_request_id_with_steps_in_order() {
             .into_iter()
             .map(|w| w.workflow_id)
             .collect();
-        assert_eq!(newest_first, ["wf-4", "wf-3", "wf-1"]);
+        assert_eq!(newest_first, ["wf-5", "wf-4", "wf-3", "wf-1"]);
         let page: Vec<String> = store
             .list(&ListFilter::default(), "wf-3", 10)
             .await

@@ -219,6 +219,7 @@ pub struct ListFilter {
     pub status: Option<WorkflowStatus>,
     pub submitter: String,
     pub name: String,
+    pub owner: String,
 }
 
 const WORKFLOW_COLUMNS: &str = "workflow_id, name, draft_json, status, submitter, submitter_roles, request_id, owner, \
@@ -271,7 +272,8 @@ fn select_compensations() -> String {
 fn select_page() -> String {
     format!(
         "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE ($1 = '' OR workflow_id < $1) AND ($2 = '' OR status = $2) \
-         AND ($3 = '' OR submitter = $3) AND ($4 = '' OR name = $4) ORDER BY workflow_id DESC LIMIT $5"
+         AND ($3 = '' OR submitter = $3) AND ($4 = '' OR name = $4) AND ($6 = '' OR owner = $6) \
+         ORDER BY workflow_id DESC LIMIT $5"
     )
 }
 const SELECT_EVENTS: &str = "SELECT workflow_id, seq, occurred_at_us, kind, step_name, detail FROM workflow_events \
@@ -407,6 +409,7 @@ impl WorkflowStore {
                 .bind(&filter.submitter)
                 .bind(&filter.name)
                 .bind(limit)
+                .bind(&filter.owner)
                 .fetch_all(pool)
                 .await?
         }))

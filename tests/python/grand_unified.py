@@ -38,9 +38,20 @@ policy = policy_pb2_grpc.PolicyServiceStub(grpc.insecure_channel(policy_addr))
 workflows = workflow_pb2_grpc.WorkflowServiceStub(grpc.insecure_channel(workflow_addr))
 audit = audit_pb2_grpc.AuditServiceStub(grpc.insecure_channel(workflow_addr))
 
-# 1. A HIGH-risk capability in the registry (the built-in delete).
-cap = registry.GetCapability(registry_pb2.GetCapabilityRequest(capability_id="io.fs.delete"), metadata=ALICE).capability
-check("io.fs.delete is registered with risk HIGH", cap.spec.risk.level == 3, cap.spec.risk)
+# 1. Register a HIGH-risk capability (executed by the built-in delete handler).
+SHRED = """
+id: gut.shred_file
+name: Shred a file
+operation_type: DELETE
+risk: {level: HIGH, justification: destroys data}
+side_effects: {reversible: true, scope: LOCAL}
+compensation: {supported: true, strategy: AUTOMATIC}
+parameters: [{name: path, type: string, required: true}]
+metadata: {version: 1.0.0}
+handler: "builtin:io.fs.delete"
+"""
+registered = registry.RegisterCapability(registry_pb2.RegisterCapabilityRequest(spec_text=SHRED), metadata=ADMIN)
+check("the HIGH-risk capability is registered", registered.capability.spec.risk.level == 3, registered)
 
 # 2. The policy: HIGH risk is denied.
 policy.PutPolicySet(
@@ -58,7 +69,7 @@ with open(target, "wb") as f:
     f.write(b"precious bytes")
 
 for preflight in ("true", "false"):
-    spec = f"name: grand_unified\noptions: {{preflight: {preflight}}}\nsteps:\n  - {{name: shred, agent: cleaner, capability: io.fs.delete, inputs: {{path: grand_unified.txt}}}}\n"
+    spec = f"name: grand_unified\noptions: {{preflight: {preflight}}}\nsteps:\n  - {{name: shred, agent: cleaner, capability: gut.shred_file, inputs: {{path: grand_unified.txt}}}}\n"
     submitted = workflows.SubmitWorkflow(workflow_pb2.SubmitWorkflowRequest(spec_text=spec), metadata=ALICE)
     final = None
     for update in workflows.WatchWorkflow(workflow_pb2.WatchWorkflowRequest(workflow_id=submitted.workflow.workflow_id), metadata=ALICE):

@@ -46,7 +46,7 @@ async fn run(client: &mut WorkflowServiceClient<Channel>, spec: &str) -> pb::Wor
     loop {
         let update = tokio::time::timeout(Duration::from_secs(30), stream.message())
             .await
-            .expect("an update")
+            .unwrap_or_else(|_| panic!("no update within 30 s for {spec}"))
             .expect("ok")
             .expect("open");
         let workflow = update.workflow.expect("snapshot");

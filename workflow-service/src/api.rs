@@ -20,8 +20,8 @@ use crate::error::WorkflowError;
 use crate::store::{ListFilter, WorkflowRow};
 
 const MAX_SPEC_TEXT: usize = 1024 * 1024;
-/// How often a watcher looks for events committed by other replicas.
-const WATCH_POLL: Duration = Duration::from_millis(250);
+/// How often a watcher looks for new events.
+const WATCH_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct WorkflowApi {
@@ -235,7 +235,6 @@ impl WorkflowService for WorkflowApi {
         let api = self.clone();
         tokio::spawn(async move {
             let mut shutdown = api.shutdown.clone();
-            let mut changes = api.engine.subscribe();
             let mut last_seq = -1;
             let id = row.workflow_id.clone();
             loop {
@@ -296,10 +295,7 @@ impl WorkflowService for WorkflowApi {
                         return;
                     }
                 }
-                // Woken by this process's transitions; the poll finds those
-                // of other replicas.
                 tokio::select! {
-                    _ = changes.changed() => {}
                     () = tokio::time::sleep(WATCH_POLL) => {}
                     () = tx.closed() => return,
                     _ = shutdown.wait_for(|s| *s) => return,

@@ -63,9 +63,6 @@ struct Inner {
     config: EngineConfig,
     /// Cancellation requests for the workflows running in this process.
     cancels: Mutex<HashMap<String, Arc<CancelFlag>>>,
-    /// Bumped after every committed transition, so watchers in this process
-    /// wake at once instead of at their next poll.
-    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// A cancellation request: whether to roll back, and why.
@@ -205,7 +202,6 @@ impl Engine {
                 remote,
                 config,
                 cancels: Mutex::default(),
-                changes: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -257,14 +253,8 @@ impl Engine {
         self.inner
             .store
             .apply(workflow_id, ACTOR, &transition)
-            .await?;
-        self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
-        Ok(())
-    }
-
-    /// Wakes on every transition committed by this process.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.changes.subscribe()
+            .await
+            .map(|_| ())
     }
 
     async fn set_status(

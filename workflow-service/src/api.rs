@@ -259,9 +259,13 @@ impl WorkflowService for WorkflowApi {
                             return;
                         }
                     };
-                    last_seq = events.last().map_or(row.event_seq, |e| e.seq);
+                    // Only the events the snapshot below reflects: later ones
+                    // (committed since `row` was read) come with the next
+                    // snapshot, so the last status is never skipped.
+                    last_seq = row.event_seq;
                     let events = events
                         .into_iter()
+                        .filter(|e| e.seq <= row.event_seq)
                         .map(|e| pb::WorkflowEvent {
                             sequence: e.seq,
                             occur_time: Some(airt_kit::clock::timestamp_from_micros(

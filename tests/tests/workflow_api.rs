@@ -3,58 +3,27 @@
 
 use std::time::Duration;
 
-use airt_kit::testing::{TestDb, TestServer, as_principal};
-use airt_proto::policy::v1 as policy;
-use airt_proto::policy::v1::policy_service_client::PolicyServiceClient;
+use airt_kit::testing::{TestDb, as_principal};
 use airt_proto::workflow::v1 as pb;
 use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
-use airt_system_tests::{
-    start_policy, start_registry, start_workflow_with_policy, wait_until_serving,
-};
 use tonic::Code;
 use tonic::transport::Channel;
 
 const POLICY: &str = "default: DENY\nrules:\n  - {id: deny-high-risk, when: {risk_level: [HIGH, CRITICAL]}, decision: DENY, reason: High-risk operations are not allowed}\n  - {id: allow-the-rest, decision: ALLOW}\n";
 
-struct Stack {
-    _dbs: Vec<TestDb>,
-    _workspace: tempfile::TempDir,
-    servers: Vec<TestServer>,
+/// The three services (from the shared helper) and a workflow client.
+struct Fixture {
+    stack: airt_system_tests::Stack,
     client: WorkflowServiceClient<Channel>,
     root: std::path::PathBuf,
 }
 
-async fn stack(workflow_db: TestDb) -> Stack {
-    let (registry_db, policy_db) = (TestDb::sqlite(), TestDb::sqlite());
-    let registry = start_registry(&registry_db).await;
-    let policy_server = start_policy(&policy_db).await;
-    PolicyServiceClient::new(policy_server.channel().await)
-        .put_policy_set(as_principal(
-            policy::PutPolicySetRequest {
-                source_yaml: POLICY.into(),
-                activate: true,
-                ..Default::default()
-            },
-            "user:root",
-            &["admin"],
-        ))
-        .await
-        .expect("policy");
-    let workspace = tempfile::tempdir().expect("workspace");
-    let root = workspace.path().to_path_buf();
-    let workflow = start_workflow_with_policy(
-        &workflow_db,
-        &registry.url(),
-        &policy_server.url(),
-        workspace.path(),
-    )
-    .await;
-    wait_until_serving(workflow.channel().await, Duration::from_secs(20)).await;
-    let client = WorkflowServiceClient::new(workflow.channel().await);
-    Stack {
-        _dbs: vec![registry_db, policy_db, workflow_db],
-        _workspace: workspace,
-        servers: vec![workflow, policy_server, registry],
+async fn stack(workflow_db: TestDb) -> Fixture {
+    let stack = airt_system_tests::Stack::start(workflow_db, POLICY).await;
+    let client = WorkflowServiceClient::new(stack.workflow.channel().await);
+    let root = stack.root().to_path_buf();
+    Fixture {
+        stack,
         client,
         root,
     }
@@ -230,9 +199,7 @@ async fn submit_watch_and_get_over_grpc() {
             .expect("list")
             .into_inner();
         assert!(theirs.workflows.is_empty());
-        for server in s.servers.drain(..) {
-            server.stop().await.expect("clean stop");
-        }
+        s.stack.stop().await;
     }
 }
 
@@ -334,7 +301,5 @@ async fn denied_invalid_planned_and_cancelled_workflows_over_grpc() {
         .await
         .expect_err("already over");
     assert_eq!(twice.code(), Code::FailedPrecondition);
-    for server in s.servers.drain(..) {
-        server.stop().await.expect("clean stop");
-    }
+    s.stack.stop().await;
 }

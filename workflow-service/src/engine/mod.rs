@@ -257,6 +257,26 @@ impl Engine {
             .map(|_| ())
     }
 
+    /// Moves a step to `status` (no attempt, no error).
+    async fn mark(
+        &self,
+        workflow_id: &str,
+        step: &str,
+        status: StepStatus,
+    ) -> Result<(), WorkflowError> {
+        let step = step.to_owned();
+        self.transition(
+            workflow_id,
+            Transition::Step {
+                step,
+                status,
+                attempt: None,
+                error: String::new(),
+            },
+        )
+        .await
+    }
+
     async fn set_status(
         &self,
         run: &Run,
@@ -351,16 +371,8 @@ impl Engine {
             && let Some((step, reason)) = self.preflight(run).await?
         {
             for other in run.spec.steps.iter().filter(|s| s.name != step) {
-                self.transition(
-                    workflow_id,
-                    Transition::Step {
-                        step: other.name.clone(),
-                        status: StepStatus::Skipped,
-                        attempt: None,
-                        error: String::new(),
-                    },
-                )
-                .await?;
+                self.mark(workflow_id, &other.name, StepStatus::Skipped)
+                    .await?;
             }
             self.set_status(run, WorkflowStatus::Failed, &reason, &step)
                 .await?;
@@ -425,16 +437,8 @@ impl Engine {
         }
         if let Some((step, reason)) = failure {
             for unstarted in run.spec.steps.iter().filter(|s| !started.contains(&s.name)) {
-                self.transition(
-                    workflow_id,
-                    Transition::Step {
-                        step: unstarted.name.clone(),
-                        status: StepStatus::Skipped,
-                        attempt: None,
-                        error: String::new(),
-                    },
-                )
-                .await?;
+                self.mark(workflow_id, &unstarted.name, StepStatus::Skipped)
+                    .await?;
             }
             // With nothing completed there is nothing to roll back: FAILED.
             if run.spec.options.auto_rollback && !done.is_empty() {
@@ -726,16 +730,8 @@ impl Engine {
     /// The per-step pipeline, in SPEC order.
     async fn run_step(&self, run: &Run, step: &StepSpec) -> Result<Outcome, WorkflowError> {
         if step.step_type == StepType::HumanApproval {
-            self.transition(
-                &run.workflow_id,
-                Transition::Step {
-                    step: step.name.clone(),
-                    status: StepStatus::AwaitingApproval,
-                    attempt: None,
-                    error: String::new(),
-                },
-            )
-            .await?;
+            self.mark(&run.workflow_id, &step.name, StepStatus::AwaitingApproval)
+                .await?;
             return Ok(Outcome::AwaitingApproval);
         }
         if run.deadline.is_some_and(|d| Instant::now() >= d) {
@@ -828,16 +824,8 @@ impl Engine {
         match policy::Decision::try_from(record.decision) {
             Ok(policy::Decision::Allow) => {}
             Ok(policy::Decision::RequireApproval) => {
-                self.transition(
-                    &run.workflow_id,
-                    Transition::Step {
-                        step: step.name.clone(),
-                        status: StepStatus::AwaitingApproval,
-                        attempt: None,
-                        error: String::new(),
-                    },
-                )
-                .await?;
+                self.mark(&run.workflow_id, &step.name, StepStatus::AwaitingApproval)
+                    .await?;
                 return Ok(Outcome::AwaitingApproval);
             }
             _ => {
@@ -1040,16 +1028,8 @@ impl Engine {
                 },
             )
             .await?;
-            self.transition(
-                &run.workflow_id,
-                Transition::Step {
-                    step: step.name.clone(),
-                    status: StepStatus::Compensating,
-                    attempt: None,
-                    error: String::new(),
-                },
-            )
-            .await?;
+            self.mark(&run.workflow_id, &step.name, StepStatus::Compensating)
+                .await?;
             let mut result = Err(String::from("not attempted"));
             let mut attempts = 0;
             for attempt in 1..=self.inner.config.compensation_attempts {
@@ -1093,16 +1073,8 @@ impl Engine {
                         },
                     )
                     .await?;
-                    self.transition(
-                        &run.workflow_id,
-                        Transition::Step {
-                            step: step.name.clone(),
-                            status: StepStatus::Compensated,
-                            attempt: None,
-                            error: String::new(),
-                        },
-                    )
-                    .await?;
+                    self.mark(&run.workflow_id, &step.name, StepStatus::Compensated)
+                        .await?;
                 }
                 Err(error) => {
                     self.transition(

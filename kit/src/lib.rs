@@ -11,6 +11,7 @@
 //! - [`audit`]: the hash-chained audit log and its gRPC service.
 //! - [`status`]: `tonic::Status` with `google.rpc.ErrorInfo` and field violations.
 //! - [`json`]: canonical JSON and `google.protobuf.Struct` conversions.
+//! - [`mask`]: secret values masked before they reach a log or a webhook.
 //! - [`testing`]: fresh databases and in-process servers for tests.
 //! - [`vocabulary`]: `RiskLevel`, `OperationType` (the `airt.common.v1` enums).
 
@@ -21,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod json;
+pub mod mask;
 pub mod principal;
 pub mod server;
 pub mod status;

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::domain::mask::mask_map;
+use airt_kit::mask::mask_map;
 use crate::domain::{DecisionRecord, PolicyContext};
 
 /// Events queued before `record` waits (backpressure, never loss).

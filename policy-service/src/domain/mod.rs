@@ -4,7 +4,6 @@
 
 pub mod context;
 pub mod engine;
-pub mod mask;
 pub mod parse;
 pub mod pattern;
 pub mod testing;

@@ -1,4 +1,4 @@
-//! Masking secrets before inputs reach the decision log.
+//! Masking secrets before inputs reach a log, a decision record or a webhook.
 //!
 //! A key is secret when one of its words is `password`, `passwd`, `token`,
 //! `secret`, `authorization` or `apikey`, or two consecutive words are

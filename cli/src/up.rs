@@ -30,6 +30,23 @@ pub struct UpArgs {
     #[command(flatten)]
     log: LogArgs,
 
+    /// Default time an approval waits for a decision.
+    #[arg(long, env = "AIRT_APPROVAL_TIMEOUT", default_value = "24h", value_parser = airt_kit::config::parse_duration)]
+    approval_timeout: Duration,
+
+    /// URLs receiving signed approval and workflow events (comma-separated).
+    #[arg(
+        long,
+        env = "AIRT_WEBHOOK_URLS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    webhook_urls: Vec<String>,
+
+    /// HMAC key of the webhooks' `X-Airt-Signature`.
+    #[arg(long, env = "AIRT_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<airt_kit::config::Secret>,
+
     /// Once the stack is up, load a demo policy and run three workflows: one
     /// allowed, one denied before execution, one rolled back. Needs --auth-dev-mode.
     #[arg(long)]
@@ -72,6 +89,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|p| (*p).to_owned())
                 .collect(),
+            approval_timeout: args.approval_timeout,
+            webhook_urls: args.webhook_urls.clone(),
+            webhook_secret: args.webhook_secret.clone(),
+            webhook_max_attempts: 12,
+            webhook_initial_backoff: Duration::from_secs(1),
         },
         &workflow,
     )?;

@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use airt_kit::mask::mask_map;
 use crate::domain::{DecisionRecord, PolicyContext};
+use airt_kit::mask::mask_map;
 
 /// Events queued before `record` waits (backpressure, never loss).
 const QUEUE: usize = 16_384;

@@ -1,6 +1,8 @@
 //! Helpers for the cross-service system tests in `tests/`: start the real
 //! services in-process, each with its own database, and wait for them.
 
+pub mod http;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -49,14 +51,33 @@ pub async fn start_workflow_with_policy(
     policy_url: &str,
     workspace: &Path,
 ) -> TestServer {
-    let config = dev_config(&workflow_service::IDENTITY, db);
-    let workflow = workflow_service::WorkflowConfig {
+    let workflow = workflow_config(registry_url, policy_url, workspace);
+    start_workflow_with_config(db, workflow).await
+}
+
+/// The configuration of a workflow service in development auth mode.
+pub fn workflow_config(
+    registry_url: &str,
+    policy_url: &str,
+    workspace: &Path,
+) -> workflow_service::WorkflowConfig {
+    workflow_service::WorkflowConfig {
         registry_addr: registry_url.to_owned(),
         policy_addr: policy_url.to_owned(),
         workspace: workspace.to_path_buf(),
         credentials: workflow_service::capabilities::publish::ServiceCredentials::development(),
         catalogue: Default::default(),
-    };
+        approval_timeout: Duration::from_secs(3600),
+        webhooks: Default::default(),
+    }
+}
+
+/// The workflow service in development auth mode with `workflow` as its own configuration.
+pub async fn start_workflow_with_config(
+    db: &TestDb,
+    workflow: workflow_service::WorkflowConfig,
+) -> TestServer {
+    let config = dev_config(&workflow_service::IDENTITY, db);
     TestServer::start(move |listener, shutdown| {
         workflow_service::serve_on(config, workflow, listener, shutdown)
     })
@@ -80,11 +101,23 @@ pub struct Stack {
     pub policy: Option<TestServer>,
     pub workflow: TestServer,
     pub workspace: tempfile::TempDir,
+    workflow_db: TestDb,
+    workflow_config: workflow_service::WorkflowConfig,
     _dbs: Vec<TestDb>,
 }
 
 impl Stack {
     pub async fn start(workflow_db: TestDb, policy_yaml: &str) -> Self {
+        Self::start_with(workflow_db, policy_yaml, |_| {}).await
+    }
+
+    /// Like [`Stack::start`], with the workflow service's configuration
+    /// adjusted by `configure` (approval timeout, webhooks, ...).
+    pub async fn start_with(
+        workflow_db: TestDb,
+        policy_yaml: &str,
+        configure: impl FnOnce(&mut workflow_service::WorkflowConfig),
+    ) -> Self {
         use airt_proto::policy::v1 as policy;
         let (registry_db, policy_db) = (TestDb::sqlite(), TestDb::sqlite());
         let registry = start_registry(&registry_db).await;
@@ -102,20 +135,46 @@ impl Stack {
             .await
             .expect("policy set");
         let workspace = tempfile::tempdir().expect("workspace");
-        let workflow = start_workflow_with_policy(
-            &workflow_db,
-            &registry.url(),
-            &policy_server.url(),
-            workspace.path(),
-        )
-        .await;
+        let mut workflow_config =
+            workflow_config(&registry.url(), &policy_server.url(), workspace.path());
+        configure(&mut workflow_config);
+        let workflow = start_workflow_with_config(&workflow_db, workflow_config.clone()).await;
         wait_until_serving(workflow.channel().await, Duration::from_secs(20)).await;
         Self {
             registry: Some(registry),
             policy: Some(policy_server),
             workflow,
             workspace,
-            _dbs: vec![registry_db, policy_db, workflow_db],
+            workflow_db,
+            workflow_config,
+            _dbs: vec![registry_db, policy_db],
+        }
+    }
+
+    /// Stops the workflow service cleanly, waits `down_for`, and starts it
+    /// again on the same database and workspace; waits until it is SERVING.
+    pub async fn restart_workflow(self, down_for: Duration) -> Self {
+        let Self {
+            registry,
+            policy,
+            workflow,
+            workspace,
+            workflow_db,
+            workflow_config,
+            _dbs,
+        } = self;
+        workflow.stop().await.expect("workflow stops cleanly");
+        tokio::time::sleep(down_for).await;
+        let workflow = start_workflow_with_config(&workflow_db, workflow_config.clone()).await;
+        wait_until_serving(workflow.channel().await, Duration::from_secs(20)).await;
+        Self {
+            registry,
+            policy,
+            workflow,
+            workspace,
+            workflow_db,
+            workflow_config,
+            _dbs,
         }
     }
 

@@ -122,6 +122,7 @@ async fn stack_with(db: TestDb, step_timeout: Duration, network: NetworkPolicy) 
         EngineConfig {
             default_step_timeout: step_timeout,
             compensation_attempts: 2,
+            ..EngineConfig::default()
         },
     );
     Stack {

@@ -375,7 +375,10 @@ async fn the_workflow_service_serves_health_reflection_and_audit_once_published(
         let mut expected: Vec<&str> = COMMON_SERVICES
             .iter()
             .copied()
-            .chain(["airt.workflow.v1.WorkflowService"])
+            .chain([
+                "airt.workflow.v1.ApprovalService",
+                "airt.workflow.v1.WorkflowService",
+            ])
             .collect();
         expected.sort_unstable();
         assert_eq!(

@@ -231,6 +231,61 @@ pub fn workflow_to_proto(
     }
 }
 
+/// A stored approval with its webhook deliveries as the proto message.
+pub fn approval_to_proto(
+    row: &crate::store::ApprovalRow,
+    deliveries: &[crate::store::DeliveryRow],
+) -> pb::Approval {
+    use airt_kit::json::to_proto_struct;
+    let json = |text: &str| {
+        serde_json::from_str::<serde_json::Value>(text).unwrap_or(serde_json::Value::Null)
+    };
+    let principal = |text: &str| {
+        airt_kit::Principal::parse(text, Vec::new())
+            .ok()
+            .map(|p| p.to_proto())
+    };
+    pb::Approval {
+        approval_id: row.approval_id.clone(),
+        workflow_id: row.workflow_id.clone(),
+        workflow_name: row.workflow_name.clone(),
+        step_name: row.step_name.clone(),
+        capability_id: row.capability_id.clone(),
+        capability_version: row.capability_version.clone(),
+        risk_level: airt_kit::vocabulary::RiskLevel::parse(&row.risk_level)
+            .map_or(0, |r| r.to_proto() as i32),
+        resolved_inputs: json(&row.resolved_inputs).as_object().map(to_proto_struct),
+        decision: decision_from_json(&json(&row.decision)),
+        action_digest: row.action_digest.clone(),
+        approver_roles: row.approver_roles(),
+        message: row.message.clone(),
+        status: pb::ApprovalStatus::from_str_name(&format!("APPROVAL_STATUS_{}", row.status))
+            .map_or(0, |s| s as i32),
+        requested_for: principal(&row.requested_for),
+        decided_by: principal(&row.decided_by),
+        comment: row.comment.clone(),
+        status_reason: row.status_reason.clone(),
+        request_time: timestamp(row.requested_at_us),
+        expire_time: timestamp(row.expires_at_us),
+        decide_time: timestamp(row.decided_at_us),
+        deliveries: deliveries
+            .iter()
+            .map(|d| pb::WebhookDelivery {
+                url: crate::webhooks::display_url(&d.url),
+                event: d.event.clone(),
+                status: pb::DeliveryStatus::from_str_name(&format!("DELIVERY_STATUS_{}", d.status))
+                    .map_or(0, |s| s as i32),
+                attempts: d.attempts as i32,
+                last_error: d.last_error.clone(),
+                last_attempt_time: timestamp(d.last_attempt_at_us),
+                next_attempt_time: (d.status == "PENDING")
+                    .then(|| timestamp(d.next_attempt_at_us))
+                    .flatten(),
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,19 @@ pub enum WorkflowError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("approval {0} not found")]
+    ApprovalNotFound(String),
+    /// The caller may not do this (`reason` is the ErrorInfo reason).
+    #[error("{message}")]
+    PermissionDenied {
+        reason: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    ApprovalExpired(String),
+    /// A different decision was already made, or the approval is void.
+    #[error("{0}")]
+    ApprovalConflict(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("stored data is unreadable: {0}")]
@@ -38,6 +51,22 @@ impl From<WorkflowError> for Status {
                 Code::NotFound,
                 "WORKFLOW_NOT_FOUND",
                 format!("workflow {id} not found"),
+            ),
+            WorkflowError::ApprovalNotFound(id) => status::error(
+                Code::NotFound,
+                "APPROVAL_NOT_FOUND",
+                format!("approval {id} not found"),
+            ),
+            WorkflowError::PermissionDenied { reason, message } => {
+                status::error(Code::PermissionDenied, reason, message)
+            }
+            WorkflowError::ApprovalExpired(message) => {
+                status::error(Code::FailedPrecondition, "APPROVAL_EXPIRED", message)
+            }
+            WorkflowError::ApprovalConflict(message) => status::error(
+                Code::FailedPrecondition,
+                "APPROVAL_ALREADY_DECIDED",
+                message,
             ),
             WorkflowError::Unavailable(message) => {
                 status::error(Code::Unavailable, "DEPENDENCY_UNAVAILABLE", message)

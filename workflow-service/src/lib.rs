@@ -82,6 +82,34 @@ pub struct WorkflowArgs {
         default_value = "echo,ls,cat,wc,head,tail,sort,uniq,sha256sum,date,true,false"
     )]
     pub exec_allow: Vec<String>,
+
+    /// How long an approval waits for a decision when the step sets no
+    /// `approval.timeout` (e.g. `30m`, `24h`); then the step EXPIRES.
+    #[arg(long, env = "AIRT_APPROVAL_TIMEOUT", default_value = "24h", value_parser = airt_kit::config::parse_duration)]
+    pub approval_timeout: Duration,
+
+    /// URLs that receive approval and workflow events as signed JSON POSTs
+    /// (comma-separated).
+    #[arg(
+        long,
+        env = "AIRT_WEBHOOK_URLS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub webhook_urls: Vec<String>,
+
+    /// HMAC-SHA256 key of the `X-Airt-Signature` header; required with
+    /// webhook URLs.
+    #[arg(long, env = "AIRT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<airt_kit::config::Secret>,
+
+    /// Attempts per webhook delivery before it is FAILED.
+    #[arg(long, env = "AIRT_WEBHOOK_MAX_ATTEMPTS", default_value_t = 12)]
+    pub webhook_max_attempts: u32,
+
+    /// Wait before the first retry of a webhook; doubles per attempt up to 5m.
+    #[arg(long, env = "AIRT_WEBHOOK_INITIAL_BACKOFF", default_value = "1s", value_parser = airt_kit::config::parse_duration)]
+    pub webhook_initial_backoff: Duration,
 }
 
 /// The workflow service's own configuration.
@@ -92,6 +120,8 @@ pub struct WorkflowConfig {
     pub workspace: PathBuf,
     pub credentials: ServiceCredentials,
     pub catalogue: CatalogueConfig,
+    pub approval_timeout: Duration,
+    pub webhooks: webhooks::WebhookConfig,
 }
 
 impl WorkflowConfig {
@@ -110,6 +140,23 @@ impl WorkflowConfig {
             policy_addr: args.policy_addr.clone(),
             workspace: args.workspace.clone(),
             credentials,
+            approval_timeout: args.approval_timeout,
+            webhooks: {
+                let config = webhooks::WebhookConfig {
+                    urls: args
+                        .webhook_urls
+                        .iter()
+                        .filter(|u| !u.is_empty())
+                        .cloned()
+                        .collect(),
+                    secret: args.webhook_secret.clone(),
+                    max_attempts: args.webhook_max_attempts,
+                    initial_backoff: args.webhook_initial_backoff,
+                    ..webhooks::WebhookConfig::default()
+                };
+                config.validate().map_err(anyhow::Error::msg)?;
+                config
+            },
             catalogue: CatalogueConfig {
                 env_allow_list: args
                     .env_allow_list
@@ -126,9 +173,11 @@ impl WorkflowConfig {
     }
 }
 
-/// Serves on `listener` until `shutdown` resolves: health, reflection and
-/// `AuditService`. Health is NOT_SERVING until every built-in capability is
-/// published to the registry (retried in the background while it is down).
+/// Serves on `listener` until `shutdown` resolves: `WorkflowService`,
+/// `ApprovalService`, health, reflection and `AuditService`; in the
+/// background, approval deadlines and webhook deliveries. Health is
+/// NOT_SERVING until every built-in capability is published to the registry
+/// (retried in the background while it is down).
 pub async fn serve_on(
     config: ServiceConfig,
     workflow: WorkflowConfig,
@@ -140,6 +189,7 @@ pub async fn serve_on(
             "no credentials for the registry and policy services (set AIRT_SERVICE_TOKEN); built-in capabilities cannot be published and no step can be decided"
         );
     }
+    workflow.webhooks.validate().map_err(anyhow::Error::msg)?;
     let workspace = Arc::new(Workspace::open(&workflow.workspace)?);
     let catalogue = Arc::new(Catalogue::new(&workflow.catalogue));
     let registry = Endpoint::from_shared(workflow.registry_addr.clone())?
@@ -158,19 +208,32 @@ pub async fn serve_on(
         let credentials = workflow.credentials.clone();
         let registry_gate = gate::registry::RegistryGate::new(registry.clone(), credentials.clone());
         let follower = tokio::spawn(registry_gate.clone().follow(stopped.clone()));
+        let store = store::WorkflowStore::new(ctx.db.clone());
         let engine = engine::Engine::new(
-            store::WorkflowStore::new(ctx.db.clone()),
+            store.clone(),
             catalogue.clone(),
             workspace,
             registry_gate,
             gate::policy::PolicyGate::new(policy, credentials.clone()),
             Arc::new(workflow.catalogue.network.clone()),
-            engine::EngineConfig::default(),
+            engine::EngineConfig {
+                approval_timeout: workflow.approval_timeout,
+                webhooks: workflow.webhooks.clone(),
+                ..engine::EngineConfig::default()
+            },
         );
+        let dispatcher = webhooks::Dispatcher::new(store, workflow.webhooks.clone(), engine.outbox_notify())?;
+        let deliveries = tokio::spawn(dispatcher.run(stopped.clone()));
+        let deadlines = tokio::spawn(engine.clone().run_deadlines(stopped.clone()));
+        let approvals = api::ApprovalApi::new(engine.clone());
         let api = api::WorkflowApi::new(engine, stopped);
         Ok(server
             .add_service(airt_proto::workflow::v1::workflow_service_server::WorkflowServiceServer::with_interceptor(
                 api,
+                ctx.auth.interceptor(),
+            ))
+            .add_service(airt_proto::workflow::v1::approval_service_server::ApprovalServiceServer::with_interceptor(
+                approvals,
                 ctx.auth.interceptor(),
             ))
             .ready_when(async move {
@@ -178,6 +241,8 @@ pub async fn serve_on(
             })
             .on_stopped(async move {
                 let _ = follower.await;
+                let _ = deadlines.await;
+                let _ = deliveries.await;
             }))
     })
     .await
@@ -190,3 +255,4 @@ pub mod engine;
 pub mod error;
 pub mod gate;
 pub mod store;
+pub mod webhooks;

@@ -9,7 +9,10 @@ async fn binary_reports_not_serving_without_a_registry_and_exits_cleanly_on_sigt
     let workspace = workspace.path().to_string_lossy().into_owned();
     airt_kit::testing::assert_binary_lifecycle(
         env!("CARGO_BIN_EXE_workflow-service"),
-        &["airt.workflow.v1.WorkflowService"],
+        &[
+            "airt.workflow.v1.ApprovalService",
+            "airt.workflow.v1.WorkflowService",
+        ],
         &[
             "--registry-addr",
             "http://127.0.0.1:9",

@@ -142,6 +142,7 @@ async fn transitions_are_committed_with_events_and_audit_entries() {
             status: WorkflowStatus::Running,
             reason: String::new(),
             failed_step: String::new(),
+            deliveries: Vec::new(),
         };
         store.apply("wf-1", actor, &running).await.expect("running");
         let decision = json!({"decision": "ALLOW", "rule_id": "allow-writes"});
@@ -229,6 +230,7 @@ async fn transitions_are_committed_with_events_and_audit_entries() {
                     status: WorkflowStatus::RollingBack,
                     reason: "step second failed: NOT_FOUND: src.txt".into(),
                     failed_step: "second".into(),
+                    deliveries: Vec::new(),
                 },
             )
             .await
@@ -265,6 +267,7 @@ async fn transitions_are_committed_with_events_and_audit_entries() {
                     status: WorkflowStatus::RolledBack,
                     reason: "step second failed: NOT_FOUND: src.txt".into(),
                     failed_step: "second".into(),
+                    deliveries: Vec::new(),
                 },
             )
             .await

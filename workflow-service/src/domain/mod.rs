@@ -1,9 +1,10 @@
 //! The workflow engine's logic in plain Rust: the workflow spec, its
-//! validation at submit, and templating. No IO.
+//! validation at submit, templating, and the rules of approvals. No IO.
 
+pub mod approval;
 pub mod spec;
 pub mod status;
 pub mod template;
 
 pub use spec::{StepSpec, StepType, WorkflowDraft, WorkflowSpec, validate_workflow};
-pub use status::{CompensationStatus, StepStatus, WorkflowStatus};
+pub use status::{ApprovalStatus, CompensationStatus, DeliveryStatus, StepStatus, WorkflowStatus};

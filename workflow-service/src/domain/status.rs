@@ -90,6 +90,28 @@ status_enum! {
     }
 }
 
+status_enum! {
+    /// An approval request: PENDING → APPROVED | REJECTED | EXPIRED, or VOID
+    /// when the action changed after the request (or the step no longer
+    /// waits for it).
+    ApprovalStatus {
+        Pending => "PENDING",
+        Approved => "APPROVED",
+        Rejected => "REJECTED",
+        Expired => "EXPIRED",
+        Void => "VOID",
+    }
+}
+
+status_enum! {
+    /// A webhook delivery: PENDING (retrying) → DELIVERED | FAILED (gave up).
+    DeliveryStatus {
+        Pending => "PENDING",
+        Delivered => "DELIVERED",
+        Failed => "FAILED",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +134,18 @@ mod tests {
             assert!(
                 pb::CompensationStatus::from_str_name(&format!("COMPENSATION_STATUS_{status}"))
                     .is_some(),
+                "{status}"
+            );
+        }
+        for status in ApprovalStatus::ALL {
+            assert!(
+                pb::ApprovalStatus::from_str_name(&format!("APPROVAL_STATUS_{status}")).is_some(),
+                "{status}"
+            );
+        }
+        for status in DeliveryStatus::ALL {
+            assert!(
+                pb::DeliveryStatus::from_str_name(&format!("DELIVERY_STATUS_{status}")).is_some(),
                 "{status}"
             );
         }

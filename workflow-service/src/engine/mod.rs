@@ -6,6 +6,7 @@
 //! completion order. Every transition is committed before the action it
 //! announces.
 
+mod approvals;
 mod remote;
 
 use std::collections::{HashMap, HashSet};
@@ -31,7 +32,8 @@ use crate::error::WorkflowError;
 use crate::gate::GateError;
 use crate::gate::policy::PolicyGate;
 use crate::gate::registry::RegistryGate;
-use crate::store::{Transition, WorkflowRow, WorkflowStore};
+use crate::store::{ApprovalRow, Transition, WorkflowRow, WorkflowStore};
+use crate::webhooks::WebhookConfig;
 
 /// How the engine behaves where a spec says nothing.
 #[derive(Debug, Clone)]
@@ -41,6 +43,11 @@ pub struct EngineConfig {
     pub default_step_timeout: Duration,
     /// Attempts per compensation before it counts as failed.
     pub compensation_attempts: u32,
+    /// How long an approval waits for a decision when the step sets no
+    /// `approval.timeout` (and for approvals the policy requires).
+    pub approval_timeout: Duration,
+    /// Where approval and workflow events are announced.
+    pub webhooks: WebhookConfig,
 }
 
 impl Default for EngineConfig {
@@ -48,6 +55,8 @@ impl Default for EngineConfig {
         Self {
             default_step_timeout: Duration::from_secs(60),
             compensation_attempts: 3,
+            approval_timeout: Duration::from_secs(24 * 3600),
+            webhooks: WebhookConfig::default(),
         }
     }
 }
@@ -61,8 +70,20 @@ struct Inner {
     policy: PolicyGate,
     remote: remote::RemoteCaller,
     config: EngineConfig,
-    /// Cancellation requests for the workflows running in this process.
-    cancels: Mutex<HashMap<String, Arc<CancelFlag>>>,
+    /// One slot per unfinished workflow this process has touched: only the
+    /// holder of its lock drives it, so a workflow never runs twice here.
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    /// Woken when a webhook delivery is queued.
+    outbox: Arc<tokio::sync::Notify>,
+    /// Woken when an approval (with a deadline) is requested.
+    deadlines: Arc<tokio::sync::Notify>,
+}
+
+/// Who drives a workflow in this process, and whether it is to be cancelled.
+#[derive(Debug, Default)]
+struct Slot {
+    drive: tokio::sync::Mutex<()>,
+    cancel: CancelFlag,
 }
 
 /// A cancellation request: whether to roll back, and why.
@@ -97,7 +118,7 @@ pub struct Engine {
 const ACTOR: &str = "service:workflow";
 
 #[derive(Debug)]
-enum Outcome {
+pub(crate) enum Outcome {
     Succeeded(Value),
     Failed { reason: String },
     AwaitingApproval,
@@ -128,12 +149,36 @@ pub struct StepPlan {
 
 /// One run of one workflow.
 #[derive(Debug)]
-struct Run {
+pub(crate) struct Run {
     workflow_id: String,
     spec: WorkflowSpec,
     submitter: Principal,
     deadline: Option<Instant>,
     outputs: Mutex<Map<String, Value>>,
+}
+
+/// Where a workflow stands, from its stored steps and approvals.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Succeeded steps.
+    done: HashSet<String>,
+    /// Steps not to schedule again (done, waiting, or settled below).
+    started: HashSet<String>,
+    /// Steps whose approval was granted: they run now.
+    approved: HashMap<String, ApprovalRow>,
+    /// Steps whose approval was rejected or expired: status and reason.
+    settled: Vec<(String, StepStatus, String)>,
+    /// A step still waits for a decision.
+    waiting: bool,
+    /// A waiting step's approval was voided before a new one was requested.
+    orphaned: bool,
+}
+
+impl Progress {
+    /// Whether anything can happen to a paused workflow now.
+    fn actionable(&self) -> bool {
+        !self.approved.is_empty() || !self.settled.is_empty() || self.orphaned
+    }
 }
 
 impl Run {
@@ -201,13 +246,20 @@ impl Engine {
                 policy,
                 remote,
                 config,
-                cancels: Mutex::default(),
+                slots: Mutex::default(),
+                outbox: Arc::default(),
+                deadlines: Arc::default(),
             }),
         }
     }
 
     pub fn store(&self) -> &WorkflowStore {
         &self.inner.store
+    }
+
+    /// Notified whenever a webhook delivery is queued (for the dispatcher).
+    pub fn outbox_notify(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.outbox.clone()
     }
 
     /// Validates and stores a workflow for `submitter`, then runs it in the
@@ -233,7 +285,6 @@ impl Engine {
             )
             .await?;
         if created {
-            self.cancel_flag(&row.workflow_id);
             let engine = self.clone();
             let id = row.workflow_id.clone();
             tokio::spawn(async move {
@@ -250,11 +301,30 @@ impl Engine {
         workflow_id: &str,
         transition: Transition,
     ) -> Result<(), WorkflowError> {
+        self.transition_as(workflow_id, ACTOR, transition).await
+    }
+
+    async fn transition_as(
+        &self,
+        workflow_id: &str,
+        actor: &str,
+        transition: Transition,
+    ) -> Result<(), WorkflowError> {
+        let announces = matches!(
+            &transition,
+            Transition::Workflow { deliveries, .. }
+            | Transition::ApprovalRequested { deliveries, .. }
+            | Transition::ApprovalDecided { deliveries, .. }
+            | Transition::ApprovalClosed { deliveries, .. } if !deliveries.is_empty()
+        );
         self.inner
             .store
-            .apply(workflow_id, ACTOR, &transition)
-            .await
-            .map(|_| ())
+            .apply(workflow_id, actor, &transition)
+            .await?;
+        if announces {
+            self.inner.outbox.notify_one();
+        }
+        Ok(())
     }
 
     /// Moves a step to `status` (no attempt, no error).
@@ -284,47 +354,195 @@ impl Engine {
         reason: &str,
         failed_step: &str,
     ) -> Result<(), WorkflowError> {
+        let deliveries = if status.is_terminal() {
+            let payload = crate::webhooks::workflow_finished(crate::webhooks::Finished {
+                workflow_id: &run.workflow_id,
+                workflow_name: &run.spec.name,
+                submitter: &run.submitter.to_string(),
+                status: status.as_str(),
+                reason,
+                failed_step,
+            });
+            self.inner
+                .config
+                .webhooks
+                .deliveries("", "workflow.finished", &payload)
+        } else {
+            Vec::new()
+        };
         self.transition(
             &run.workflow_id,
             Transition::Workflow {
                 status,
                 reason: reason.to_owned(),
                 failed_step: failed_step.to_owned(),
+                deliveries,
             },
         )
         .await
     }
 
-    /// Runs a stored workflow from PENDING to a terminal status or PAUSED.
+    /// Runs a stored workflow from PENDING, or resumes a PAUSED one whose
+    /// approvals were decided, until it finishes or pauses again. Any other
+    /// status is returned as it is. Serialised per workflow in this process.
     pub async fn run(&self, workflow_id: &str) -> Result<WorkflowStatus, WorkflowError> {
+        let slot = self.slot(workflow_id);
+        let result = {
+            let _driving = slot.drive.lock().await;
+            self.advance(workflow_id, &slot.cancel).await
+        };
+        self.release(workflow_id, &result);
+        result
+    }
+
+    /// [`Engine::run`] in the background.
+    fn run_in_background(&self, workflow_id: &str) {
+        let (engine, id) = (self.clone(), workflow_id.to_owned());
+        tokio::spawn(async move {
+            if let Err(error) = engine.run(&id).await {
+                tracing::error!(workflow_id = %id, %error, "workflow run stopped on an internal error");
+            }
+        });
+    }
+
+    fn slot(&self, workflow_id: &str) -> Arc<Slot> {
+        self.inner
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(workflow_id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets the slot of a finished workflow.
+    fn release(&self, workflow_id: &str, result: &Result<WorkflowStatus, WorkflowError>) {
+        if matches!(result, Ok(status) if status.is_terminal()) {
+            self.inner
+                .slots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(workflow_id);
+        }
+    }
+
+    /// One step forward for a workflow whose slot is held.
+    async fn advance(
+        &self,
+        workflow_id: &str,
+        flag: &CancelFlag,
+    ) -> Result<WorkflowStatus, WorkflowError> {
         let row = self
             .inner
             .store
             .get(workflow_id)
             .await?
             .ok_or_else(|| WorkflowError::NotFound(workflow_id.to_owned()))?;
-        if row.status()? != WorkflowStatus::Pending {
-            return row.status();
+        let status = row.status()?;
+        if !matches!(status, WorkflowStatus::Pending | WorkflowStatus::Paused) {
+            return Ok(status);
         }
         let run = Arc::new(self.load_run(&row).await?);
-        let flag = self.cancel_flag(workflow_id);
-        let result = self.drive(&run, &flag).await;
-        self.inner
-            .cancels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(workflow_id);
-        result
+        if let Some((rollback, why)) = flag.requested() {
+            return self.settle_cancel(&run, rollback, &why).await;
+        }
+        let progress = self.progress(&run).await?;
+        let fresh = status == WorkflowStatus::Pending;
+        if !fresh && !progress.actionable() {
+            return Ok(status);
+        }
+        self.drive(&run, flag, fresh, progress).await
     }
 
-    fn cancel_flag(&self, workflow_id: &str) -> Arc<CancelFlag> {
-        self.inner
-            .cancels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(workflow_id.to_owned())
-            .or_default()
-            .clone()
+    /// Stops a workflow that is not being driven: skips what has not run,
+    /// then rolls back (ROLLED_BACK / COMPENSATION_FAILED) or stops
+    /// (CANCELLED).
+    async fn settle_cancel(
+        &self,
+        run: &Run,
+        rollback: bool,
+        why: &str,
+    ) -> Result<WorkflowStatus, WorkflowError> {
+        let reason = format!("cancelled: {why}");
+        self.skip_remaining(run, &reason).await?;
+        if rollback && !run.outputs().is_empty() {
+            return self.rollback(run, &reason, "").await;
+        }
+        self.set_status(run, WorkflowStatus::Cancelled, &reason, "")
+            .await?;
+        Ok(WorkflowStatus::Cancelled)
+    }
+
+    /// Where a workflow stands: its steps, and the state of the approvals
+    /// its waiting steps wait for.
+    async fn progress(&self, run: &Run) -> Result<Progress, WorkflowError> {
+        let mut progress = Progress::default();
+        let approvals: HashMap<String, ApprovalRow> = self
+            .inner
+            .store
+            .approvals_of(&run.workflow_id)
+            .await?
+            .into_iter()
+            .map(|a| (a.approval_id.clone(), a))
+            .collect();
+        for step in self.inner.store.steps(&run.workflow_id).await? {
+            let name = step.step_name.clone();
+            match step.status()? {
+                StepStatus::Succeeded => {
+                    progress.done.insert(name.clone());
+                    progress.started.insert(name);
+                }
+                // Not started yet, or interrupted: (re-)run.
+                StepStatus::Pending | StepStatus::Running => {}
+                StepStatus::AwaitingApproval => {
+                    let approval = approvals.get(&step.approval_id);
+                    match approval.map(ApprovalRow::status).transpose()? {
+                        Some(crate::domain::ApprovalStatus::Approved) => {
+                            progress
+                                .approved
+                                .insert(name, approval.cloned().expect("checked above"));
+                        }
+                        Some(crate::domain::ApprovalStatus::Pending) => {
+                            progress.waiting = true;
+                            progress.started.insert(name);
+                        }
+                        Some(crate::domain::ApprovalStatus::Rejected) => {
+                            let a = approval.expect("checked above");
+                            let comment = if a.comment.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {}", a.comment)
+                            };
+                            let reason = format!(
+                                "approval {} rejected by {}{comment}",
+                                a.approval_id, a.decided_by
+                            );
+                            progress.started.insert(name.clone());
+                            progress.settled.push((name, StepStatus::Rejected, reason));
+                        }
+                        Some(crate::domain::ApprovalStatus::Expired) => {
+                            let a = approval.expect("checked above");
+                            let reason = format!(
+                                "approval {} expired at {} without a decision",
+                                a.approval_id,
+                                crate::domain::approval::rfc3339(a.expires_at_us)
+                            );
+                            progress.started.insert(name.clone());
+                            progress.settled.push((name, StepStatus::Expired, reason));
+                        }
+                        // Voided before its replacement was requested: run
+                        // the step again, which requests a new approval.
+                        Some(crate::domain::ApprovalStatus::Void) | None => {
+                            progress.orphaned = true;
+                        }
+                    }
+                }
+                _ => {
+                    progress.started.insert(name);
+                }
+            }
+        }
+        Ok(progress)
     }
 
     /// A run's context from its stored row, with the outputs of the steps
@@ -334,7 +552,14 @@ impl Engine {
         let roles: Vec<String> = serde_json::from_str(&row.submitter_roles).unwrap_or_default();
         let submitter = Principal::parse(&row.submitter, roles)
             .map_err(|e| WorkflowError::Corrupt(e.to_string()))?;
-        let deadline = spec.options.max_duration.map(|d| Instant::now() + d);
+        // The workflow's time limit counts from its submission, across pauses
+        // and restarts.
+        let elapsed_us = airt_kit::clock::now_micros().saturating_sub(row.created_at_us);
+        let elapsed = Duration::from_micros(u64::try_from(elapsed_us).unwrap_or(0));
+        let deadline = spec
+            .options
+            .max_duration
+            .map(|d| Instant::now() + d.saturating_sub(elapsed));
         let outputs = self
             .inner
             .store
@@ -362,12 +587,15 @@ impl Engine {
         &self,
         run: &Arc<Run>,
         flag: &CancelFlag,
+        fresh: bool,
+        progress: Progress,
     ) -> Result<WorkflowStatus, WorkflowError> {
         let workflow_id = run.workflow_id.as_str();
         self.set_status(run, WorkflowStatus::Running, "", "")
             .await?;
 
-        if run.spec.options.preflight
+        if fresh
+            && run.spec.options.preflight
             && let Some((step, reason)) = self.preflight(run).await?
         {
             for other in run.spec.steps.iter().filter(|s| s.name != step) {
@@ -379,25 +607,49 @@ impl Engine {
             return Ok(WorkflowStatus::Failed);
         }
 
-        let max_parallel = run.spec.options.max_parallel as usize;
-        let mut done: HashSet<String> = HashSet::new();
-        let mut started: HashSet<String> = HashSet::new();
-        let mut running = tokio::task::JoinSet::new();
+        let Progress {
+            mut done,
+            mut started,
+            mut approved,
+            settled,
+            waiting,
+            ..
+        } = progress;
         let mut failure: Option<(String, String)> = None;
-        let mut paused = false;
+        // Rejected or expired approvals fail their steps.
+        for (step, status, reason) in settled {
+            self.transition(
+                workflow_id,
+                Transition::Step {
+                    step: step.clone(),
+                    status,
+                    attempt: None,
+                    error: reason.clone(),
+                },
+            )
+            .await?;
+            failure.get_or_insert((step, reason));
+        }
+        let max_parallel = run.spec.options.max_parallel as usize;
+        let mut running = tokio::task::JoinSet::new();
+        // While a step waits for a human no new step starts, except the
+        // approved ones.
+        let mut paused = waiting;
         loop {
-            if failure.is_none() && !paused && flag.requested().is_none() {
+            if failure.is_none() && flag.requested().is_none() {
                 for step in &run.spec.steps {
                     if running.len() >= max_parallel {
                         break;
                     }
                     let ready = !started.contains(&step.name)
-                        && step.depends_on.iter().all(|d| done.contains(d));
+                        && step.depends_on.iter().all(|d| done.contains(d))
+                        && (!paused || approved.contains_key(&step.name));
                     if ready {
                         started.insert(step.name.clone());
+                        let approval = approved.remove(&step.name);
                         let (engine, run, step) = (self.clone(), run.clone(), step.clone());
                         running.spawn(async move {
-                            let outcome = engine.run_step(&run, &step).await;
+                            let outcome = engine.run_step(&run, &step, approval).await;
                             (step.name, outcome)
                         });
                     }
@@ -426,8 +678,8 @@ impl Engine {
         if let Some((rollback, why)) = flag.requested()
             && failure.is_none()
         {
-            self.skip_remaining(run).await?;
             let reason = format!("cancelled: {why}");
+            self.skip_remaining(run, &reason).await?;
             if rollback && !done.is_empty() {
                 return self.rollback(run, &reason, "").await;
             }
@@ -436,10 +688,7 @@ impl Engine {
             return Ok(WorkflowStatus::Cancelled);
         }
         if let Some((step, reason)) = failure {
-            for unstarted in run.spec.steps.iter().filter(|s| !started.contains(&s.name)) {
-                self.mark(workflow_id, &unstarted.name, StepStatus::Skipped)
-                    .await?;
-            }
+            self.skip_remaining(run, &reason).await?;
             // With nothing completed there is nothing to roll back: FAILED.
             if run.spec.options.auto_rollback && !done.is_empty() {
                 return self.rollback(run, &reason, &step).await;
@@ -457,19 +706,18 @@ impl Engine {
         Ok(WorkflowStatus::Completed)
     }
 
-    /// Marks every step that has not started (or waits for approval) SKIPPED.
-    async fn skip_remaining(&self, run: &Run) -> Result<(), WorkflowError> {
+    /// Marks every step that has not started, or waits for approval,
+    /// SKIPPED; the approvals they wait for become VOID.
+    async fn skip_remaining(&self, run: &Run, why: &str) -> Result<(), WorkflowError> {
         for step in self.inner.store.steps(&run.workflow_id).await? {
-            if step.status == StepStatus::Pending.as_str()
-                || step.status == StepStatus::AwaitingApproval.as_str()
-            {
-                let skipped = Transition::Step {
-                    step: step.step_name,
-                    status: StepStatus::Skipped,
-                    attempt: None,
-                    error: String::new(),
-                };
-                self.transition(&run.workflow_id, skipped).await?;
+            let status = step.status()?;
+            if status == StepStatus::AwaitingApproval && !step.approval_id.is_empty() {
+                self.void_approval(run, &step.step_name, &step.approval_id, why)
+                    .await?;
+            }
+            if matches!(status, StepStatus::Pending | StepStatus::AwaitingApproval) {
+                self.mark(&run.workflow_id, &step.step_name, StepStatus::Skipped)
+                    .await?;
             }
         }
         Ok(())
@@ -477,8 +725,9 @@ impl Engine {
 
     /// Cancels a workflow that has not finished: no new step starts; with
     /// `rollback`, completed steps are compensated (ROLLED_BACK or
-    /// COMPENSATION_FAILED), otherwise it stops where it is (CANCELLED). A
-    /// run in progress here finishes its running steps first.
+    /// COMPENSATION_FAILED), otherwise it stops where it is (CANCELLED).
+    /// A paused workflow is settled before this returns; one with steps in
+    /// flight stops when they finish.
     pub async fn cancel(
         &self,
         workflow_id: &str,
@@ -497,27 +746,18 @@ impl Engine {
                 "workflow {workflow_id} is already {status}"
             )));
         }
-        let running = self
-            .inner
-            .cancels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(workflow_id)
-            .cloned();
-        if let Some(flag) = running {
-            flag.request(rollback, reason);
-            return Ok(row);
-        }
-        // Not running in this process (paused): settle it now.
-        let run = self.load_run(&row).await?;
-        self.skip_remaining(&run).await?;
-        let reason = format!("cancelled: {reason}");
-        let completed = !run.outputs().is_empty();
-        if rollback && completed {
-            self.rollback(&run, &reason, "").await?;
-        } else {
-            self.set_status(&run, WorkflowStatus::Cancelled, &reason, "")
-                .await?;
+        let slot = self.slot(workflow_id);
+        slot.cancel.request(rollback, reason);
+        match slot.drive.try_lock() {
+            Ok(driving) => {
+                let result = self.advance(workflow_id, &slot.cancel).await;
+                drop(driving);
+                self.release(workflow_id, &result);
+                result?;
+            }
+            // Being driven: it sees the request; settle afterwards if it
+            // paused before it did.
+            Err(_) => self.run_in_background(workflow_id),
         }
         self.inner
             .store
@@ -728,11 +968,18 @@ impl Engine {
     }
 
     /// The per-step pipeline, in SPEC order.
-    async fn run_step(&self, run: &Run, step: &StepSpec) -> Result<Outcome, WorkflowError> {
+    /// `approval` is the granted approval of a step that waited for one.
+    async fn run_step(
+        &self,
+        run: &Run,
+        step: &StepSpec,
+        approval: Option<ApprovalRow>,
+    ) -> Result<Outcome, WorkflowError> {
         if step.step_type == StepType::HumanApproval {
-            self.mark(&run.workflow_id, &step.name, StepStatus::AwaitingApproval)
-                .await?;
-            return Ok(Outcome::AwaitingApproval);
+            return match approval {
+                Some(approval) => self.pass_human_approval(run, step, &approval).await,
+                None => self.request_human_approval(run, step).await,
+            };
         }
         if run.deadline.is_some_and(|d| Instant::now() >= d) {
             return self
@@ -820,13 +1067,25 @@ impl Engine {
         };
         self.record_decision(run, step, spec.as_ref(), inputs.clone(), &record)
             .await?;
-        // 5. Obey.
+        // 5. Obey. An approval binds to the exact action: a changed action
+        // voids it and asks again.
         match policy::Decision::try_from(record.decision) {
             Ok(policy::Decision::Allow) => {}
             Ok(policy::Decision::RequireApproval) => {
-                self.mark(&run.workflow_id, &step.name, StepStatus::AwaitingApproval)
-                    .await?;
-                return Ok(Outcome::AwaitingApproval);
+                let action = approvals::ActionFacts::new(step, spec.as_ref(), &inputs, &record);
+                match approval {
+                    Some(granted) if granted.action_digest == action.digest(run, step) => {}
+                    Some(granted) => {
+                        let why = format!(
+                            "the action changed after the request ({})",
+                            action.changes_since(&granted)
+                        );
+                        self.void_approval(run, &step.name, &granted.approval_id, &why)
+                            .await?;
+                        return self.request_action_approval(run, step, action).await;
+                    }
+                    None => return self.request_action_approval(run, step, action).await,
+                }
             }
             _ => {
                 let reason = format!("policy denied: rule {}: {}", record.rule_id, record.reason);

@@ -12,8 +12,14 @@ use airt_kit::db::{Database, Migrations};
 use serde_json::{Value, json};
 use sqlx::migrate::Migrator;
 
-use crate::domain::{CompensationStatus, StepStatus, WorkflowDraft, WorkflowSpec, WorkflowStatus};
+use crate::domain::{
+    ApprovalStatus, CompensationStatus, StepStatus, WorkflowDraft, WorkflowSpec, WorkflowStatus,
+};
 use crate::error::WorkflowError;
+
+mod approvals;
+
+pub use approvals::{ApprovalFilter, ApprovalRow, DeliveryRow, NewDelivery};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -107,11 +113,13 @@ pub struct EventRow {
 /// One durable change to a workflow.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transition {
-    /// The workflow's status (with the verbatim reason of a failure).
+    /// The workflow's status (with the verbatim reason of a failure) and
+    /// the webhook deliveries announcing it.
     Workflow {
         status: WorkflowStatus,
         reason: String,
         failed_step: String,
+        deliveries: Vec<NewDelivery>,
     },
     /// The registry's answer and the policy decision for a step, with the
     /// exact inputs they were obtained for.
@@ -149,6 +157,34 @@ pub enum Transition {
         attempts: i64,
         error: String,
     },
+    /// The step waits for a human: its approval request (replacing a void
+    /// one, if any) and the webhook deliveries announcing it, committed with
+    /// the step's AWAITING_APPROVAL.
+    ApprovalRequested {
+        step: String,
+        approval: Box<ApprovalRow>,
+        deliveries: Vec<NewDelivery>,
+    },
+    /// A human's decision on a PENDING approval that has not expired.
+    ApprovalDecided {
+        step: String,
+        approval_id: String,
+        status: ApprovalStatus,
+        decided_by: String,
+        comment: String,
+        deliveries: Vec<NewDelivery>,
+    },
+    /// The service closes an approval: EXPIRED at its deadline, VOID when
+    /// the action changed or the step no longer waits. Applies only while
+    /// the approval is still `from`.
+    ApprovalClosed {
+        step: String,
+        approval_id: String,
+        from: ApprovalStatus,
+        status: ApprovalStatus,
+        reason: String,
+        deliveries: Vec<NewDelivery>,
+    },
 }
 
 impl Transition {
@@ -160,6 +196,9 @@ impl Transition {
             Self::StepSucceeded { .. } => "step.succeeded",
             Self::CompensationPlanned { .. } => "compensation.planned",
             Self::Compensation { .. } => "compensation.status",
+            Self::ApprovalRequested { .. } => "approval.requested",
+            Self::ApprovalDecided { .. } => "approval.decided",
+            Self::ApprovalClosed { .. } => "approval.closed",
         }
     }
 
@@ -170,7 +209,10 @@ impl Transition {
             | Self::Step { step, .. }
             | Self::StepSucceeded { step, .. }
             | Self::CompensationPlanned { step, .. }
-            | Self::Compensation { step, .. } => step,
+            | Self::Compensation { step, .. }
+            | Self::ApprovalRequested { step, .. }
+            | Self::ApprovalDecided { step, .. }
+            | Self::ApprovalClosed { step, .. } => step,
         }
     }
 
@@ -182,6 +224,7 @@ impl Transition {
                 status,
                 reason,
                 failed_step,
+                ..
             } => json!({"status": status.as_str(), "reason": reason, "failed_step": failed_step}),
             Self::StepDecided {
                 risk_level,
@@ -209,6 +252,38 @@ impl Transition {
                 error,
                 ..
             } => json!({"status": status.as_str(), "attempts": attempts, "error": error}),
+            Self::ApprovalRequested { approval, .. } => json!({
+                "approval_id": approval.approval_id,
+                "action_digest": approval.action_digest,
+                "approver_roles": serde_json::from_str::<Value>(&approval.approver_roles).unwrap_or(Value::Null),
+                "expires_at_us": approval.expires_at_us,
+                "decision": serde_json::from_str::<Value>(&approval.decision).unwrap_or(Value::Null),
+            }),
+            Self::ApprovalDecided {
+                approval_id,
+                status,
+                decided_by,
+                comment,
+                ..
+            } => {
+                json!({"approval_id": approval_id, "status": status.as_str(), "decided_by": decided_by, "comment": comment})
+            }
+            Self::ApprovalClosed {
+                approval_id,
+                status,
+                reason,
+                ..
+            } => json!({"approval_id": approval_id, "status": status.as_str(), "reason": reason}),
+        }
+    }
+
+    fn deliveries(&self) -> &[NewDelivery] {
+        match self {
+            Self::Workflow { deliveries, .. }
+            | Self::ApprovalRequested { deliveries, .. }
+            | Self::ApprovalDecided { deliveries, .. }
+            | Self::ApprovalClosed { deliveries, .. } => deliveries,
+            _ => &[],
         }
     }
 }
@@ -243,6 +318,8 @@ const SET_STEP_DECIDED: &str = "UPDATE workflow_steps SET risk_level = $3, capab
 const SET_STEP_STATUS: &str = "UPDATE workflow_steps SET status = $3, attempt = COALESCE($4, attempt), error = $5, \
      started_at_us = CASE WHEN $6 AND started_at_us = 0 THEN $8 ELSE started_at_us END, \
      ended_at_us = CASE WHEN $7 THEN $8 ELSE ended_at_us END \
+     WHERE workflow_id = $1 AND step_name = $2";
+const SET_STEP_AWAITING: &str = "UPDATE workflow_steps SET status = 'AWAITING_APPROVAL', approval_id = $3, error = '' \
      WHERE workflow_id = $1 AND step_name = $2";
 const NEXT_COMPLETION: &str =
     "SELECT COALESCE(MAX(completed_seq), 0) + 1 FROM workflow_steps WHERE workflow_id = $1";
@@ -443,7 +520,7 @@ impl WorkflowStore {
                 return Err(WorkflowError::NotFound(workflow_id.to_owned()));
             };
             let changed = match transition {
-                Transition::Workflow { status, reason, failed_step } => sqlx::query(SET_WORKFLOW_STATUS)
+                Transition::Workflow { status, reason, failed_step, .. } => sqlx::query(SET_WORKFLOW_STATUS)
                     .bind(workflow_id)
                     .bind(status.as_str())
                     .bind(reason)
@@ -505,7 +582,47 @@ impl WorkflowStore {
                     .bind(matches!(status, CompensationStatus::Done | CompensationStatus::Failed))
                     .execute(&mut *tx)
                     .await?,
+                Transition::ApprovalRequested { step, approval, .. } => {
+                    approvals::insert_approval!(tx, approval);
+                    sqlx::query(SET_STEP_AWAITING)
+                        .bind(workflow_id)
+                        .bind(step)
+                        .bind(&approval.approval_id)
+                        .execute(&mut *tx)
+                        .await?
+                }
+                Transition::ApprovalDecided { approval_id, status, decided_by, comment, .. } => {
+                    let decided = sqlx::query(approvals::DECIDE_APPROVAL)
+                        .bind(approval_id)
+                        .bind(status.as_str())
+                        .bind(decided_by)
+                        .bind(comment)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    if decided.rows_affected() == 0 {
+                        return Err(WorkflowError::FailedPrecondition(format!("approval {approval_id} is no longer PENDING")));
+                    }
+                    decided
+                }
+                Transition::ApprovalClosed { approval_id, from, status, reason, .. } => {
+                    let closed = sqlx::query(approvals::CLOSE_APPROVAL)
+                        .bind(approval_id)
+                        .bind(from.as_str())
+                        .bind(status.as_str())
+                        .bind(reason)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    if closed.rows_affected() == 0 {
+                        return Err(WorkflowError::FailedPrecondition(format!("approval {approval_id} is no longer {from}")));
+                    }
+                    closed
+                }
             };
+            for delivery in transition.deliveries() {
+                approvals::insert_delivery!(tx, workflow_id, delivery, now);
+            }
             if changed.rows_affected() == 0 && !matches!(transition, Transition::CompensationPlanned { .. }) {
                 return Err(WorkflowError::NotFound(format!("{workflow_id}/{}", transition.step())));
             }

@@ -1,5 +1,10 @@
-//! `airt.workflow.v1.WorkflowService`: decode, check access, call the
-//! engine and the store, encode.
+//! `airt.workflow.v1.WorkflowService` (here) and `ApprovalService`
+//! ([`approvals`]): decode, check access, call the engine and the store,
+//! encode.
+
+mod approvals;
+
+pub use approvals::ApprovalApi;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -41,7 +46,8 @@ impl WorkflowApi {
         Ok(workflow_to_proto(row, &steps, &compensations))
     }
 
-    /// The workflow, if the caller may see it: its submitter or an admin.
+    /// The workflow, if the caller may see it: its submitter, an admin, or
+    /// a principal who may decide one of its approvals.
     async fn visible(&self, caller: &Principal, workflow_id: &str) -> Result<WorkflowRow, Status> {
         if workflow_id.is_empty() {
             return Err(invalid("workflow_id", "is required"));
@@ -52,7 +58,17 @@ impl WorkflowApi {
             .get(workflow_id)
             .await?
             .ok_or_else(|| WorkflowError::NotFound(workflow_id.to_owned()))?;
-        if row.submitter != caller.to_string() && !caller.has_role("admin") {
+        let approver = || async {
+            self.engine
+                .store()
+                .approvals_of(workflow_id)
+                .await
+                .is_ok_and(|all| {
+                    all.iter()
+                        .any(|a| a.approver_roles().iter().any(|r| caller.has_role(r)))
+                })
+        };
+        if row.submitter != caller.to_string() && !caller.has_role("admin") && !approver().await {
             // Indistinguishable from a missing workflow: ids are not secrets,
             // but other people's workflows are.
             return Err(WorkflowError::NotFound(workflow_id.to_owned()).into());
@@ -61,7 +77,7 @@ impl WorkflowApi {
     }
 }
 
-fn invalid(field: &str, description: &str) -> Status {
+pub(crate) fn invalid(field: &str, description: &str) -> Status {
     WorkflowError::InvalidWorkflow(vec![FieldViolation::new(field, description)]).into()
 }
 
@@ -317,7 +333,17 @@ impl WorkflowService for WorkflowApi {
     ) -> Result<Response<pb::CancelWorkflowResponse>, Status> {
         let caller = principal(&request)?;
         let req = request.into_inner();
-        self.visible(&caller, &req.workflow_id).await?;
+        let row = self.visible(&caller, &req.workflow_id).await?;
+        if row.submitter != caller.to_string() && !caller.has_role("admin") {
+            return Err(WorkflowError::PermissionDenied {
+                reason: "NOT_THE_SUBMITTER",
+                message: format!(
+                    "only the submitter or an admin may cancel workflow {}",
+                    req.workflow_id
+                ),
+            }
+            .into());
+        }
         let reason = if req.reason.is_empty() {
             format!("by {caller}")
         } else {

@@ -1,0 +1,185 @@
+//! A minimal HTTP/1.1 server on loopback that records every request: the
+//! far end of remote capabilities and webhooks in tests and benchmarks.
+//! Every path answers `200 {"ok": true, "path": ..., "calls": n}` unless it
+//! was told to fail its next requests with 500.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: HashMap<String, String>,
+    pub body: String,
+    /// When its headers were read.
+    pub at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    requests: Vec<Recorded>,
+    failures: HashMap<String, usize>,
+}
+
+/// The server; it stops when dropped with the runtime.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    arrived: Arc<Notify>,
+}
+
+impl Recorder {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let recorder = Self {
+            addr,
+            state: Arc::default(),
+            arrived: Arc::default(),
+        };
+        let server = recorder.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(server.clone().serve(stream));
+            }
+        });
+        recorder
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The next `n` requests to `path` answer 500.
+    pub fn fail_next(&self, path: &str, n: usize) {
+        self.lock().failures.insert(path.to_owned(), n);
+    }
+
+    /// Requests to `path` so far, in arrival order.
+    pub fn requests(&self, path: &str) -> Vec<Recorded> {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `path` has received `n` requests; returns the `n`th.
+    pub async fn wait_for(&self, path: &str, n: usize, within: std::time::Duration) -> Recorded {
+        let deadline = Instant::now() + within;
+        loop {
+            let arrived = self.arrived.notified();
+            let seen = self.requests(path);
+            if seen.len() >= n {
+                return seen[n - 1].clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{path} received {} of {n} requests within {within:?}",
+                seen.len()
+            );
+            let _ = tokio::time::timeout(left, arrived).await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn serve(self, mut stream: tokio::net::TcpStream) {
+        let mut buffer = Vec::new();
+        let mut chunk = [0u8; 8192];
+        // Keep-alive: serve requests on this connection until it closes.
+        loop {
+            let (head_end, length) = loop {
+                if let Some(end) = find(&buffer, b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0usize);
+                    break (end, length);
+                }
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let at = Instant::now();
+            while buffer.len() < head_end + 4 + length {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+            let body =
+                String::from_utf8_lossy(&buffer[head_end + 4..head_end + 4 + length]).into_owned();
+            buffer.drain(..head_end + 4 + length);
+            let mut lines = head.lines();
+            let path = lines
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap_or("/")
+                .to_owned();
+            let headers = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                .collect();
+            let (status, content) = {
+                let mut state = self.lock();
+                state.requests.push(Recorded {
+                    path: path.clone(),
+                    headers,
+                    body,
+                    at,
+                });
+                let calls = state.requests.iter().filter(|r| r.path == path).count();
+                match state.failures.get_mut(&path) {
+                    Some(left) if *left > 0 => {
+                        *left -= 1;
+                        (
+                            "500 Internal Server Error",
+                            "{\"error\": \"failing on purpose\"}".to_owned(),
+                        )
+                    }
+                    _ => (
+                        "200 OK",
+                        format!("{{\"ok\": true, \"path\": \"{path}\", \"calls\": {calls}}}"),
+                    ),
+                }
+            };
+            self.arrived.notify_waiters();
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{content}",
+                content.len()
+            );
+            if stream.write_all(response.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

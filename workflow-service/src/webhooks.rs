@@ -1,0 +1,430 @@
+//! Signed webhooks from the persisted outbox.
+//!
+//! Deliveries are written in the transaction of the event they announce
+//! (`approval.requested`, `approval.decided`, `workflow.finished`); the
+//! [`Dispatcher`] sends each as a JSON POST signed with
+//! `X-Airt-Signature: sha256=<hex HMAC-SHA256 of the body>`, retries
+//! failures with exponential backoff and jitter, and records every attempt
+//! (visible through `GetApproval`, audited). A down endpoint delays only its
+//! own deliveries: nothing in a workflow waits for them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airt_kit::config::Secret;
+use hmac::{Hmac, Mac};
+use serde_json::{Map, Value, json};
+use sha2::Sha256;
+use tokio::sync::{Notify, watch};
+
+use crate::domain::DeliveryStatus;
+use crate::domain::approval::rfc3339;
+use crate::store::{ApprovalRow, DeliveryRow, NewDelivery, WorkflowStore};
+
+/// Where and how webhooks are sent.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Every event goes to each of these.
+    pub urls: Vec<String>,
+    /// HMAC key of `X-Airt-Signature`; required when `urls` is not empty.
+    pub secret: Option<Secret>,
+    /// Attempts per delivery before it is FAILED.
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Time limit of one attempt.
+    pub request_timeout: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            secret: None,
+            max_attempts: 12,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl WebhookConfig {
+    /// Refuses URLs that are not http(s) and URLs without a signing secret.
+    pub fn validate(&self) -> Result<(), String> {
+        for url in &self.urls {
+            let parsed = reqwest::Url::parse(url).map_err(|e| format!("webhook URL {url}: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(format!(
+                    "webhook URL {url}: only http and https are supported"
+                ));
+            }
+        }
+        if !self.urls.is_empty() && self.secret.as_ref().is_none_or(|s| s.expose().is_empty()) {
+            return Err("webhooks need a signing secret (AIRT_WEBHOOK_SECRET)".into());
+        }
+        if self.max_attempts == 0 {
+            return Err("webhook max attempts must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// One delivery of `payload` (with `event`) per configured URL.
+    pub fn deliveries(&self, approval_id: &str, event: &str, payload: &Value) -> Vec<NewDelivery> {
+        self.urls
+            .iter()
+            .map(|url| {
+                let delivery_id = uuid::Uuid::now_v7().to_string();
+                let mut body = payload.clone();
+                if let Some(map) = body.as_object_mut() {
+                    map.insert("delivery_id".into(), json!(delivery_id));
+                }
+                NewDelivery {
+                    delivery_id,
+                    approval_id: approval_id.to_owned(),
+                    url: url.clone(),
+                    event: event.to_owned(),
+                    payload: body.to_string(),
+                }
+            })
+            .collect()
+    }
+
+    fn backoff(&self, attempts: i64) -> Duration {
+        let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
+        let base = self
+            .initial_backoff
+            .saturating_mul(2u32.saturating_pow(exponent))
+            .min(self.max_backoff);
+        // Up to 20% jitter, so retries of many deliveries spread out.
+        let jitter = (airt_kit::clock::now_micros().rem_euclid(1000) as f64) / 5000.0;
+        base.mul_f64(1.0 + jitter)
+    }
+}
+
+/// A webhook URL as shown to API callers: its origin only, since paths and
+/// queries of webhook URLs often carry credentials.
+pub fn display_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) => {
+            let origin = parsed.origin().ascii_serialization();
+            if parsed.path() == "/" && parsed.query().is_none() {
+                format!("{origin}/")
+            } else {
+                format!("{origin}/…")
+            }
+        }
+        Err(_) => "(invalid URL)".into(),
+    }
+}
+
+/// `sha256=<hex HMAC-SHA256(secret, body)>`: the `X-Airt-Signature` header.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The `approval.requested` payload: what a human needs to decide, with
+/// secret inputs masked, and how to answer.
+pub fn approval_requested(approval: &ApprovalRow) -> Value {
+    let inputs: Map<String, Value> =
+        serde_json::from_str(&approval.resolved_inputs).unwrap_or_default();
+    let decision: Value = serde_json::from_str(&approval.decision).unwrap_or(Value::Null);
+    json!({
+        "event": "approval.requested",
+        "approval_id": approval.approval_id,
+        "workflow_id": approval.workflow_id,
+        "workflow_name": approval.workflow_name,
+        "step_name": approval.step_name,
+        "capability_id": approval.capability_id,
+        "capability_version": approval.capability_version,
+        "risk_level": approval.risk_level,
+        "inputs": airt_kit::mask::mask_map(&inputs),
+        "message": approval.message,
+        "decision": decision,
+        "action_digest": approval.action_digest,
+        "approver_roles": approval.approver_roles(),
+        "requested_for": approval.requested_for,
+        "requested_at": rfc3339(approval.requested_at_us),
+        "expires_at": rfc3339(approval.expires_at_us),
+        "how_to_decide": {
+            "approve_rpc": "airt.workflow.v1.ApprovalService/ApproveStep",
+            "reject_rpc": "airt.workflow.v1.ApprovalService/RejectStep",
+            "request": {"approval_id": approval.approval_id},
+            "cli": format!("airt approvals approve {}", approval.approval_id),
+        },
+    })
+}
+
+/// The `approval.decided` payload.
+pub fn approval_decided(
+    approval: &ApprovalRow,
+    status: &str,
+    decided_by: &str,
+    comment: &str,
+) -> Value {
+    json!({
+        "event": "approval.decided",
+        "approval_id": approval.approval_id,
+        "workflow_id": approval.workflow_id,
+        "workflow_name": approval.workflow_name,
+        "step_name": approval.step_name,
+        "status": status,
+        "decided_by": decided_by,
+        "comment": comment,
+        "decided_at": rfc3339(airt_kit::clock::now_micros()),
+    })
+}
+
+/// What a `workflow.finished` payload reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished<'a> {
+    pub workflow_id: &'a str,
+    pub workflow_name: &'a str,
+    pub submitter: &'a str,
+    pub status: &'a str,
+    pub reason: &'a str,
+    pub failed_step: &'a str,
+}
+
+/// The `workflow.finished` payload.
+pub fn workflow_finished(f: Finished<'_>) -> Value {
+    json!({
+        "event": "workflow.finished",
+        "workflow_id": f.workflow_id,
+        "workflow_name": f.workflow_name,
+        "status": f.status,
+        "reason": f.reason,
+        "failed_step": f.failed_step,
+        "submitter": f.submitter,
+        "finished_at": rfc3339(airt_kit::clock::now_micros()),
+    })
+}
+
+/// Sends due deliveries until shutdown.
+#[derive(Debug)]
+pub struct Dispatcher {
+    store: WorkflowStore,
+    config: WebhookConfig,
+    client: reqwest::Client,
+    wake: Arc<Notify>,
+}
+
+/// How often the outbox is read when nothing wakes the dispatcher (other
+/// replicas' deliveries, retries).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Deliveries sent at once.
+const BATCH: i64 = 32;
+
+impl Dispatcher {
+    /// `wake` is notified whenever a delivery is queued.
+    pub fn new(
+        store: WorkflowStore,
+        config: WebhookConfig,
+        wake: Arc<Notify>,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("airt-webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            store,
+            config,
+            client,
+            wake,
+        })
+    }
+
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        if self.config.urls.is_empty() {
+            return;
+        }
+        loop {
+            let wait = match self.send_due().await {
+                Ok(()) => self.until_next().await,
+                Err(error) => {
+                    tracing::warn!(%error, "webhook outbox unreadable; retrying");
+                    IDLE_POLL
+                }
+            };
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    async fn until_next(&self) -> Duration {
+        match self.store.next_delivery_at().await {
+            Ok(Some(at)) => {
+                let micros = at.saturating_sub(airt_kit::clock::now_micros()).max(0);
+                Duration::from_micros(micros as u64).min(IDLE_POLL)
+            }
+            _ => IDLE_POLL,
+        }
+    }
+
+    async fn send_due(&self) -> Result<(), crate::error::WorkflowError> {
+        loop {
+            let now = airt_kit::clock::now_micros();
+            let due = self.store.due_deliveries(now, BATCH).await?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            let claim_until = now
+                + i64::try_from(self.config.request_timeout.as_micros()).unwrap_or(i64::MAX / 2)
+                + 5_000_000;
+            let mut sends = tokio::task::JoinSet::new();
+            for delivery in due {
+                if !self.store.claim_delivery(&delivery, claim_until).await? {
+                    continue;
+                }
+                let (client, secret) = (self.client.clone(), self.config.secret.clone());
+                sends.spawn(async move {
+                    let result = send(&client, secret.as_ref(), &delivery).await;
+                    (delivery, result)
+                });
+            }
+            while let Some(joined) = sends.join_next().await {
+                let Ok((delivery, result)) = joined else {
+                    continue;
+                };
+                self.record(&delivery, result).await?;
+            }
+        }
+    }
+
+    async fn record(
+        &self,
+        delivery: &DeliveryRow,
+        result: Result<(), String>,
+    ) -> Result<(), crate::error::WorkflowError> {
+        let attempts = delivery.attempts + 1;
+        let (status, error, next) = match result {
+            Ok(()) => (DeliveryStatus::Delivered, String::new(), 0),
+            Err(error) if attempts >= i64::from(self.config.max_attempts) => {
+                tracing::warn!(delivery_id = %delivery.delivery_id, event = %delivery.event, %error, attempts, "webhook delivery gave up");
+                (DeliveryStatus::Failed, error, 0)
+            }
+            Err(error) => {
+                let backoff = self.config.backoff(attempts);
+                tracing::info!(delivery_id = %delivery.delivery_id, event = %delivery.event, %error, attempts, ?backoff, "webhook delivery failed; will retry");
+                let next = airt_kit::clock::now_micros()
+                    + i64::try_from(backoff.as_micros()).unwrap_or(i64::MAX / 2);
+                (DeliveryStatus::Pending, error, next)
+            }
+        };
+        self.store
+            .record_attempt(delivery, status, &error, next)
+            .await
+    }
+}
+
+/// One attempt: a 2xx answer is delivered; anything else is an error.
+async fn send(
+    client: &reqwest::Client,
+    secret: Option<&Secret>,
+    delivery: &DeliveryRow,
+) -> Result<(), String> {
+    let body = delivery.payload.clone().into_bytes();
+    let mut request = client
+        .post(&delivery.url)
+        .header("content-type", "application/json")
+        .header("x-airt-event", &delivery.event)
+        .header("x-airt-delivery", &delivery.delivery_id);
+    if let Some(secret) = secret {
+        request = request.header("x-airt-signature", signature(secret.expose(), &body));
+    }
+    let response = request
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {}", error_chain(&e)))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("endpoint answered HTTP {}", status.as_u16()))
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_the_hmac_of_the_body() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_path() {
+        assert_eq!(
+            display_url("https://hooks.example/services/T0/B0/s3cret?x=1"),
+            "https://hooks.example/…"
+        );
+        assert_eq!(
+            display_url("http://127.0.0.1:8080/"),
+            "http://127.0.0.1:8080/"
+        );
+    }
+
+    #[test]
+    fn webhooks_need_a_secret_and_http_urls() {
+        let mut config = WebhookConfig {
+            urls: vec!["https://hooks.example/airt".into()],
+            ..WebhookConfig::default()
+        };
+        assert!(config.validate().unwrap_err().contains("secret"));
+        config.secret = Some(Secret::new("s3cret"));
+        assert_eq!(config.validate(), Ok(()));
+        config.urls.push("ftp://example/x".into());
+        assert!(config.validate().unwrap_err().contains("http"));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let config = WebhookConfig {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            ..WebhookConfig::default()
+        };
+        let first = config.backoff(1);
+        assert!(first >= Duration::from_millis(100) && first <= Duration::from_millis(120));
+        let third = config.backoff(3);
+        assert!(third >= Duration::from_millis(400) && third <= Duration::from_millis(480));
+        assert!(config.backoff(30) <= Duration::from_millis(1200));
+    }
+
+    #[test]
+    fn each_url_gets_its_own_delivery_id() {
+        let config = WebhookConfig {
+            urls: vec!["http://a/".into(), "http://b/".into()],
+            ..WebhookConfig::default()
+        };
+        let deliveries = config.deliveries("ap1", "approval.requested", &json!({"x": 1}));
+        assert_eq!(deliveries.len(), 2);
+        assert_ne!(deliveries[0].delivery_id, deliveries[1].delivery_id);
+        let body: Value = serde_json::from_str(&deliveries[1].payload).unwrap();
+        assert_eq!(body["delivery_id"], json!(deliveries[1].delivery_id));
+        assert_eq!(body["x"], json!(1));
+    }
+}

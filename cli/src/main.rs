@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod approvals;
 mod audit;
 mod client;
 mod demo;
@@ -41,6 +42,9 @@ enum Command {
     /// Show, list and cancel workflows.
     #[command(subcommand)]
     Workflow(workflow::WorkflowCommand),
+    /// The approver's inbox: list, show, approve and reject approvals.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
     /// Read, verify and export a service's audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
             Command::Policy(command) => policy::run(&cli.connection, command).await,
             Command::Run(args) => workflow::run(&cli.connection, args).await,
             Command::Workflow(command) => workflow::command(&cli.connection, command).await,
+            Command::Approvals(command) => approvals::run(&cli.connection, command).await,
             Command::Audit(command) => audit::run(&cli.connection, command).await,
         }
     });

@@ -7,6 +7,9 @@ use tonic::{Code, Status};
 pub enum WorkflowError {
     #[error("invalid workflow: {} problem(s)", .0.len())]
     InvalidWorkflow(Vec<FieldViolation>),
+    /// A malformed request field other than the workflow spec.
+    #[error("invalid request: {} problem(s)", .0.len())]
+    InvalidRequest(Vec<FieldViolation>),
     #[error("workflow {0} not found")]
     NotFound(String),
     #[error("{0}")]
@@ -44,6 +47,18 @@ impl From<WorkflowError> for Status {
                 status::invalid_argument(
                     "INVALID_WORKFLOW",
                     format!("invalid workflow: {message}"),
+                    violations,
+                )
+            }
+            WorkflowError::InvalidRequest(violations) => {
+                let message = violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                status::invalid_argument(
+                    "INVALID_REQUEST",
+                    format!("invalid request: {message}"),
                     violations,
                 )
             }

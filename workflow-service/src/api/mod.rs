@@ -77,7 +77,13 @@ impl WorkflowApi {
     }
 }
 
+/// A malformed request field.
 pub(crate) fn invalid(field: &str, description: &str) -> Status {
+    WorkflowError::InvalidRequest(vec![FieldViolation::new(field, description)]).into()
+}
+
+/// A problem with the workflow spec itself.
+fn invalid_workflow(field: &str, description: &str) -> Status {
     WorkflowError::InvalidWorkflow(vec![FieldViolation::new(field, description)]).into()
 }
 
@@ -85,11 +91,11 @@ fn draft_of(spec: Option<pb::WorkflowSpec>, text: Option<String>) -> Result<Work
     match (spec, text) {
         (Some(spec), _) => Ok(draft_from_proto(spec)),
         (None, Some(text)) if text.len() > MAX_SPEC_TEXT => {
-            Err(invalid("spec_text", "is larger than 1 MiB"))
+            Err(invalid_workflow("spec_text", "is larger than 1 MiB"))
         }
         (None, Some(text)) => WorkflowDraft::from_text(&text)
             .map_err(|v| WorkflowError::InvalidWorkflow(vec![v]).into()),
-        (None, None) => Err(invalid("spec", "is required (spec or spec_text)")),
+        (None, None) => Err(invalid_workflow("spec", "is required (spec or spec_text)")),
     }
 }
 

@@ -526,6 +526,41 @@ async fn approvals_and_deadlines_survive_a_restart() {
         c.until(&expiring, pb::WorkflowStatus::Paused).await;
         assert!(stack.root().join("expiring").is_dir());
         let expiring_approval = c.pending_approval(&expiring).await;
+        // The inbox pages oldest first.
+        let mut seen = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = c
+                .approvals
+                .list_approvals(bob(pb::ListApprovalsRequest {
+                    status: pb::ApprovalStatus::Pending as i32,
+                    page_size: 1,
+                    page_token,
+                    ..Default::default()
+                }))
+                .await
+                .expect("page")
+                .into_inner();
+            assert!(page.approvals.len() <= 1);
+            seen.extend(page.approvals.into_iter().map(|a| a.workflow_id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        assert_eq!(seen, [waiting.clone(), expiring.clone()]);
+        // Someone who may not decide sees nothing.
+        let hidden = c
+            .approvals
+            .list_approvals(as_principal(
+                pb::ListApprovalsRequest::default(),
+                "user:mallory",
+                &[],
+            ))
+            .await
+            .expect("list")
+            .into_inner();
+        assert!(hidden.approvals.is_empty());
 
         let stack = stack.restart_workflow(Duration::from_millis(1500)).await;
         let mut c = clients(&stack).await;
@@ -646,6 +681,66 @@ async fn webhooks_are_signed_retried_and_visible() {
             events.contains(&"workflow.finished".to_owned()),
             "{events:?}"
         );
+
+        // The request, the decision and every delivery attempt are audited,
+        // and the chain verifies.
+        let mut audit = airt_proto::audit::v1::audit_service_client::AuditServiceClient::new(
+            stack.workflow.channel().await,
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let trail = loop {
+            let trail = audit
+                .list_audit_events(as_principal(
+                    airt_proto::audit::v1::ListAuditEventsRequest {
+                        resource_id: id.clone(),
+                        page_size: 1000,
+                        ..Default::default()
+                    },
+                    "user:root",
+                    &["auditor"],
+                ))
+                .await
+                .expect("audit")
+                .into_inner()
+                .events;
+            // The last delivery is recorded just after its request arrives.
+            if trail
+                .iter()
+                .filter(|e| e.action == "webhook.delivered")
+                .count()
+                >= 3
+            {
+                break trail;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "deliveries not audited"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let count = |action: &str| trail.iter().filter(|e| e.action == action).count();
+        assert_eq!(count("approval.requested"), 1);
+        assert_eq!(count("webhook.attempt_failed"), 2);
+        assert_eq!(
+            count("webhook.delivered"),
+            3,
+            "requested, decided, finished"
+        );
+        let decided = trail
+            .iter()
+            .find(|e| e.action == "approval.decided")
+            .expect("decision audited");
+        assert_eq!(decided.actor, "user:bob");
+        let report = audit
+            .verify_audit_chain(as_principal(
+                airt_proto::audit::v1::VerifyAuditChainRequest {},
+                "user:root",
+                &["auditor"],
+            ))
+            .await
+            .expect("verify")
+            .into_inner();
+        assert!(report.intact, "{report:?}");
         stack.stop().await;
     }
 }

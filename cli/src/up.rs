@@ -93,6 +93,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             webhook_urls: args.webhook_urls.clone(),
             webhook_secret: args.webhook_secret.clone(),
             webhook_max_attempts: 12,
+            instance_id: None,
+            lease_ttl: Duration::from_secs(15),
             webhook_initial_backoff: Duration::from_secs(1),
         },
         &workflow,

@@ -69,6 +69,8 @@ pub fn workflow_config(
         catalogue: Default::default(),
         approval_timeout: Duration::from_secs(3600),
         webhooks: Default::default(),
+        instance_id: "test-instance".into(),
+        lease_ttl: Duration::from_secs(15),
     }
 }
 

@@ -29,6 +29,9 @@ pub enum WorkflowError {
     ApprovalConflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Another instance took over the workflow: this one must stop.
+    #[error("lease of workflow {0} lost to another instance")]
+    LeaseLost(String),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -89,6 +92,11 @@ impl From<WorkflowError> for Status {
             WorkflowError::FailedPrecondition(message) => {
                 status::error(Code::FailedPrecondition, "WRONG_STATE", message)
             }
+            WorkflowError::LeaseLost(id) => status::error(
+                Code::Aborted,
+                "LEASE_LOST",
+                format!("workflow {id} is being driven by another instance; retry"),
+            ),
             error @ (WorkflowError::Corrupt(_) | WorkflowError::Storage(_)) => {
                 status::internal(&error)
             }

@@ -107,6 +107,16 @@ pub struct WorkflowArgs {
     #[arg(long, env = "AIRT_WEBHOOK_MAX_ATTEMPTS", default_value_t = 12)]
     pub webhook_max_attempts: u32,
 
+    /// This replica's name in workflow leases: stable across restarts and
+    /// unique among replicas sharing a database. Default: `<hostname>:<port>`.
+    #[arg(long, env = "AIRT_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// How long a replica's claim on a workflow lasts without renewal; a
+    /// crashed replica's workflows are taken over after it.
+    #[arg(long, env = "AIRT_LEASE_TTL", default_value = "15s", value_parser = airt_kit::config::parse_duration)]
+    pub lease_ttl: Duration,
+
     /// Wait before the first retry of a webhook; doubles per attempt up to 5m.
     #[arg(long, env = "AIRT_WEBHOOK_INITIAL_BACKOFF", default_value = "1s", value_parser = airt_kit::config::parse_duration)]
     pub webhook_initial_backoff: Duration,
@@ -122,6 +132,23 @@ pub struct WorkflowConfig {
     pub catalogue: CatalogueConfig,
     pub approval_timeout: Duration,
     pub webhooks: webhooks::WebhookConfig,
+    pub instance_id: String,
+    pub lease_ttl: Duration,
+}
+
+/// `<hostname>:<port>`: stable across restarts of one replica, distinct
+/// between replicas on different hosts or ports (a random id for port 0).
+pub fn default_instance_id(listen: std::net::SocketAddr) -> String {
+    if listen.port() == 0 {
+        return uuid::Uuid::now_v7().to_string();
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", listen.port())
 }
 
 impl WorkflowConfig {
@@ -140,6 +167,12 @@ impl WorkflowConfig {
             policy_addr: args.policy_addr.clone(),
             workspace: args.workspace.clone(),
             credentials,
+            instance_id: args
+                .instance_id
+                .clone()
+                .filter(|id| !id.trim().is_empty())
+                .unwrap_or_else(|| default_instance_id(server.listen)),
+            lease_ttl: args.lease_ttl,
             approval_timeout: args.approval_timeout,
             webhooks: {
                 let config = webhooks::WebhookConfig {
@@ -219,12 +252,16 @@ pub async fn serve_on(
             engine::EngineConfig {
                 approval_timeout: workflow.approval_timeout,
                 webhooks: workflow.webhooks.clone(),
+                instance_id: workflow.instance_id.clone(),
+                lease_ttl: workflow.lease_ttl,
                 ..engine::EngineConfig::default()
             },
         );
+        tracing::info!(instance_id = %workflow.instance_id, lease_ttl = ?workflow.lease_ttl, "workflow leases");
         let dispatcher = webhooks::Dispatcher::new(store, workflow.webhooks.clone(), engine.outbox_notify())?;
         let deliveries = tokio::spawn(dispatcher.run(stopped.clone()));
         let deadlines = tokio::spawn(engine.clone().run_deadlines(stopped.clone()));
+        let recovery = tokio::spawn(engine.clone().run_recovery(stopped.clone()));
         let approvals = api::ApprovalApi::new(engine.clone());
         let api = api::WorkflowApi::new(engine, stopped);
         Ok(server
@@ -242,6 +279,7 @@ pub async fn serve_on(
             .on_stopped(async move {
                 let _ = follower.await;
                 let _ = deadlines.await;
+                let _ = recovery.await;
                 let _ = deliveries.await;
             }))
     })

@@ -370,7 +370,7 @@ impl Engine {
                 deliveries,
             };
             match self
-                .transition_as(&approval.workflow_id, &caller.to_string(), decided)
+                .record_as(&approval.workflow_id, &caller.to_string(), decided)
                 .await
             {
                 // Changed meanwhile (decided, expired or void): check again.
@@ -421,7 +421,10 @@ impl Engine {
                 reason,
                 deliveries,
             };
-            match self.transition(&approval.workflow_id, closed).await {
+            match self
+                .record_as(&approval.workflow_id, super::ACTOR, closed)
+                .await
+            {
                 Ok(()) => {
                     tracing::info!(approval_id = %approval.approval_id, workflow_id = %approval.workflow_id, "approval expired");
                     expired += 1;

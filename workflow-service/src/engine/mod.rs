@@ -48,6 +48,14 @@ pub struct EngineConfig {
     pub approval_timeout: Duration,
     /// Where approval and workflow events are announced.
     pub webhooks: WebhookConfig,
+    /// This instance's name in leases; stable across restarts, so a
+    /// restarted instance resumes its own workflows without waiting for
+    /// their leases to expire. Unique among replicas.
+    pub instance_id: String,
+    /// How long a lease lasts without renewal (renewed every third of it).
+    pub lease_ttl: Duration,
+    /// How often orphaned workflows (expired leases) are looked for.
+    pub recovery_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +65,9 @@ impl Default for EngineConfig {
             compensation_attempts: 3,
             approval_timeout: Duration::from_secs(24 * 3600),
             webhooks: WebhookConfig::default(),
+            instance_id: uuid::Uuid::now_v7().to_string(),
+            lease_ttl: Duration::from_secs(15),
+            recovery_interval: Duration::from_secs(1),
         }
     }
 }
@@ -86,13 +97,34 @@ struct Slot {
     cancel: CancelFlag,
 }
 
-/// A cancellation request: whether to roll back, and why.
+/// A cancellation request (whether to roll back, and why), and whether this
+/// instance lost the workflow's lease and must stop.
 #[derive(Debug, Default)]
 struct CancelFlag {
     request: Mutex<Option<(bool, String)>>,
+    lost: std::sync::atomic::AtomicBool,
 }
 
 impl CancelFlag {
+    fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn set_lost(&self, lost: bool) {
+        self.lost.store(lost, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Takes over a cancellation persisted by any replica (JSON
+    /// `{"rollback": bool, "reason": "..."}`; empty: none).
+    fn absorb(&self, persisted: &str) {
+        if let Ok(request) = serde_json::from_str::<Value>(persisted) {
+            self.request(
+                request["rollback"].as_bool().unwrap_or(false),
+                request["reason"].as_str().unwrap_or_default(),
+            );
+        }
+    }
+
     fn requested(&self) -> Option<(bool, String)> {
         self.request
             .lock()
@@ -172,6 +204,20 @@ struct Progress {
     waiting: bool,
     /// A waiting step's approval was voided before a new one was requested.
     orphaned: bool,
+    /// A step that had already failed (DENIED, FAILED, ...), with its error.
+    failed: Option<(String, String)>,
+    /// Steps interrupted while RUNNING, with their attempt: re-executed
+    /// from that attempt, under the same idempotency key.
+    interrupted: HashMap<String, u32>,
+}
+
+/// How a step (re)starts.
+#[derive(Debug, Default)]
+struct StepStart {
+    /// The granted approval of a step that waited for one.
+    approval: Option<ApprovalRow>,
+    /// The attempt to start with (an interrupted attempt is made again).
+    first_attempt: u32,
 }
 
 impl Progress {
@@ -296,18 +342,33 @@ impl Engine {
         Ok((row, created))
     }
 
+    /// A write of the instance driving the workflow: committed only while
+    /// it holds the lease.
     async fn transition(
         &self,
         workflow_id: &str,
         transition: Transition,
     ) -> Result<(), WorkflowError> {
-        self.transition_as(workflow_id, ACTOR, transition).await
+        let owner = self.inner.config.instance_id.clone();
+        self.commit(workflow_id, ACTOR, &owner, transition).await
     }
 
-    async fn transition_as(
+    /// A change from outside the driver (a human's decision, a deadline):
+    /// committed whoever drives the workflow.
+    async fn record_as(
         &self,
         workflow_id: &str,
         actor: &str,
+        transition: Transition,
+    ) -> Result<(), WorkflowError> {
+        self.commit(workflow_id, actor, "", transition).await
+    }
+
+    async fn commit(
+        &self,
+        workflow_id: &str,
+        actor: &str,
+        lease_owner: &str,
         transition: Transition,
     ) -> Result<(), WorkflowError> {
         let announces = matches!(
@@ -319,7 +380,7 @@ impl Engine {
         );
         self.inner
             .store
-            .apply(workflow_id, actor, &transition)
+            .apply_fenced(workflow_id, actor, lease_owner, &transition)
             .await?;
         if announces {
             self.inner.outbox.notify_one();
@@ -382,17 +443,159 @@ impl Engine {
         .await
     }
 
-    /// Runs a stored workflow from PENDING, or resumes a PAUSED one whose
-    /// approvals were decided, until it finishes or pauses again. Any other
-    /// status is returned as it is. Serialised per workflow in this process.
+    /// Drives a stored workflow as far as it can go: PENDING starts it,
+    /// PAUSED resumes it when an approval was decided, RUNNING and
+    /// ROLLING_BACK (left by a crashed instance) continue where they
+    /// stopped. Takes the workflow's lease first and renews it while
+    /// working; when another instance holds it, nothing happens here.
+    /// Serialised per workflow in this process.
     pub async fn run(&self, workflow_id: &str) -> Result<WorkflowStatus, WorkflowError> {
         let slot = self.slot(workflow_id);
         let result = {
             let _driving = slot.drive.lock().await;
-            self.advance(workflow_id, &slot.cancel).await
+            self.drive_leased(workflow_id, &slot).await
         };
         self.release(workflow_id, &result);
         result
+    }
+
+    fn lease_until(&self) -> i64 {
+        airt_kit::clock::now_micros()
+            + i64::try_from(self.inner.config.lease_ttl.as_micros()).unwrap_or(i64::MAX / 4)
+    }
+
+    async fn status_of(&self, workflow_id: &str) -> Result<WorkflowStatus, WorkflowError> {
+        self.inner
+            .store
+            .get(workflow_id)
+            .await?
+            .ok_or_else(|| WorkflowError::NotFound(workflow_id.to_owned()))?
+            .status()
+    }
+
+    /// With the slot held: claim, drive while renewing, release.
+    async fn drive_leased(
+        &self,
+        workflow_id: &str,
+        slot: &Arc<Slot>,
+    ) -> Result<WorkflowStatus, WorkflowError> {
+        let owner = self.inner.config.instance_id.clone();
+        let lease = self
+            .inner
+            .store
+            .claim(workflow_id, &owner, self.lease_until())
+            .await?;
+        if !lease.held {
+            // Another instance drives it; it sees any cancellation too.
+            return self.status_of(workflow_id).await;
+        }
+        slot.cancel.set_lost(false);
+        slot.cancel.absorb(&lease.cancel_request);
+        let renewer = tokio::spawn(
+            self.clone()
+                .renew_lease(workflow_id.to_owned(), slot.clone()),
+        );
+        let result = self.advance(workflow_id, &slot.cancel).await;
+        renewer.abort();
+        match &result {
+            Ok(status) if *status == WorkflowStatus::Paused || status.is_terminal() => {
+                // Nothing to drive until a decision: any instance may resume it.
+                if let Err(error) = self.inner.store.release(workflow_id, &owner).await {
+                    tracing::warn!(workflow_id, %error, "lease not released; it will expire");
+                }
+            }
+            Err(WorkflowError::LeaseLost(_)) => {
+                tracing::warn!(
+                    workflow_id,
+                    "lease lost to another instance; stopped driving"
+                );
+            }
+            _ => {}
+        }
+        result
+    }
+
+    /// Renews the lease every third of its lifetime; on losing it, or after
+    /// failing to renew for two thirds of it, tells the driver to stop
+    /// (before another instance may take over).
+    async fn renew_lease(self, workflow_id: String, slot: Arc<Slot>) {
+        let ttl = self.inner.config.lease_ttl;
+        let owner = self.inner.config.instance_id.clone();
+        let mut renewed = Instant::now();
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            match self
+                .inner
+                .store
+                .renew(&workflow_id, &owner, self.lease_until())
+                .await
+            {
+                Ok(lease) if lease.held => {
+                    renewed = Instant::now();
+                    slot.cancel.absorb(&lease.cancel_request);
+                }
+                Ok(_) => {
+                    slot.cancel.set_lost(true);
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(workflow_id, %error, "lease renewal failed");
+                    if renewed.elapsed() >= ttl * 2 / 3 {
+                        slot.cancel.set_lost(true);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Resumes what this instance should drive: workflows whose lease
+    /// expired (or is this instance's, from before a restart), and paused
+    /// ones with a decided approval. Returns how many were started.
+    pub async fn recover_once(&self) -> Result<usize, WorkflowError> {
+        const BATCH: i64 = 128;
+        let owner = self.inner.config.instance_id.clone();
+        let mut ids = self
+            .inner
+            .store
+            .claim_orphans(&owner, self.lease_until(), BATCH)
+            .await?;
+        ids.extend(self.inner.store.decided_paused(&owner, BATCH).await?);
+        let mut started = 0;
+        for id in ids {
+            if self.is_driving(&id) {
+                continue;
+            }
+            started += 1;
+            self.run_in_background(&id);
+        }
+        Ok(started)
+    }
+
+    /// Looks for work to recover at start-up and then every
+    /// `recovery_interval` until `shutdown`.
+    pub async fn run_recovery(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            match self.recover_once().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(workflows = n, "resumed workflows"),
+                Err(error) => tracing::warn!(%error, "recovery scan failed; retrying"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.inner.config.recovery_interval) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    /// Whether this process is driving the workflow right now.
+    fn is_driving(&self, workflow_id: &str) -> bool {
+        self.inner
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(workflow_id)
+            .is_some_and(|slot| slot.drive.try_lock().is_err())
     }
 
     /// [`Engine::run`] in the background.
@@ -439,19 +642,26 @@ impl Engine {
             .await?
             .ok_or_else(|| WorkflowError::NotFound(workflow_id.to_owned()))?;
         let status = row.status()?;
-        if !matches!(status, WorkflowStatus::Pending | WorkflowStatus::Paused) {
+        if status.is_terminal() {
             return Ok(status);
         }
         let run = Arc::new(self.load_run(&row).await?);
-        if let Some((rollback, why)) = flag.requested() {
+        if status == WorkflowStatus::RollingBack {
+            // Interrupted rollback: continue at the first unfinished compensation.
+            return self
+                .rollback(&run, &row.failure_reason, &row.failed_step)
+                .await;
+        }
+        if let Some((rollback, why)) = flag.requested()
+            && status != WorkflowStatus::Running
+        {
             return self.settle_cancel(&run, rollback, &why).await;
         }
         let progress = self.progress(&run).await?;
-        let fresh = status == WorkflowStatus::Pending;
-        if !fresh && !progress.actionable() {
+        if status == WorkflowStatus::Paused && !progress.actionable() {
             return Ok(status);
         }
-        self.drive(&run, flag, fresh, progress).await
+        self.drive(&run, flag, status, progress).await
     }
 
     /// Stops a workflow that is not being driven: skips what has not run,
@@ -492,8 +702,21 @@ impl Engine {
                     progress.done.insert(name.clone());
                     progress.started.insert(name);
                 }
-                // Not started yet, or interrupted: (re-)run.
-                StepStatus::Pending | StepStatus::Running => {}
+                StepStatus::Pending => {}
+                // Interrupted by a crash: run again from that attempt.
+                StepStatus::Running => {
+                    let attempt = u32::try_from(step.attempt.max(1)).unwrap_or(1);
+                    progress.interrupted.insert(name, attempt);
+                }
+                StepStatus::Failed
+                | StepStatus::Denied
+                | StepStatus::Rejected
+                | StepStatus::Expired => {
+                    progress
+                        .failed
+                        .get_or_insert((name.clone(), step.error.clone()));
+                    progress.started.insert(name);
+                }
                 StepStatus::AwaitingApproval => {
                     let approval = approvals.get(&step.approval_id);
                     match approval.map(ApprovalRow::status).transpose()? {
@@ -566,7 +789,9 @@ impl Engine {
             .steps(&row.workflow_id)
             .await?
             .into_iter()
-            .filter(|s| s.status == StepStatus::Succeeded.as_str())
+            // Succeeded, possibly compensated since: their outputs feed
+            // later steps and explicit compensations.
+            .filter(|s| s.completed_seq > 0)
             .map(|s| {
                 (
                     s.step_name,
@@ -587,14 +812,16 @@ impl Engine {
         &self,
         run: &Arc<Run>,
         flag: &CancelFlag,
-        fresh: bool,
+        from: WorkflowStatus,
         progress: Progress,
     ) -> Result<WorkflowStatus, WorkflowError> {
         let workflow_id = run.workflow_id.as_str();
-        self.set_status(run, WorkflowStatus::Running, "", "")
-            .await?;
+        if from != WorkflowStatus::Running {
+            self.set_status(run, WorkflowStatus::Running, "", "")
+                .await?;
+        }
 
-        if fresh
+        if from == WorkflowStatus::Pending
             && run.spec.options.preflight
             && let Some((step, reason)) = self.preflight(run).await?
         {
@@ -613,9 +840,12 @@ impl Engine {
             mut approved,
             settled,
             waiting,
+            failed,
+            interrupted,
             ..
         } = progress;
-        let mut failure: Option<(String, String)> = None;
+        // A step that failed before an interruption fails the workflow.
+        let mut failure: Option<(String, String)> = failed;
         // Rejected or expired approvals fail their steps.
         for (step, status, reason) in settled {
             self.transition(
@@ -636,7 +866,7 @@ impl Engine {
         // approved ones.
         let mut paused = waiting;
         loop {
-            if failure.is_none() && flag.requested().is_none() {
+            if failure.is_none() && flag.requested().is_none() && !flag.lost() {
                 for step in &run.spec.steps {
                     if running.len() >= max_parallel {
                         break;
@@ -646,10 +876,13 @@ impl Engine {
                         && (!paused || approved.contains_key(&step.name));
                     if ready {
                         started.insert(step.name.clone());
-                        let approval = approved.remove(&step.name);
+                        let start = StepStart {
+                            approval: approved.remove(&step.name),
+                            first_attempt: interrupted.get(&step.name).copied().unwrap_or(1),
+                        };
                         let (engine, run, step) = (self.clone(), run.clone(), step.clone());
                         running.spawn(async move {
-                            let outcome = engine.run_step(&run, &step, approval).await;
+                            let outcome = engine.run_step(&run, &step, start).await;
                             (step.name, outcome)
                         });
                     }
@@ -675,6 +908,9 @@ impl Engine {
             }
         }
 
+        if flag.lost() {
+            return Err(WorkflowError::LeaseLost(run.workflow_id.clone()));
+        }
         if let Some((rollback, why)) = flag.requested()
             && failure.is_none()
         {
@@ -746,11 +982,19 @@ impl Engine {
                 "workflow {workflow_id} is already {status}"
             )));
         }
+        // For whichever instance drives it (it reads this with its lease).
+        self.inner
+            .store
+            .request_cancel(
+                workflow_id,
+                &json!({"rollback": rollback, "reason": reason}),
+            )
+            .await?;
         let slot = self.slot(workflow_id);
         slot.cancel.request(rollback, reason);
         match slot.drive.try_lock() {
             Ok(driving) => {
-                let result = self.advance(workflow_id, &slot.cancel).await;
+                let result = self.drive_leased(workflow_id, &slot).await;
                 drop(driving);
                 self.release(workflow_id, &result);
                 result?;
@@ -968,13 +1212,16 @@ impl Engine {
     }
 
     /// The per-step pipeline, in SPEC order.
-    /// `approval` is the granted approval of a step that waited for one.
     async fn run_step(
         &self,
         run: &Run,
         step: &StepSpec,
-        approval: Option<ApprovalRow>,
+        start: StepStart,
     ) -> Result<Outcome, WorkflowError> {
+        let StepStart {
+            approval,
+            first_attempt,
+        } = start;
         if step.step_type == StepType::HumanApproval {
             return match approval {
                 Some(approval) => self.pass_human_approval(run, step, &approval).await,
@@ -1104,7 +1351,7 @@ impl Engine {
         };
         // 6. Execute, retrying only what can succeed on retry.
         let mut backoff = step.retry.initial_backoff;
-        for attempt in 1..=step.retry.max_attempts {
+        for attempt in first_attempt.max(1)..=step.retry.max_attempts.max(first_attempt) {
             self.transition(
                 &run.workflow_id,
                 Transition::Step {
@@ -1207,8 +1454,10 @@ impl Engine {
         reason: &str,
         failed_step: &str,
     ) -> Result<WorkflowStatus, WorkflowError> {
-        self.set_status(run, WorkflowStatus::RollingBack, reason, failed_step)
-            .await?;
+        if self.status_of(&run.workflow_id).await? != WorkflowStatus::RollingBack {
+            self.set_status(run, WorkflowStatus::RollingBack, reason, failed_step)
+                .await?;
+        }
         let mut completed: Vec<_> = self
             .inner
             .store
@@ -1218,13 +1467,30 @@ impl Engine {
             .filter(|s| s.completed_seq > 0)
             .collect();
         completed.sort_by_key(|s| std::cmp::Reverse(s.completed_seq));
+        // After an interruption: what was already planned and undone.
+        let planned: HashMap<String, i64> = self
+            .inner
+            .store
+            .compensations(&run.workflow_id)
+            .await?
+            .into_iter()
+            .map(|c| (c.step_name, c.position))
+            .collect();
+        let mut position = planned.values().copied().max().unwrap_or(0);
         let outputs = run.outputs();
         let mut first_failure: Option<(String, String)> = None;
-        let mut position = 0;
         for row in completed {
             let Some(step) = run.spec.steps.iter().find(|s| s.name == row.step_name) else {
                 continue;
             };
+            match row.status()? {
+                StepStatus::Compensated => continue,
+                StepStatus::CompensationFailed => {
+                    first_failure.get_or_insert((step.name.clone(), row.error.clone()));
+                    continue;
+                }
+                _ => {}
+            }
             let undo: Value = serde_json::from_str(&row.undo).unwrap_or(Value::Null);
             let plan = match &step.compensation {
                 Some(explicit) => {
@@ -1276,19 +1542,21 @@ impl Engine {
                 }
                 continue;
             };
-            position += 1;
-            self.transition(
-                &run.workflow_id,
-                Transition::CompensationPlanned {
-                    step: step.name.clone(),
-                    position,
-                    capability_id: capability.clone(),
-                    inputs: inputs.clone(),
-                },
-            )
-            .await?;
-            self.mark(&run.workflow_id, &step.name, StepStatus::Compensating)
+            if !planned.contains_key(&step.name) {
+                position += 1;
+                self.transition(
+                    &run.workflow_id,
+                    Transition::CompensationPlanned {
+                        step: step.name.clone(),
+                        position,
+                        capability_id: capability.clone(),
+                        inputs: inputs.clone(),
+                    },
+                )
                 .await?;
+                self.mark(&run.workflow_id, &step.name, StepStatus::Compensating)
+                    .await?;
+            }
             let mut result = Err(String::from("not attempted"));
             let mut attempts = 0;
             for attempt in 1..=self.inner.config.compensation_attempts {

@@ -18,8 +18,10 @@ use crate::domain::{
 use crate::error::WorkflowError;
 
 mod approvals;
+mod leases;
 
 pub use approvals::{ApprovalFilter, ApprovalRow, DeliveryRow, NewDelivery};
+pub use leases::Lease;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -310,6 +312,10 @@ const INSERT_STEP: &str = "INSERT INTO workflow_steps (workflow_id, step_name, p
      risk_level, resolved_inputs, outputs, decision, approval_id, error, undo, completed_seq, started_at_us, ended_at_us) \
      VALUES ($1, $2, $3, 'PENDING', 0, '', '', '{}', 'null', '{}', '', '', 'null', 0, 0, 0)";
 const NEXT_EVENT: &str = "UPDATE workflows SET event_seq = event_seq + 1, updated_at_us = $2 WHERE workflow_id = $1 RETURNING event_seq";
+/// [`NEXT_EVENT`] for the instance driving the workflow: only while it holds
+/// the lease (fencing).
+const NEXT_EVENT_FENCED: &str = "UPDATE workflows SET event_seq = event_seq + 1, updated_at_us = $2 \
+     WHERE workflow_id = $1 AND lease_owner = $3 RETURNING event_seq";
 const INSERT_EVENT: &str = "INSERT INTO workflow_events (workflow_id, seq, occurred_at_us, kind, step_name, detail) VALUES ($1, $2, $3, $4, $5, $6)";
 const SET_WORKFLOW_STATUS: &str = "UPDATE workflows SET status = $2, failure_reason = $3, failed_step = $4, \
      ended_at_us = CASE WHEN $5 THEN $6 ELSE ended_at_us END WHERE workflow_id = $1";
@@ -512,12 +518,33 @@ impl WorkflowStore {
         actor: &str,
         transition: &Transition,
     ) -> Result<i64, WorkflowError> {
+        self.apply_fenced(workflow_id, actor, "", transition).await
+    }
+
+    /// [`WorkflowStore::apply`] that commits only while `lease_owner` holds
+    /// the workflow's lease (empty: no check); otherwise
+    /// [`WorkflowError::LeaseLost`] and nothing changes.
+    pub async fn apply_fenced(
+        &self,
+        workflow_id: &str,
+        actor: &str,
+        lease_owner: &str,
+        transition: &Transition,
+    ) -> Result<i64, WorkflowError> {
         let now = airt_kit::clock::now_micros();
         let detail = transition.detail();
         let seq = airt_kit::write_tx!(&self.db, tx => {
-            let seq: Option<i64> = sqlx::query_scalar(NEXT_EVENT).bind(workflow_id).bind(now).fetch_optional(&mut *tx).await?;
+            let seq: Option<i64> = if lease_owner.is_empty() {
+                sqlx::query_scalar(NEXT_EVENT).bind(workflow_id).bind(now).fetch_optional(&mut *tx).await?
+            } else {
+                sqlx::query_scalar(NEXT_EVENT_FENCED).bind(workflow_id).bind(now).bind(lease_owner).fetch_optional(&mut *tx).await?
+            };
             let Some(seq) = seq else {
-                return Err(WorkflowError::NotFound(workflow_id.to_owned()));
+                return Err(if lease_owner.is_empty() {
+                    WorkflowError::NotFound(workflow_id.to_owned())
+                } else {
+                    WorkflowError::LeaseLost(workflow_id.to_owned())
+                });
             };
             let changed = match transition {
                 Transition::Workflow { status, reason, failed_step, .. } => sqlx::query(SET_WORKFLOW_STATUS)

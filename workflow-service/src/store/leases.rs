@@ -1,0 +1,150 @@
+//! Leases: which workflow-service instance drives a workflow, and until
+//! when. Claims on PostgreSQL take rows with `FOR UPDATE SKIP LOCKED`, so
+//! replicas scanning at once never wait for, or take, each other's rows; on
+//! SQLite the same statements run inside `BEGIN IMMEDIATE`.
+
+use airt_kit::db::Database;
+
+use super::WorkflowStore;
+use crate::error::WorkflowError;
+
+/// Takes the lease of one workflow when it is free, expired or already ours.
+const CLAIM: &str = "UPDATE workflows SET lease_owner = $2, lease_expires_at_us = $3 \
+     WHERE workflow_id = $1 AND (lease_owner = $2 OR lease_owner = '' OR lease_expires_at_us < $4) \
+     RETURNING cancel_request";
+/// Extends our lease; nothing when another instance took it.
+const RENEW: &str = "UPDATE workflows SET lease_expires_at_us = $3 \
+     WHERE workflow_id = $1 AND lease_owner = $2 RETURNING cancel_request";
+const RELEASE: &str = "UPDATE workflows SET lease_owner = '', lease_expires_at_us = 0 \
+     WHERE workflow_id = $1 AND lease_owner = $2";
+const REQUEST_CANCEL: &str =
+    "UPDATE workflows SET cancel_request = $2 WHERE workflow_id = $1 AND cancel_request = ''";
+const ORPHANS_SQLITE: &str = "UPDATE workflows SET lease_owner = $1, lease_expires_at_us = $2 \
+     WHERE workflow_id IN (SELECT workflow_id FROM workflows \
+         WHERE status IN ('PENDING', 'RUNNING', 'ROLLING_BACK') AND (lease_owner = $1 OR lease_expires_at_us < $3) \
+         ORDER BY workflow_id LIMIT $4) \
+     RETURNING workflow_id";
+const ORPHANS_POSTGRES: &str = "UPDATE workflows SET lease_owner = $1, lease_expires_at_us = $2 \
+     WHERE workflow_id IN (SELECT workflow_id FROM workflows \
+         WHERE status IN ('PENDING', 'RUNNING', 'ROLLING_BACK') AND (lease_owner = $1 OR lease_expires_at_us < $3) \
+         ORDER BY workflow_id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+     RETURNING workflow_id";
+/// PAUSED workflows with a step still waiting on an approval that was
+/// decided, expired or voided: something can happen to them now.
+const DECIDED_PAUSED: &str = "SELECT DISTINCT w.workflow_id FROM workflows w \
+     JOIN workflow_steps s ON s.workflow_id = w.workflow_id AND s.status = 'AWAITING_APPROVAL' \
+     JOIN approvals a ON a.approval_id = s.approval_id AND a.status <> 'PENDING' \
+     WHERE w.status = 'PAUSED' AND (w.lease_owner = $1 OR w.lease_expires_at_us < $2) LIMIT $3";
+
+/// A claim's answer: whether the lease is ours, and a cancellation
+/// requested through any replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub held: bool,
+    pub cancel_request: String,
+}
+
+impl WorkflowStore {
+    /// Takes the lease of `workflow_id` for `owner` until `until_us` when it
+    /// is free, expired or already `owner`'s.
+    pub async fn claim(
+        &self,
+        workflow_id: &str,
+        owner: &str,
+        until_us: i64,
+    ) -> Result<Lease, WorkflowError> {
+        let now = airt_kit::clock::now_micros();
+        let cancel: Option<String> = airt_kit::write_tx!(&self.db, tx => {
+            sqlx::query_scalar(CLAIM).bind(workflow_id).bind(owner).bind(until_us).bind(now).fetch_optional(&mut *tx).await?
+        })?;
+        Ok(Lease {
+            held: cancel.is_some(),
+            cancel_request: cancel.unwrap_or_default(),
+        })
+    }
+
+    /// Extends `owner`'s lease; `held == false` when another instance has it.
+    pub async fn renew(
+        &self,
+        workflow_id: &str,
+        owner: &str,
+        until_us: i64,
+    ) -> Result<Lease, WorkflowError> {
+        let cancel: Option<String> = airt_kit::write_tx!(&self.db, tx => {
+            sqlx::query_scalar(RENEW).bind(workflow_id).bind(owner).bind(until_us).fetch_optional(&mut *tx).await?
+        })?;
+        Ok(Lease {
+            held: cancel.is_some(),
+            cancel_request: cancel.unwrap_or_default(),
+        })
+    }
+
+    /// Gives up `owner`'s lease (the workflow paused or finished).
+    pub async fn release(&self, workflow_id: &str, owner: &str) -> Result<(), WorkflowError> {
+        airt_kit::write_tx!(&self.db, tx => {
+            sqlx::query(RELEASE).bind(workflow_id).bind(owner).execute(&mut *tx).await?;
+        })?;
+        Ok(())
+    }
+
+    /// Records a cancellation for whichever instance drives the workflow
+    /// (the first request wins).
+    pub async fn request_cancel(
+        &self,
+        workflow_id: &str,
+        request: &serde_json::Value,
+    ) -> Result<(), WorkflowError> {
+        airt_kit::write_tx!(&self.db, tx => {
+            sqlx::query(REQUEST_CANCEL).bind(workflow_id).bind(request.to_string()).execute(&mut *tx).await?;
+        })?;
+        Ok(())
+    }
+
+    /// Claims up to `limit` unfinished workflows (PENDING, RUNNING,
+    /// ROLLING_BACK) whose lease expired or is already `owner`'s.
+    pub async fn claim_orphans(
+        &self,
+        owner: &str,
+        until_us: i64,
+        limit: i64,
+    ) -> Result<Vec<String>, WorkflowError> {
+        let now = airt_kit::clock::now_micros();
+        let claimed = match &self.db {
+            Database::Sqlite(pool) => {
+                let mut tx = airt_kit::db::begin_immediate(pool).await?;
+                let ids = sqlx::query_scalar(ORPHANS_SQLITE)
+                    .bind(owner)
+                    .bind(until_us)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                ids
+            }
+            Database::Postgres(pool) => {
+                sqlx::query_scalar(ORPHANS_POSTGRES)
+                    .bind(owner)
+                    .bind(until_us)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        Ok(claimed)
+    }
+
+    /// PAUSED workflows (lease free, expired or `owner`'s) whose waiting
+    /// step's approval was decided, expired or voided.
+    pub async fn decided_paused(
+        &self,
+        owner: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, WorkflowError> {
+        let now = airt_kit::clock::now_micros();
+        Ok(airt_kit::with_pool!(&self.db, pool => {
+            sqlx::query_scalar(DECIDED_PAUSED).bind(owner).bind(now).bind(limit).fetch_all(pool).await?
+        }))
+    }
+}

@@ -355,3 +355,88 @@ async fn transitions_are_committed_with_events_and_audit_entries() {
         database.close().await;
     }
 }
+
+#[tokio::test]
+async fn leases_fence_writes_and_expired_ones_are_taken_over() {
+    for db in TestDb::all().await {
+        let (database, store) = open(&db).await;
+        let (draft, spec) = draft();
+        for id in ["wf-1", "wf-2"] {
+            store
+                .create(id, &draft, &spec, &alice(), None)
+                .await
+                .expect("create");
+        }
+        let now = airt_kit::clock::now_micros();
+        let later = now + 60_000_000;
+        let running = Transition::Workflow {
+            status: WorkflowStatus::Running,
+            reason: String::new(),
+            failed_step: String::new(),
+            deliveries: Vec::new(),
+        };
+
+        // A holds wf-1: B can neither claim it nor write to it.
+        assert!(store.claim("wf-1", "a", later).await.expect("claim").held);
+        assert!(!store.claim("wf-1", "b", later).await.expect("claim").held);
+        let fenced = store
+            .apply_fenced("wf-1", "service:workflow", "b", &running)
+            .await;
+        assert!(
+            matches!(fenced, Err(WorkflowError::LeaseLost(_))),
+            "{fenced:?}"
+        );
+        store
+            .apply_fenced("wf-1", "service:workflow", "a", &running)
+            .await
+            .expect("the holder writes");
+        assert!(store.renew("wf-1", "a", later).await.expect("renew").held);
+        assert!(!store.renew("wf-1", "b", later).await.expect("renew").held);
+
+        // A cancellation requested anywhere reaches the holder with its lease.
+        store
+            .request_cancel("wf-1", &json!({"rollback": true, "reason": "stop"}))
+            .await
+            .expect("cancel");
+        let renewed = store.renew("wf-1", "a", later).await.expect("renew");
+        assert!(renewed.cancel_request.contains("stop"), "{renewed:?}");
+
+        // A's lease expires: B takes wf-1 over (and the unclaimed wf-2);
+        // A's next write is refused.
+        assert!(
+            store
+                .renew("wf-1", "a", now - 1)
+                .await
+                .expect("expire")
+                .held
+        );
+        let mut orphans = store.claim_orphans("b", later, 10).await.expect("orphans");
+        orphans.sort();
+        assert_eq!(orphans, ["wf-1", "wf-2"]);
+        let fenced = store
+            .apply_fenced("wf-1", "service:workflow", "a", &running)
+            .await;
+        assert!(
+            matches!(fenced, Err(WorkflowError::LeaseLost(_))),
+            "{fenced:?}"
+        );
+        assert!(
+            store
+                .claim_orphans("c", later, 10)
+                .await
+                .expect("orphans")
+                .is_empty(),
+            "live leases are not taken"
+        );
+        // A restarted B finds its own leases at once.
+        assert_eq!(
+            store.claim_orphans("b", later, 1).await.expect("own").len(),
+            1
+        );
+
+        // Released (e.g. paused): anyone may claim it.
+        store.release("wf-1", "b").await.expect("release");
+        assert!(store.claim("wf-1", "c", later).await.expect("claim").held);
+        database.close().await;
+    }
+}

@@ -1,6 +1,8 @@
 //! Test helpers: a fresh database per test and in-process servers on
 //! `127.0.0.1:0`. Nothing here touches a shared path.
 
+pub mod http;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -357,6 +359,12 @@ impl ServiceProcess {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `kill -9`: the process gets no chance to clean up.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub async fn channel(&self) -> Channel {

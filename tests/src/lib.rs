@@ -1,7 +1,7 @@
 //! Helpers for the cross-service system tests in `tests/`: start the real
 //! services in-process, each with its own database, and wait for them.
 
-pub mod http;
+pub use airt_kit::testing::http;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

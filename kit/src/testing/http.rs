@@ -1,7 +1,8 @@
 //! A minimal HTTP/1.1 server on loopback that records every request: the
 //! far end of remote capabilities and webhooks in tests and benchmarks.
 //! Every path answers `200 {"ok": true, "path": ..., "calls": n}` unless it
-//! was told to fail its next requests with 500.
+//! was told to fail its next requests with 500, to always answer another
+//! status, or to take its time.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,6 +27,8 @@ pub struct Recorded {
 struct State {
     requests: Vec<Recorded>,
     failures: HashMap<String, usize>,
+    statuses: HashMap<String, u16>,
+    delays: HashMap<String, std::time::Duration>,
 }
 
 /// The server; it stops when dropped with the runtime.
@@ -69,6 +72,21 @@ impl Recorder {
     /// The next `n` requests to `path` answer 500.
     pub fn fail_next(&self, path: &str, n: usize) {
         self.lock().failures.insert(path.to_owned(), n);
+    }
+
+    /// Every request to `path` answers `status` (with a JSON error body).
+    pub fn always_answer(&self, path: &str, status: u16) {
+        self.lock().statuses.insert(path.to_owned(), status);
+    }
+
+    /// Requests to `path` are answered `delay` after they arrive.
+    pub fn delay(&self, path: &str, delay: std::time::Duration) {
+        self.lock().delays.insert(path.to_owned(), delay);
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn all_requests(&self) -> Vec<Recorded> {
+        self.lock().requests.clone()
     }
 
     /// Requests to `path` so far, in arrival order.
@@ -145,7 +163,7 @@ impl Recorder {
                 .filter_map(|l| l.split_once(':'))
                 .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
                 .collect();
-            let (status, content) = {
+            let (status, content, delay) = {
                 let mut state = self.lock();
                 state.requests.push(Recorded {
                     path: path.clone(),
@@ -154,21 +172,33 @@ impl Recorder {
                     at,
                 });
                 let calls = state.requests.iter().filter(|r| r.path == path).count();
-                match state.failures.get_mut(&path) {
+                let delay = state.delays.get(&path).copied();
+                let fixed = state.statuses.get(&path).copied();
+                let (status, content) = match state.failures.get_mut(&path) {
                     Some(left) if *left > 0 => {
                         *left -= 1;
                         (
-                            "500 Internal Server Error",
+                            "500 Internal Server Error".to_owned(),
                             "{\"error\": \"failing on purpose\"}".to_owned(),
                         )
                     }
-                    _ => (
-                        "200 OK",
-                        format!("{{\"ok\": true, \"path\": \"{path}\", \"calls\": {calls}}}"),
-                    ),
-                }
+                    _ => match fixed {
+                        Some(code) => (
+                            format!("{code} Status"),
+                            "{\"error\": \"answering as told\"}".to_owned(),
+                        ),
+                        None => (
+                            "200 OK".to_owned(),
+                            format!("{{\"ok\": true, \"path\": \"{path}\", \"calls\": {calls}}}"),
+                        ),
+                    },
+                };
+                (status, content, delay)
             };
             self.arrived.notify_waiters();
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
             let response = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{content}",
                 content.len()

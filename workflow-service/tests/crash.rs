@@ -1,0 +1,446 @@
+//! Crash recovery and replicas, with the real `workflow-service` binary.
+//!
+//! The registry and policy services run in-process; the workflow service
+//! is a child process that is killed with SIGKILL at random moments and
+//! started again on the same database. Steps are remote capabilities served
+//! by a loopback ledger that records every call with its idempotency key,
+//! so the checks see exactly which effects happened, how often and when.
+//!
+//! `AIRT_CRASH_CYCLES` sets the number of kill/restart cycles (default 20;
+//! the README's long run uses 100).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use airt_kit::auth::AuthSettings;
+use airt_kit::config::ServiceConfig;
+use airt_kit::testing::http::{Recorded, Recorder};
+use airt_kit::testing::{ServiceProcess, TestDb, TestServer, as_principal};
+use airt_proto::audit::v1 as audit;
+use airt_proto::audit::v1::audit_service_client::AuditServiceClient;
+use airt_proto::policy::v1 as policy;
+use airt_proto::policy::v1::policy_service_client::PolicyServiceClient;
+use airt_proto::registry::v1 as registry;
+use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
+use airt_proto::workflow::v1 as pb;
+use airt_proto::workflow::v1::approval_service_client::ApprovalServiceClient;
+use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
+use tonic::transport::Channel;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_workflow-service");
+/// Every ledger call takes this long: kills land in the middle of steps.
+const STEP_TIME: Duration = Duration::from_millis(200);
+
+const POLICY: &str = "default: DENY\nescalate_high_risk: false\nrules:\n  - {id: allow-ledger, when: {capability: \"ledger.*\"}, decision: ALLOW}\n";
+
+/// A tiny deterministic generator (SplitMix64) for kill moments.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn between(&mut self, low_ms: u64, high_ms: u64) -> Duration {
+        Duration::from_millis(low_ms + self.next() % (high_ms - low_ms))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    /// Three steps: COMPLETED.
+    Chain,
+    /// Two steps, then a step that fails: both compensated, ROLLED_BACK.
+    Failing,
+    /// A step, a human approval, a step: PAUSED, then COMPLETED once approved.
+    Approval,
+}
+
+impl Kind {
+    fn of(i: usize) -> Self {
+        [Self::Chain, Self::Failing, Self::Approval][i % 3]
+    }
+
+    fn spec(self) -> &'static str {
+        match self {
+            Self::Chain => {
+                "name: ledger_chain\nsteps:\n\
+                 \x20 - {name: w1, capability: ledger.write, inputs: {entry: a}, compensation: {capability: ledger.erase, inputs: {entry: a}}}\n\
+                 \x20 - {name: w2, capability: ledger.write, depends_on: [w1], inputs: {entry: b}, compensation: {capability: ledger.erase, inputs: {entry: b}}}\n\
+                 \x20 - {name: w3, capability: ledger.write, depends_on: [w2], inputs: {entry: c}, compensation: {capability: ledger.erase, inputs: {entry: c}}}\n"
+            }
+            Self::Failing => {
+                "name: ledger_failing\nsteps:\n\
+                 \x20 - {name: w1, capability: ledger.write, inputs: {entry: a}, compensation: {capability: ledger.erase, inputs: {entry: a}}}\n\
+                 \x20 - {name: w2, capability: ledger.write, depends_on: [w1], inputs: {entry: b}, compensation: {capability: ledger.erase, inputs: {entry: b}}}\n\
+                 \x20 - {name: boom, capability: ledger.fail, depends_on: [w2], inputs: {entry: x}}\n"
+            }
+            Self::Approval => {
+                "name: ledger_approval\nsteps:\n\
+                 \x20 - {name: w1, capability: ledger.write, inputs: {entry: a}, compensation: {capability: ledger.erase, inputs: {entry: a}}}\n\
+                 \x20 - {name: review, type: HUMAN_APPROVAL, depends_on: [w1], approval: {message: go?}}\n\
+                 \x20 - {name: w2, capability: ledger.write, depends_on: [review], inputs: {entry: b}, compensation: {capability: ledger.erase, inputs: {entry: b}}}\n"
+            }
+        }
+    }
+}
+
+fn dev_config(identity: &airt_kit::config::ServiceIdentity, db: &TestDb) -> ServiceConfig {
+    ServiceConfig {
+        database_url: db.url().to_owned(),
+        auth: AuthSettings::Development,
+        ..ServiceConfig::local(identity)
+    }
+}
+
+/// The registry and policy services, the ledger capabilities and the policy.
+struct World {
+    registry: TestServer,
+    policy: TestServer,
+    ledger: Recorder,
+    workspace: tempfile::TempDir,
+    _dbs: Vec<TestDb>,
+}
+
+impl World {
+    async fn start() -> Self {
+        let (registry_db, policy_db) = (TestDb::sqlite(), TestDb::sqlite());
+        let config = dev_config(&registry_service::IDENTITY, &registry_db);
+        let registry =
+            TestServer::start(move |l, s| registry_service::serve_on(config, l, s)).await;
+        let config = dev_config(&policy_service::IDENTITY, &policy_db);
+        let policy = TestServer::start(move |l, s| policy_service::serve_on(config, l, s)).await;
+        let ledger = Recorder::start().await;
+        for path in ["/write", "/erase", "/fail"] {
+            ledger.delay(path, STEP_TIME);
+        }
+        ledger.always_answer("/fail", 400);
+        let mut registrar = RegistryServiceClient::new(registry.channel().await);
+        let undo_by_erase = "{supported: true, strategy: AUTOMATIC, capability_id: ledger.erase}";
+        let no_undo = "{supported: false, strategy: NONE}";
+        for (id, path, compensation) in [
+            ("ledger.write", "/write", undo_by_erase),
+            ("ledger.erase", "/erase", no_undo),
+            ("ledger.fail", "/fail", no_undo),
+        ] {
+            let spec = format!(
+                "id: {id}\nname: {id}\noperation_type: WRITE\nrisk: {{level: LOW}}\nside_effects: {{reversible: true, scope: NETWORK}}\n\
+                 compensation: {compensation}\n\
+                 parameters: [{{name: entry, type: string, required: true}}]\nmetadata: {{version: 1.0.0}}\nhandler: \"http:{}\"\n",
+                ledger.url(path)
+            );
+            registrar
+                .register_capability(as_principal(
+                    registry::RegisterCapabilityRequest {
+                        source: Some(registry::register_capability_request::Source::SpecText(
+                            spec,
+                        )),
+                        ..Default::default()
+                    },
+                    "user:root",
+                    &["admin"],
+                ))
+                .await
+                .expect("register");
+        }
+        PolicyServiceClient::new(policy.channel().await)
+            .put_policy_set(as_principal(
+                policy::PutPolicySetRequest {
+                    source_yaml: POLICY.into(),
+                    activate: true,
+                    ..Default::default()
+                },
+                "user:root",
+                &["admin"],
+            ))
+            .await
+            .expect("policy");
+        Self {
+            registry,
+            policy,
+            ledger,
+            workspace: tempfile::tempdir().expect("workspace"),
+            _dbs: vec![registry_db, policy_db],
+        }
+    }
+
+    /// The workflow-service binary on `db` as `instance`.
+    fn spawn(&self, db: &TestDb, instance: &str) -> ServiceProcess {
+        let (registry, policy) = (self.registry.url(), self.policy.url());
+        let workspace = self.workspace.path().to_string_lossy().into_owned();
+        ServiceProcess::spawn(
+            BINARY,
+            db.url(),
+            &[
+                "--auth-dev-mode",
+                "--registry-addr",
+                &registry,
+                "--policy-addr",
+                &policy,
+                "--workspace",
+                &workspace,
+                "--net-allow",
+                "127.0.0.1",
+                "--instance-id",
+                instance,
+                "--lease-ttl",
+                "2s",
+                "--log",
+                "warn,airt_kit=info,workflow_service=info",
+            ],
+        )
+    }
+}
+
+async fn submit(channel: Channel, kind: Kind) -> String {
+    WorkflowServiceClient::new(channel)
+        .submit_workflow(as_principal(
+            pb::SubmitWorkflowRequest {
+                source: Some(pb::submit_workflow_request::Source::SpecText(
+                    kind.spec().into(),
+                )),
+                request_id: String::new(),
+            },
+            "user:alice",
+            &[],
+        ))
+        .await
+        .expect("submit")
+        .into_inner()
+        .workflow
+        .expect("workflow")
+        .workflow_id
+}
+
+async fn get(channel: Channel, id: &str) -> pb::Workflow {
+    WorkflowServiceClient::new(channel)
+        .get_workflow(as_principal(
+            pb::GetWorkflowRequest {
+                workflow_id: id.into(),
+            },
+            "user:root",
+            &["admin"],
+        ))
+        .await
+        .expect("get")
+        .into_inner()
+        .workflow
+        .expect("workflow")
+}
+
+fn status(workflow: &pb::Workflow) -> pb::WorkflowStatus {
+    pb::WorkflowStatus::try_from(workflow.status).expect("status")
+}
+
+/// Waits until every workflow is in the status `expected` gives it.
+async fn settle(
+    channel: Channel,
+    ids: &[(String, Kind)],
+    expected: impl Fn(Kind) -> pb::WorkflowStatus,
+    within: Duration,
+) -> Vec<pb::Workflow> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut all = Vec::new();
+        let mut waiting = Vec::new();
+        for (id, kind) in ids {
+            let workflow = get(channel.clone(), id).await;
+            if status(&workflow) != expected(*kind) {
+                waiting.push(format!("{id} {:?} is {:?}", kind, status(&workflow)));
+            }
+            all.push(workflow);
+        }
+        if waiting.is_empty() {
+            return all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not settled within {within:?}: {waiting:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn key(call: &Recorded) -> String {
+    call.headers
+        .get("idempotency-key")
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Calls to `path` by idempotency key, in arrival order. A key called more
+/// than once must have a restart between each two calls (`starts`: when
+/// each process was started): only a step in flight at a kill may run
+/// again, and only in a later process. (Restarts, not kills, bound the
+/// check: a request sent just before a kill may be read just after it.)
+/// Returns how many repeated calls there were.
+fn effects(
+    ledger: &Recorder,
+    path: &str,
+    starts: &[Instant],
+) -> (HashMap<String, Vec<Instant>>, usize) {
+    let mut by_key: HashMap<String, Vec<Instant>> = HashMap::new();
+    for call in ledger.requests(path) {
+        by_key.entry(key(&call)).or_default().push(call.at);
+    }
+    let mut repeats = 0;
+    for (key, calls) in &by_key {
+        for pair in calls.windows(2) {
+            repeats += 1;
+            assert!(
+                starts.iter().any(|s| pair[0] <= *s && *s <= pair[1]),
+                "{path} {key} ran twice in one process"
+            );
+        }
+    }
+    (by_key, repeats)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_survive_kill_9_at_random_moments() {
+    let cycles: usize = std::env::var("AIRT_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let world = World::start().await;
+    let db = TestDb::sqlite();
+    let mut rng = Rng(0x00a1_2b3c);
+    let mut ids: Vec<(String, Kind)> = Vec::new();
+    let mut starts = Vec::new();
+    // New workflows in every cycle but the last two, so each kill finds
+    // work in every phase: deciding, executing, compensating, paused.
+    const PER_CYCLE: usize = 4;
+    let submitting_cycles = cycles.saturating_sub(2).max(1);
+
+    for cycle in 0..cycles {
+        starts.push(Instant::now());
+        let service = world.spawn(&db, "crash-test");
+        if cycle < submitting_cycles {
+            let channel = service.channel().await;
+            for i in 0..PER_CYCLE {
+                let kind = Kind::of(ids.len() + i);
+                ids.push((submit(channel.clone(), kind).await, kind));
+            }
+        }
+        tokio::time::sleep(rng.between(100, 900)).await;
+        service.kill();
+    }
+
+    // The last start: everything reaches its resting state.
+    starts.push(Instant::now());
+    let service = world.spawn(&db, "crash-test");
+    let channel = service.channel().await;
+    let paused = |kind| match kind {
+        Kind::Chain => pb::WorkflowStatus::Completed,
+        Kind::Failing => pb::WorkflowStatus::RolledBack,
+        Kind::Approval => pb::WorkflowStatus::Paused,
+    };
+    settle(channel.clone(), &ids, paused, Duration::from_secs(60)).await;
+    let approved_at = Instant::now();
+    let mut approvals = ApprovalServiceClient::new(channel.clone());
+    let pending = approvals
+        .list_approvals(as_principal(
+            pb::ListApprovalsRequest {
+                status: pb::ApprovalStatus::Pending as i32,
+                page_size: 500,
+                ..Default::default()
+            },
+            "user:bob",
+            &["approver"],
+        ))
+        .await
+        .expect("inbox")
+        .into_inner()
+        .approvals;
+    let approval_kinds = ids.iter().filter(|(_, k)| *k == Kind::Approval).count();
+    assert_eq!(
+        pending.len(),
+        approval_kinds,
+        "one approval per paused workflow"
+    );
+    for approval in pending {
+        approvals
+            .approve_step(as_principal(
+                pb::ApproveStepRequest {
+                    approval_id: approval.approval_id,
+                    ..Default::default()
+                },
+                "user:bob",
+                &["approver"],
+            ))
+            .await
+            .expect("approve");
+    }
+    let finished = |kind| match kind {
+        Kind::Failing => pb::WorkflowStatus::RolledBack,
+        _ => pb::WorkflowStatus::Completed,
+    };
+    let workflows = settle(channel.clone(), &ids, finished, Duration::from_secs(60)).await;
+
+    // Effects: each step's effect exactly once, except a step in flight at a
+    // kill, which ran again with the same idempotency key.
+    let (writes, repeated_writes) = effects(&world.ledger, "/write", &starts);
+    let (erases, repeated_erases) = effects(&world.ledger, "/erase", &starts);
+    for ((id, kind), workflow) in ids.iter().zip(&workflows) {
+        let written: &[&str] = match kind {
+            Kind::Chain => &["w1", "w2", "w3"],
+            Kind::Failing | Kind::Approval => &["w1", "w2"],
+        };
+        for step in written {
+            assert!(
+                writes.contains_key(&format!("{id}/{step}")),
+                "{id}/{step} never ran"
+            );
+        }
+        let undone: Vec<&str> = match kind {
+            Kind::Failing => vec!["w2", "w1"],
+            _ => vec![],
+        };
+        let erased: Vec<&String> = erases
+            .keys()
+            .filter(|k| k.starts_with(id.as_str()))
+            .collect();
+        assert_eq!(
+            erased.len(),
+            undone.len(),
+            "{id} {kind:?}: erased {erased:?}"
+        );
+        if *kind == Kind::Failing {
+            // Reverse completion order; each compensation DONE exactly once.
+            let first = |step: &str| erases[&format!("{id}/{step}")][0];
+            assert!(first("w2") < first("w1"), "{id}: w2 is undone before w1");
+            let records: Vec<(&str, i32, i32)> = workflow
+                .compensations
+                .iter()
+                .map(|c| (c.step_name.as_str(), c.order, c.status))
+                .collect();
+            let done = pb::CompensationStatus::Done as i32;
+            assert_eq!(records, [("w2", 1, done), ("w1", 2, done)], "{id}");
+            assert_eq!(workflow.failed_step, "boom", "{id}");
+        }
+        if *kind == Kind::Approval {
+            let after = writes[&format!("{id}/w2")][0];
+            assert!(after > approved_at, "{id}: w2 ran before its approval");
+        }
+    }
+    eprintln!(
+        "{cycles} kill -9 cycles, {} workflows: {repeated_writes} step and {repeated_erases} compensation re-executions, all across a crash",
+        ids.len()
+    );
+
+    let report = AuditServiceClient::new(channel)
+        .verify_audit_chain(as_principal(
+            audit::VerifyAuditChainRequest {},
+            "user:root",
+            &["auditor"],
+        ))
+        .await
+        .expect("verify")
+        .into_inner();
+    assert!(report.intact, "{report:?}");
+    service.kill();
+}

@@ -120,3 +120,86 @@ where
         }
     }
 }
+
+/// Subcommands every service binary has besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Asks the server on this configuration's `--listen` port (over
+    /// loopback) for `grpc.health.v1.Health/Check`; exits 0 when it answers
+    /// SERVING, 1 otherwise. For container and orchestrator health checks.
+    Healthcheck {
+        /// Ask this address instead, e.g. `http://10.0.0.5:50051`.
+        #[arg(long)]
+        addr: Option<String>,
+    },
+}
+
+/// Runs a [`Command`] for the service `identity`.
+pub fn run_command(
+    identity: &'static ServiceIdentity,
+    args: &ServerArgs,
+    command: Command,
+) -> ExitCode {
+    match command {
+        Command::Healthcheck { addr } => healthcheck(identity, args, addr),
+    }
+}
+
+fn healthcheck(
+    identity: &'static ServiceIdentity,
+    args: &ServerArgs,
+    addr: Option<String>,
+) -> ExitCode {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let target = match addr {
+        Some(addr) => addr,
+        None => match ServiceConfig::from_args(identity, args) {
+            Ok(config) => {
+                let mut listen = config.listen;
+                if listen.ip().is_unspecified() {
+                    listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                format!("http://{listen}")
+            }
+            Err(error) => {
+                eprintln!("{}: {error:#}", identity.name);
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{}: {error}", identity.name);
+            return ExitCode::FAILURE;
+        }
+    };
+    let answer = runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(target.clone())?
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .timeout(std::time::Duration::from_secs(3))
+            .connect()
+            .await?;
+        let response = tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await?;
+        anyhow::Ok(response.into_inner().status())
+    });
+    match answer {
+        Ok(ServingStatus::Serving) => {
+            println!("{} at {target}: SERVING", identity.name);
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            println!("{} at {target}: {}", identity.name, status.as_str_name());
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            println!("{} at {target}: unreachable: {error:#}", identity.name);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -8,10 +8,16 @@ use clap::Parser;
 struct Cli {
     #[command(flatten)]
     server: airt_kit::config::ServerArgs,
+
+    #[command(subcommand)]
+    command: Option<airt_kit::bootstrap::Command>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(command) = cli.command {
+        return airt_kit::bootstrap::run_command(&policy_service::IDENTITY, &cli.server, command);
+    }
     airt_kit::bootstrap::run_main(
         &policy_service::IDENTITY,
         cli.server,

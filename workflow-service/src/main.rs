@@ -10,12 +10,18 @@ struct Cli {
     #[command(flatten)]
     server: airt_kit::config::ServerArgs,
 
+    #[command(subcommand)]
+    command: Option<airt_kit::bootstrap::Command>,
+
     #[command(flatten)]
     workflow: workflow_service::WorkflowArgs,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(command) = cli.command {
+        return airt_kit::bootstrap::run_command(&workflow_service::IDENTITY, &cli.server, command);
+    }
     let workflow = cli.workflow;
     airt_kit::bootstrap::run_main(
         &workflow_service::IDENTITY,

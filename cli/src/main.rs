@@ -11,6 +11,7 @@ mod demo;
 mod health;
 mod policy;
 mod registry;
+mod token;
 mod up;
 mod workflow;
 
@@ -45,6 +46,9 @@ enum Command {
     /// The approver's inbox: list, show, approve and reject approvals.
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
+    /// Mint an HS256 bearer token for a principal (operators; needs the
+    /// services' JWT secret).
+    Token(token::TokenArgs),
     /// Read, verify and export a service's audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
             Command::Workflow(command) => workflow::command(&cli.connection, command).await,
             Command::Approvals(command) => approvals::run(&cli.connection, command).await,
             Command::Audit(command) => audit::run(&cli.connection, command).await,
+            Command::Token(args) => token::run(&args),
         }
     });
     match result {

@@ -180,6 +180,11 @@ impl Stack {
         }
     }
 
+    /// The workflow service's database (for benchmarks that read it).
+    pub fn workflow_db_url(&self) -> &str {
+        self.workflow_db.url()
+    }
+
     pub fn root(&self) -> &Path {
         self.workspace.path()
     }

@@ -1,0 +1,195 @@
+//! Workflow step overhead and throughput, on SQLite and PostgreSQL.
+//!
+//! Run: `cd bench && cargo run --release --bin workflow-throughput`
+//! (PostgreSQL too when `AIRT_TEST_POSTGRES_URL` is set; `-- 200` for
+//! fewer workflows).
+//!
+//! The three services run in-process (release build, development auth);
+//! the registry and the policy service on their own SQLite files, the
+//! workflow service on SQLite or on a fresh PostgreSQL database. Each
+//! workflow is a chain of K steps of `sys.info.get_time` (a built-in whose
+//! handler takes microseconds), so a step's time is the runtime's own
+//! overhead: input resolution, registry lookup (cached), input validation,
+//! the policy decision over gRPC (logged by the policy service), and three
+//! committed transitions each with its event and hash-chained audit entry.
+//!
+//! - overhead: 1,000 steps run one workflow at a time; one sample is the
+//!   time between a step's SUCCEEDED event and the previous one's (or the
+//!   workflow's RUNNING event), read from the workflow's event log.
+//! - throughput: N workflows (default 1,000) submitted by 16 concurrent
+//!   clients; steps/s = N × K / (last completion − first submission).
+
+use std::time::{Duration, Instant};
+
+use airt_kit::testing::{TestDb, as_principal};
+use airt_proto::workflow::v1 as pb;
+use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
+use airt_system_tests::Stack;
+use tonic::transport::Channel;
+
+const POLICY: &str = "default: DENY\nrules:\n  - {id: allow-all, when: {risk_level: [LOW, MEDIUM]}, decision: ALLOW}\n";
+const SUBMITTERS: usize = 16;
+
+fn spec(k: usize) -> String {
+    let mut text = String::from("name: bench\noptions: {preflight: false}\nsteps:\n");
+    for i in 0..k {
+        let depends = if i == 0 {
+            String::new()
+        } else {
+            format!(", depends_on: [s{}]", i - 1)
+        };
+        text.push_str(&format!(
+            "  - {{name: s{i}, capability: sys.info.get_time{depends}}}\n"
+        ));
+    }
+    text
+}
+
+async fn submit(channel: Channel, text: &str) -> anyhow::Result<String> {
+    Ok(WorkflowServiceClient::new(channel)
+        .submit_workflow(as_principal(
+            pb::SubmitWorkflowRequest {
+                source: Some(pb::submit_workflow_request::Source::SpecText(text.into())),
+                request_id: String::new(),
+            },
+            "user:bench",
+            &[],
+        ))
+        .await?
+        .into_inner()
+        .workflow
+        .map(|w| w.workflow_id)
+        .unwrap_or_default())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Reads the workflow database directly (status counts and event times).
+struct Probe(airt_kit::db::Database);
+
+impl Probe {
+    async fn count(&self, status: &str) -> anyhow::Result<i64> {
+        Ok(airt_kit::with_pool!(&self.0, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM workflows WHERE status = $1").bind(status).fetch_one(pool).await?
+        }))
+    }
+
+    async fn status(&self, id: &str) -> anyhow::Result<String> {
+        Ok(airt_kit::with_pool!(&self.0, pool => {
+            sqlx::query_scalar("SELECT status FROM workflows WHERE workflow_id = $1").bind(id).fetch_one(pool).await?
+        }))
+    }
+
+    /// Per-step times of one finished workflow.
+    async fn step_times(&self, id: &str) -> anyhow::Result<Vec<Duration>> {
+        let events: Vec<(String, String, i64)> = airt_kit::with_pool!(&self.0, pool => {
+            sqlx::query_as("SELECT kind, detail, occurred_at_us FROM workflow_events WHERE workflow_id = $1 ORDER BY seq")
+                .bind(id)
+                .fetch_all(pool)
+                .await?
+        });
+        let mut last = None;
+        let mut times = Vec::new();
+        for (kind, detail, at) in events {
+            if kind == "workflow.status" && detail.contains("\"RUNNING\"") {
+                last = Some(at);
+            } else if kind == "step.succeeded"
+                && let Some(previous) = last
+            {
+                times.push(Duration::from_micros(u64::try_from(at - previous)?));
+                last = Some(at);
+            }
+        }
+        Ok(times)
+    }
+}
+
+async fn measure(label: &str, db: TestDb, k: usize, n: usize) -> anyhow::Result<()> {
+    let stack = Stack::start(db, POLICY).await;
+    let probe = Probe(airt_kit::db::Database::connect(stack.workflow_db_url(), None).await?);
+    let channel = stack.workflow.channel().await;
+    let text = spec(k);
+
+    // Overhead: one workflow at a time.
+    let sequential = (1000 / k).max(1);
+    let mut samples = Vec::with_capacity(1000);
+    for _ in 0..sequential {
+        let id = submit(channel.clone(), &text).await?;
+        loop {
+            match probe.status(&id).await?.as_str() {
+                "COMPLETED" => break,
+                "PENDING" | "RUNNING" => tokio::time::sleep(Duration::from_micros(500)).await,
+                other => anyhow::bail!("workflow {id} ended {other}"),
+            }
+        }
+        samples.extend(probe.step_times(&id).await?);
+    }
+    samples.sort_unstable();
+    let done_before = probe.count("COMPLETED").await?;
+
+    // Throughput: n workflows from 16 clients at once.
+    let started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for c in 0..SUBMITTERS {
+        let (channel, text) = (channel.clone(), text.clone());
+        let share = n / SUBMITTERS + usize::from(c < n % SUBMITTERS);
+        clients.spawn(async move {
+            for _ in 0..share {
+                submit(channel.clone(), &text).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(joined) = clients.join_next().await {
+        joined??;
+    }
+    let submitted = started.elapsed();
+    let target = done_before + i64::try_from(n)?;
+    loop {
+        let done = probe.count("COMPLETED").await?;
+        if done >= target {
+            break;
+        }
+        anyhow::ensure!(probe.count("FAILED").await? == 0, "a workflow failed");
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "not done in 10 min");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = started.elapsed();
+    let steps_per_s = (n * k) as f64 / elapsed.as_secs_f64();
+    println!(
+        "| {label} | {k} | {} | {} | {} | {:.0} | {:.1} s ({:.1} s to submit) |",
+        samples.len(),
+        ms(percentile(&samples, 0.50)),
+        ms(percentile(&samples, 0.99)),
+        steps_per_s,
+        elapsed.as_secs_f64(),
+        submitted.as_secs_f64()
+    );
+    stack.stop().await;
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(1000);
+    println!("| workflow db | K | overhead samples | p50 per step | p99 per step | steps/s ({n} workflows) | wall |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for k in [1, 10] {
+        measure("SQLite", TestDb::sqlite(), k, n).await?;
+        match TestDb::postgres().await {
+            Some(db) => measure("PostgreSQL", db, k, n).await?,
+            None => eprintln!("PostgreSQL skipped: set AIRT_TEST_POSTGRES_URL"),
+        }
+    }
+    Ok(())
+}

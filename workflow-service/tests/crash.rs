@@ -58,11 +58,18 @@ enum Kind {
     Failing,
     /// A step, a human approval, a step: PAUSED, then COMPLETED once approved.
     Approval,
+    /// A step the policy escalates to an approval (the capability requires
+    /// one), then a step: COMPLETED once approved.
+    Guarded,
 }
 
 impl Kind {
     fn of(i: usize) -> Self {
-        [Self::Chain, Self::Failing, Self::Approval][i % 3]
+        [Self::Chain, Self::Failing, Self::Approval, Self::Guarded][i % 4]
+    }
+
+    fn needs_approval(self) -> bool {
+        matches!(self, Self::Approval | Self::Guarded)
     }
 
     fn spec(self) -> &'static str {
@@ -84,6 +91,11 @@ impl Kind {
                  \x20 - {name: w1, capability: ledger.write, inputs: {entry: a}, compensation: {capability: ledger.erase, inputs: {entry: a}}}\n\
                  \x20 - {name: review, type: HUMAN_APPROVAL, depends_on: [w1], approval: {message: go?}}\n\
                  \x20 - {name: w2, capability: ledger.write, depends_on: [review], inputs: {entry: b}, compensation: {capability: ledger.erase, inputs: {entry: b}}}\n"
+            }
+            Self::Guarded => {
+                "name: ledger_guarded\nsteps:\n\
+                 \x20 - {name: w1, capability: ledger.guarded, inputs: {entry: a}, compensation: {capability: ledger.erase, inputs: {entry: a}}}\n\
+                 \x20 - {name: w2, capability: ledger.write, depends_on: [w1], inputs: {entry: b}, compensation: {capability: ledger.erase, inputs: {entry: b}}}\n"
             }
         }
     }
@@ -122,13 +134,14 @@ impl World {
         let mut registrar = RegistryServiceClient::new(registry.channel().await);
         let undo_by_erase = "{supported: true, strategy: AUTOMATIC, capability_id: ledger.erase}";
         let no_undo = "{supported: false, strategy: NONE}";
-        for (id, path, compensation) in [
-            ("ledger.write", "/write", undo_by_erase),
-            ("ledger.erase", "/erase", no_undo),
-            ("ledger.fail", "/fail", no_undo),
+        for (id, path, compensation, requires_approval) in [
+            ("ledger.write", "/write", undo_by_erase, false),
+            ("ledger.guarded", "/write", undo_by_erase, true),
+            ("ledger.erase", "/erase", no_undo, false),
+            ("ledger.fail", "/fail", no_undo, false),
         ] {
             let spec = format!(
-                "id: {id}\nname: {id}\noperation_type: WRITE\nrisk: {{level: LOW}}\nside_effects: {{reversible: true, scope: NETWORK}}\n\
+                "id: {id}\nname: {id}\noperation_type: WRITE\nrisk: {{level: LOW, requires_approval: {requires_approval}}}\nside_effects: {{reversible: true, scope: NETWORK}}\n\
                  compensation: {compensation}\n\
                  parameters: [{{name: entry, type: string, required: true}}]\nmetadata: {{version: 1.0.0}}\nhandler: \"http:{}\"\n",
                 ledger.url(path)
@@ -265,6 +278,42 @@ async fn settle(
     }
 }
 
+/// Approves every PENDING approval (as `user:bob`); remembers when each
+/// workflow's approval was first given.
+async fn approve_pending(channel: Channel, approved_at: &mut HashMap<String, Instant>) {
+    let mut approvals = ApprovalServiceClient::new(channel);
+    let pending = approvals
+        .list_approvals(as_principal(
+            pb::ListApprovalsRequest {
+                status: pb::ApprovalStatus::Pending as i32,
+                page_size: 500,
+                ..Default::default()
+            },
+            "user:bob",
+            &["approver"],
+        ))
+        .await
+        .expect("inbox")
+        .into_inner()
+        .approvals;
+    for approval in pending {
+        approved_at
+            .entry(approval.workflow_id.clone())
+            .or_insert_with(Instant::now);
+        approvals
+            .approve_step(as_principal(
+                pb::ApproveStepRequest {
+                    approval_id: approval.approval_id,
+                    ..Default::default()
+                },
+                "user:bob",
+                &["approver"],
+            ))
+            .await
+            .expect("approve");
+    }
+}
+
 fn key(call: &Recorded) -> String {
     call.headers
         .get("idempotency-key")
@@ -316,70 +365,53 @@ async fn workflows_survive_kill_9_at_random_moments() {
     const PER_CYCLE: usize = 4;
     let submitting_cycles = cycles.saturating_sub(2).max(1);
 
+    let mut approved_at: HashMap<String, Instant> = HashMap::new();
     for cycle in 0..cycles {
         starts.push(Instant::now());
         let service = world.spawn(&db, "crash-test");
+        let channel = service.channel().await;
         if cycle < submitting_cycles {
-            let channel = service.channel().await;
-            for i in 0..PER_CYCLE {
-                let kind = Kind::of(ids.len() + i);
+            for _ in 0..PER_CYCLE {
+                let kind = Kind::of(ids.len());
                 ids.push((submit(channel.clone(), kind).await, kind));
             }
         }
-        tokio::time::sleep(rng.between(100, 900)).await;
+        // Approvals are given while kills go on: approved steps are
+        // interrupted too.
+        tokio::time::sleep(rng.between(50, 400)).await;
+        approve_pending(channel, &mut approved_at).await;
+        tokio::time::sleep(rng.between(50, 900)).await;
         service.kill();
     }
 
-    // The last start: everything reaches its resting state.
+    // The last start: everything reaches its end, approvals given as they come.
     starts.push(Instant::now());
     let service = world.spawn(&db, "crash-test");
     let channel = service.channel().await;
-    let paused = |kind| match kind {
-        Kind::Chain => pb::WorkflowStatus::Completed,
-        Kind::Failing => pb::WorkflowStatus::RolledBack,
-        Kind::Approval => pb::WorkflowStatus::Paused,
-    };
-    settle(channel.clone(), &ids, paused, Duration::from_secs(60)).await;
-    let approved_at = Instant::now();
-    let mut approvals = ApprovalServiceClient::new(channel.clone());
-    let pending = approvals
-        .list_approvals(as_principal(
-            pb::ListApprovalsRequest {
-                status: pb::ApprovalStatus::Pending as i32,
-                page_size: 500,
-                ..Default::default()
-            },
-            "user:bob",
-            &["approver"],
-        ))
-        .await
-        .expect("inbox")
-        .into_inner()
-        .approvals;
-    let approval_kinds = ids.iter().filter(|(_, k)| *k == Kind::Approval).count();
-    assert_eq!(
-        pending.len(),
-        approval_kinds,
-        "one approval per paused workflow"
-    );
-    for approval in pending {
-        approvals
-            .approve_step(as_principal(
-                pb::ApproveStepRequest {
-                    approval_id: approval.approval_id,
-                    ..Default::default()
-                },
-                "user:bob",
-                &["approver"],
-            ))
-            .await
-            .expect("approve");
-    }
     let finished = |kind| match kind {
         Kind::Failing => pb::WorkflowStatus::RolledBack,
         _ => pb::WorkflowStatus::Completed,
     };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        approve_pending(channel.clone(), &mut approved_at).await;
+        let mut open = 0;
+        for (id, kind) in &ids {
+            if status(&get(channel.clone(), id).await) != finished(*kind) {
+                open += 1;
+            }
+        }
+        if open == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{open} workflows did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let workflows = settle(channel.clone(), &ids, finished, Duration::from_secs(60)).await;
+
+    for kind in [Kind::Chain, Kind::Failing, Kind::Approval, Kind::Guarded] {
+        assert!(ids.iter().any(|(_, k)| *k == kind), "no {kind:?} workflow");
+    }
 
     // Effects: each step's effect exactly once, except a step in flight at a
     // kill, which ran again with the same idempotency key.
@@ -388,7 +420,7 @@ async fn workflows_survive_kill_9_at_random_moments() {
     for ((id, kind), workflow) in ids.iter().zip(&workflows) {
         let written: &[&str] = match kind {
             Kind::Chain => &["w1", "w2", "w3"],
-            Kind::Failing | Kind::Approval => &["w1", "w2"],
+            Kind::Failing | Kind::Approval | Kind::Guarded => &["w1", "w2"],
         };
         for step in written {
             assert!(
@@ -422,9 +454,34 @@ async fn workflows_survive_kill_9_at_random_moments() {
             assert_eq!(records, [("w2", 1, done), ("w1", 2, done)], "{id}");
             assert_eq!(workflow.failed_step, "boom", "{id}");
         }
-        if *kind == Kind::Approval {
-            let after = writes[&format!("{id}/w2")][0];
-            assert!(after > approved_at, "{id}: w2 ran before its approval");
+        if kind.needs_approval() {
+            // Executed only after the approval, and a crash while executing
+            // the approved step never asked for another approval.
+            let guarded = if *kind == Kind::Approval { "w2" } else { "w1" };
+            let first = writes[&format!("{id}/{guarded}")][0];
+            assert!(
+                first > approved_at[id],
+                "{id}: {guarded} ran before its approval"
+            );
+            let all = ApprovalServiceClient::new(channel.clone())
+                .list_approvals(as_principal(
+                    pb::ListApprovalsRequest {
+                        workflow_id: id.clone(),
+                        ..Default::default()
+                    },
+                    "user:bob",
+                    &["approver"],
+                ))
+                .await
+                .expect("approvals")
+                .into_inner()
+                .approvals;
+            let statuses: Vec<i32> = all.iter().map(|a| a.status).collect();
+            assert_eq!(
+                statuses,
+                [pb::ApprovalStatus::Approved as i32],
+                "{id} {kind:?}"
+            );
         }
     }
     eprintln!(

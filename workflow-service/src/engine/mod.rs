@@ -706,6 +706,13 @@ impl Engine {
                 // Interrupted by a crash: run again from that attempt.
                 StepStatus::Running => {
                     let attempt = u32::try_from(step.attempt.max(1)).unwrap_or(1);
+                    // An approved step interrupted while executing keeps its
+                    // approval (its digest is checked again).
+                    if let Some(approval) = approvals.get(&step.approval_id)
+                        && approval.status()? == crate::domain::ApprovalStatus::Approved
+                    {
+                        progress.approved.insert(name.clone(), approval.clone());
+                    }
                     progress.interrupted.insert(name, attempt);
                 }
                 StepStatus::Failed

@@ -1,0 +1,140 @@
+//! Recovery: time from restarting a killed workflow service to its first
+//! resumed step, with 1,000 workflows in flight.
+//!
+//! Run: `cargo build --release -p workflow-service && cd bench &&
+//! cargo run --release --bin recovery-time [N]` (the release binary of
+//! the main workspace, or `AIRT_WORKFLOW_BIN`).
+//!
+//! The registry and the policy service run in-process; the workflow service
+//! is the real binary on SQLite (or on a fresh PostgreSQL database with
+//! `--postgres`, when `AIRT_TEST_POSTGRES_URL` is set). N one-step workflows
+//! call a remote capability that holds every request for a minute, so all N
+//! steps are in flight; then the service is killed with SIGKILL and started
+//! again (same instance id). Measured from the restart (spawn) to the first
+//! re-executed step reaching the capability, and to the last.
+
+use std::time::{Duration, Instant};
+
+use airt_kit::testing::http::Recorder;
+use airt_kit::testing::{ServiceProcess, TestDb, as_principal};
+use airt_proto::policy::v1 as policy;
+use airt_proto::policy::v1::policy_service_client::PolicyServiceClient;
+use airt_proto::registry::v1 as registry;
+use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
+use airt_proto::workflow::v1 as pb;
+use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(1000);
+    let binary = std::env::var("AIRT_WORKFLOW_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/workflow-service").into()
+    });
+    anyhow::ensure!(
+        std::path::Path::new(&binary).exists(),
+        "{binary} not found: cargo build --release -p workflow-service"
+    );
+    let db = if args.iter().any(|a| a == "--postgres") {
+        TestDb::postgres()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("set AIRT_TEST_POSTGRES_URL"))?
+    } else {
+        TestDb::sqlite()
+    };
+    let (registry_db, policy_db) = (TestDb::sqlite(), TestDb::sqlite());
+    let registry = airt_system_tests::start_registry(&registry_db).await;
+    let policy_server = airt_system_tests::start_policy(&policy_db).await;
+    let ledger = Recorder::start().await;
+    ledger.delay("/slow", Duration::from_secs(60));
+    let spec = format!(
+        "id: ledger.slow\nname: slow\noperation_type: WRITE\nrisk: {{level: LOW}}\nside_effects: {{reversible: true, scope: NETWORK}}\n\
+         compensation: {{supported: false, strategy: NONE}}\nparameters: [{{name: n, type: integer, required: true}}]\n\
+         metadata: {{version: 1.0.0}}\nhandler: \"http:{}\"\n",
+        ledger.url("/slow")
+    );
+    RegistryServiceClient::new(registry.channel().await)
+        .register_capability(as_principal(
+            registry::RegisterCapabilityRequest {
+                source: Some(registry::register_capability_request::Source::SpecText(spec)),
+                ..Default::default()
+            },
+            "user:root",
+            &["admin"],
+        ))
+        .await?;
+    PolicyServiceClient::new(policy_server.channel().await)
+        .put_policy_set(as_principal(
+            policy::PutPolicySetRequest {
+                source_yaml: "default: DENY\nrules:\n  - {id: allow-ledger, when: {capability: \"ledger.*\"}, decision: ALLOW}\n".into(),
+                activate: true,
+                ..Default::default()
+            },
+            "user:root",
+            &["admin"],
+        ))
+        .await?;
+    let workspace = tempfile::tempdir()?;
+    let (registry_url, policy_url) = (registry.url(), policy_server.url());
+    let workspace_path = workspace.path().to_string_lossy().into_owned();
+    let spawn = || {
+        ServiceProcess::spawn(
+            &binary,
+            db.url(),
+            &[
+                "--auth-dev-mode",
+                "--registry-addr",
+                &registry_url,
+                "--policy-addr",
+                &policy_url,
+                "--workspace",
+                &workspace_path,
+                "--net-allow",
+                "127.0.0.1",
+                "--instance-id",
+                "recovery-bench",
+                "--log",
+                "warn,airt_kit=info",
+            ],
+        )
+    };
+
+    let service = spawn();
+    let mut client = WorkflowServiceClient::new(service.channel().await);
+    for i in 0..n {
+        client
+            .submit_workflow(as_principal(
+                pb::SubmitWorkflowRequest {
+                    source: Some(pb::submit_workflow_request::Source::SpecText(format!(
+                        "name: slow\nsteps:\n  - {{name: s, capability: ledger.slow, inputs: {{n: {i}}}}}\n"
+                    ))),
+                    request_id: String::new(),
+                },
+                "user:bench",
+                &[],
+            ))
+            .await?;
+    }
+    ledger.wait_for("/slow", n, Duration::from_secs(120)).await;
+    println!("{n} workflows with a step in flight; kill -9");
+    service.kill();
+
+    let restarted = Instant::now();
+    let service = spawn();
+    let serving = restarted.elapsed();
+    let first = ledger.wait_for("/slow", n + 1, Duration::from_secs(120)).await;
+    let last = ledger.wait_for("/slow", 2 * n, Duration::from_secs(300)).await;
+    println!(
+        "restart -> process serving: {:.0} ms; -> first resumed step: {:.0} ms; -> all {n} resumed: {:.0} ms",
+        serving.as_secs_f64() * 1000.0,
+        first.at.duration_since(restarted).as_secs_f64() * 1000.0,
+        last.at.duration_since(restarted).as_secs_f64() * 1000.0
+    );
+    service.kill();
+    Ok(())
+}

@@ -1181,6 +1181,17 @@ impl Engine {
         inputs: Map<String, Value>,
         record: &policy::DecisionRecord,
     ) -> Result<(), WorkflowError> {
+        let decided = Self::decided(step, capability, inputs, record);
+        self.transition(&run.workflow_id, decided).await
+    }
+
+    /// The registry's answer and the decision for a step, as a transition.
+    fn decided(
+        step: &StepSpec,
+        capability: Option<&registry::CapabilitySpec>,
+        inputs: Map<String, Value>,
+        record: &policy::DecisionRecord,
+    ) -> Transition {
         let risk = capability
             .and_then(|c| c.risk.as_ref())
             .map_or("HIGH", |r| risk_name(r.level));
@@ -1188,14 +1199,13 @@ impl Engine {
             .and_then(|c| c.metadata.as_ref())
             .map(|m| m.version.clone())
             .unwrap_or_default();
-        let decided = Transition::StepDecided {
+        Transition::StepDecided {
             step: step.name.clone(),
             risk_level: risk.to_owned(),
             capability_version: version,
             resolved_inputs: Value::Object(inputs),
             decision: decision_json(record),
-        };
-        self.transition(&run.workflow_id, decided).await
+        }
     }
 
     async fn fail(
@@ -1319,8 +1329,13 @@ impl Engine {
                     .await;
             }
         };
-        self.record_decision(run, step, spec.as_ref(), inputs.clone(), &record)
-            .await?;
+        // The decision is committed with the first attempt it allows (one
+        // transaction), or on its own before anything else.
+        let mut decided = Some(Self::decided(step, spec.as_ref(), inputs.clone(), &record));
+        let allowed = record.decision == policy::Decision::Allow as i32 && spec.is_some();
+        if !allowed && let Some(decided) = decided.take() {
+            self.transition(&run.workflow_id, decided).await?;
+        }
         // 5. Obey. An approval binds to the exact action: a changed action
         // voids it and asks again.
         match policy::Decision::try_from(record.decision) {
@@ -1359,16 +1374,23 @@ impl Engine {
         // 6. Execute, retrying only what can succeed on retry.
         let mut backoff = step.retry.initial_backoff;
         for attempt in first_attempt.max(1)..=step.retry.max_attempts.max(first_attempt) {
-            self.transition(
-                &run.workflow_id,
-                Transition::Step {
-                    step: step.name.clone(),
-                    status: StepStatus::Running,
-                    attempt: Some(i64::from(attempt)),
-                    error: String::new(),
-                },
-            )
-            .await?;
+            let running = Transition::Step {
+                step: step.name.clone(),
+                status: StepStatus::Running,
+                attempt: Some(i64::from(attempt)),
+                error: String::new(),
+            };
+            let transitions: Vec<Transition> =
+                decided.take().into_iter().chain([running]).collect();
+            self.inner
+                .store
+                .apply_all(
+                    &run.workflow_id,
+                    ACTOR,
+                    &self.inner.config.instance_id,
+                    &transitions,
+                )
+                .await?;
             let ctx = ExecutionContext::new(
                 &run.workflow_id,
                 &step.name,

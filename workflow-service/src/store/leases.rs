@@ -80,10 +80,12 @@ impl WorkflowStore {
     }
 
     /// Gives up `owner`'s lease (the workflow paused or finished).
+    /// A single statement: usually a no-op, since pausing or finishing
+    /// already released it.
     pub async fn release(&self, workflow_id: &str, owner: &str) -> Result<(), WorkflowError> {
-        airt_kit::write_tx!(&self.db, tx => {
-            sqlx::query(RELEASE).bind(workflow_id).bind(owner).execute(&mut *tx).await?;
-        })?;
+        airt_kit::with_pool!(&self.db, pool => {
+            sqlx::query(RELEASE).bind(workflow_id).bind(owner).execute(pool).await?;
+        });
         Ok(())
     }
 

@@ -317,8 +317,12 @@ const NEXT_EVENT: &str = "UPDATE workflows SET event_seq = event_seq + 1, update
 const NEXT_EVENT_FENCED: &str = "UPDATE workflows SET event_seq = event_seq + 1, updated_at_us = $2 \
      WHERE workflow_id = $1 AND lease_owner = $3 RETURNING event_seq";
 const INSERT_EVENT: &str = "INSERT INTO workflow_events (workflow_id, seq, occurred_at_us, kind, step_name, detail) VALUES ($1, $2, $3, $4, $5, $6)";
+/// A paused or finished workflow gives up its lease in the same statement:
+/// nothing drives it until a decision (any instance may then claim it).
 const SET_WORKFLOW_STATUS: &str = "UPDATE workflows SET status = $2, failure_reason = $3, failed_step = $4, \
-     ended_at_us = CASE WHEN $5 THEN $6 ELSE ended_at_us END WHERE workflow_id = $1";
+     ended_at_us = CASE WHEN $5 THEN $6 ELSE ended_at_us END, \
+     lease_owner = CASE WHEN $7 THEN '' ELSE lease_owner END, \
+     lease_expires_at_us = CASE WHEN $7 THEN 0 ELSE lease_expires_at_us END WHERE workflow_id = $1";
 const SET_STEP_DECIDED: &str = "UPDATE workflow_steps SET risk_level = $3, capability_version = $4, resolved_inputs = $5, decision = $6 \
      WHERE workflow_id = $1 AND step_name = $2";
 const SET_STEP_STATUS: &str = "UPDATE workflow_steps SET status = $3, attempt = COALESCE($4, attempt), error = $5, \
@@ -531,9 +535,31 @@ impl WorkflowStore {
         lease_owner: &str,
         transition: &Transition,
     ) -> Result<i64, WorkflowError> {
+        self.apply_all(
+            workflow_id,
+            actor,
+            lease_owner,
+            std::slice::from_ref(transition),
+        )
+        .await
+    }
+
+    /// Several transitions in one transaction, in order, each with its
+    /// event and audit entry (for changes with no action between them, such
+    /// as a decision and the attempt it allows); fenced like
+    /// [`WorkflowStore::apply_fenced`]. Returns the last event's sequence.
+    pub async fn apply_all(
+        &self,
+        workflow_id: &str,
+        actor: &str,
+        lease_owner: &str,
+        transitions: &[Transition],
+    ) -> Result<i64, WorkflowError> {
         let now = airt_kit::clock::now_micros();
-        let detail = transition.detail();
         let seq = airt_kit::write_tx!(&self.db, tx => {
+          let mut last = 0;
+          for transition in transitions {
+            let detail = transition.detail();
             let seq: Option<i64> = if lease_owner.is_empty() {
                 sqlx::query_scalar(NEXT_EVENT).bind(workflow_id).bind(now).fetch_optional(&mut *tx).await?
             } else {
@@ -554,6 +580,7 @@ impl WorkflowStore {
                     .bind(failed_step)
                     .bind(status.is_terminal())
                     .bind(now)
+                    .bind(status.is_terminal() || *status == WorkflowStatus::Paused)
                     .execute(&mut *tx)
                     .await?,
                 Transition::StepDecided { step, risk_level, capability_version, resolved_inputs, decision } => sqlx::query(SET_STEP_DECIDED)
@@ -669,7 +696,9 @@ impl WorkflowStore {
             }
             tx.append_audit(&NewAuditEvent::new(actor, transition.kind(), "workflow", workflow_id).with_details(audit_detail))
                 .await?;
-            seq
+            last = seq;
+          }
+          last
         })?;
         Ok(seq)
     }

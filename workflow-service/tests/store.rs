@@ -377,44 +377,47 @@ async fn leases_fence_writes_and_expired_ones_are_taken_over() {
         };
 
         // A holds wf-1: B can neither claim it nor write to it.
-        assert!(store.claim("wf-1", "a", later).await.expect("claim").held);
-        assert!(!store.claim("wf-1", "b", later).await.expect("claim").held);
+        assert!(store.claim("wf-1", "a#1", later).await.expect("claim").held);
+        assert!(!store.claim("wf-1", "b#1", later).await.expect("claim").held);
         let fenced = store
-            .apply_fenced("wf-1", "service:workflow", "b", &running)
+            .apply_fenced("wf-1", "service:workflow", "b#1", &running)
             .await;
         assert!(
             matches!(fenced, Err(WorkflowError::LeaseLost(_))),
             "{fenced:?}"
         );
         store
-            .apply_fenced("wf-1", "service:workflow", "a", &running)
+            .apply_fenced("wf-1", "service:workflow", "a#1", &running)
             .await
             .expect("the holder writes");
-        assert!(store.renew("wf-1", "a", later).await.expect("renew").held);
-        assert!(!store.renew("wf-1", "b", later).await.expect("renew").held);
+        assert!(store.renew("wf-1", "a#1", later).await.expect("renew").held);
+        assert!(!store.renew("wf-1", "b#1", later).await.expect("renew").held);
 
         // A cancellation requested anywhere reaches the holder with its lease.
         store
             .request_cancel("wf-1", &json!({"rollback": true, "reason": "stop"}))
             .await
             .expect("cancel");
-        let renewed = store.renew("wf-1", "a", later).await.expect("renew");
+        let renewed = store.renew("wf-1", "a#1", later).await.expect("renew");
         assert!(renewed.cancel_request.contains("stop"), "{renewed:?}");
 
         // A's lease expires: B takes wf-1 over (and the unclaimed wf-2);
         // A's next write is refused.
         assert!(
             store
-                .renew("wf-1", "a", now - 1)
+                .renew("wf-1", "a#1", now - 1)
                 .await
                 .expect("expire")
                 .held
         );
-        let mut orphans = store.claim_orphans("b", later, 10).await.expect("orphans");
+        let mut orphans = store
+            .claim_orphans("b#1", later, 10)
+            .await
+            .expect("orphans");
         orphans.sort();
         assert_eq!(orphans, ["wf-1", "wf-2"]);
         let fenced = store
-            .apply_fenced("wf-1", "service:workflow", "a", &running)
+            .apply_fenced("wf-1", "service:workflow", "a#1", &running)
             .await;
         assert!(
             matches!(fenced, Err(WorkflowError::LeaseLost(_))),
@@ -422,21 +425,35 @@ async fn leases_fence_writes_and_expired_ones_are_taken_over() {
         );
         assert!(
             store
-                .claim_orphans("c", later, 10)
+                .claim_orphans("c#1", later, 10)
                 .await
                 .expect("orphans")
                 .is_empty(),
             "live leases are not taken"
         );
-        // A restarted B finds its own leases at once.
-        assert_eq!(
-            store.claim_orphans("b", later, 1).await.expect("own").len(),
-            1
+        // B itself is never offered what it holds; B restarted (same
+        // instance, new boot) takes its previous life's leases at once.
+        assert!(
+            store
+                .claim_orphans("b#1", later, 10)
+                .await
+                .expect("own")
+                .is_empty()
         );
+        assert_eq!(
+            store
+                .claim_orphans("b#2", later, 10)
+                .await
+                .expect("restarted")
+                .len(),
+            2
+        );
+        assert!(store.claim("wf-1", "b#3", later).await.expect("claim").held);
+        assert!(!store.claim("wf-1", "a#9", later).await.expect("claim").held);
 
         // Released (e.g. paused): anyone may claim it.
-        store.release("wf-1", "b").await.expect("release");
-        assert!(store.claim("wf-1", "c", later).await.expect("claim").held);
+        store.release("wf-1", "b#3").await.expect("release");
+        assert!(store.claim("wf-1", "c#1", later).await.expect("claim").held);
         database.close().await;
     }
 }

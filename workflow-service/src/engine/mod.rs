@@ -88,6 +88,8 @@ struct Inner {
     outbox: Arc<tokio::sync::Notify>,
     /// Woken when an approval (with a deadline) is requested.
     deadlines: Arc<tokio::sync::Notify>,
+    /// This process in leases: `<instance id>#<boot id>`.
+    owner: String,
 }
 
 /// Who drives a workflow in this process, and whether it is to be cancelled.
@@ -145,6 +147,9 @@ impl CancelFlag {
 pub struct Engine {
     inner: Arc<Inner>,
 }
+
+/// Workflows claimed per recovery scan.
+const RECOVERY_BATCH: i64 = 128;
 
 /// Who acts on the engine's behalf in audit entries.
 const ACTOR: &str = "service:workflow";
@@ -291,10 +296,11 @@ impl Engine {
                 registry,
                 policy,
                 remote,
-                config,
                 slots: Mutex::default(),
                 outbox: Arc::default(),
                 deadlines: Arc::default(),
+                owner: format!("{}#{}", config.instance_id, uuid::Uuid::now_v7()),
+                config,
             }),
         }
     }
@@ -349,7 +355,7 @@ impl Engine {
         workflow_id: &str,
         transition: Transition,
     ) -> Result<(), WorkflowError> {
-        let owner = self.inner.config.instance_id.clone();
+        let owner = self.inner.owner.clone();
         self.commit(workflow_id, ACTOR, &owner, transition).await
     }
 
@@ -479,7 +485,7 @@ impl Engine {
         workflow_id: &str,
         slot: &Arc<Slot>,
     ) -> Result<WorkflowStatus, WorkflowError> {
-        let owner = self.inner.config.instance_id.clone();
+        let owner = self.inner.owner.clone();
         let lease = self
             .inner
             .store
@@ -520,7 +526,7 @@ impl Engine {
     /// (before another instance may take over).
     async fn renew_lease(self, workflow_id: String, slot: Arc<Slot>) {
         let ttl = self.inner.config.lease_ttl;
-        let owner = self.inner.config.instance_id.clone();
+        let owner = self.inner.owner.clone();
         let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(ttl / 3).await;
@@ -553,8 +559,8 @@ impl Engine {
     /// expired (or is this instance's, from before a restart), and paused
     /// ones with a decided approval. Returns how many were started.
     pub async fn recover_once(&self) -> Result<usize, WorkflowError> {
-        const BATCH: i64 = 128;
-        let owner = self.inner.config.instance_id.clone();
+        const BATCH: i64 = RECOVERY_BATCH;
+        let owner = self.inner.owner.clone();
         let mut ids = self
             .inner
             .store
@@ -578,6 +584,11 @@ impl Engine {
         loop {
             match self.recover_once().await {
                 Ok(0) => {}
+                // A full batch: there may be more; look again at once.
+                Ok(n) if n >= RECOVERY_BATCH as usize => {
+                    tracing::info!(workflows = n, "resumed workflows");
+                    continue;
+                }
                 Ok(n) => tracing::info!(workflows = n, "resumed workflows"),
                 Err(error) => tracing::warn!(%error, "recovery scan failed; retrying"),
             }
@@ -1384,12 +1395,7 @@ impl Engine {
                 decided.take().into_iter().chain([running]).collect();
             self.inner
                 .store
-                .apply_all(
-                    &run.workflow_id,
-                    ACTOR,
-                    &self.inner.config.instance_id,
-                    &transitions,
-                )
+                .apply_all(&run.workflow_id, ACTOR, &self.inner.owner, &transitions)
                 .await?;
             let ctx = ExecutionContext::new(
                 &run.workflow_id,

@@ -1,5 +1,7 @@
 //! Leases: which workflow-service instance drives a workflow, and until
-//! when. Claims on PostgreSQL take rows with `FOR UPDATE SKIP LOCKED`, so
+//! when. A lease owner is `<instance id>#<boot id>`: the same instance after
+//! a restart (same id, new boot) takes its previous life's leases at once,
+//! and a scan never returns what this very process already holds. Claims on PostgreSQL take rows with `FOR UPDATE SKIP LOCKED`, so
 //! replicas scanning at once never wait for, or take, each other's rows; on
 //! SQLite the same statements run inside `BEGIN IMMEDIATE`.
 
@@ -10,7 +12,8 @@ use crate::error::WorkflowError;
 
 /// Takes the lease of one workflow when it is free, expired or already ours.
 const CLAIM: &str = "UPDATE workflows SET lease_owner = $2, lease_expires_at_us = $3 \
-     WHERE workflow_id = $1 AND (lease_owner = $2 OR lease_owner = '' OR lease_expires_at_us < $4) \
+     WHERE workflow_id = $1 AND (lease_owner = $2 OR lease_owner = '' OR lease_expires_at_us < $4 \
+         OR substr(lease_owner, 1, length($5)) = $5) \
      RETURNING cancel_request";
 /// Extends our lease; nothing when another instance took it.
 const RENEW: &str = "UPDATE workflows SET lease_expires_at_us = $3 \
@@ -21,12 +24,14 @@ const REQUEST_CANCEL: &str =
     "UPDATE workflows SET cancel_request = $2 WHERE workflow_id = $1 AND cancel_request = ''";
 const ORPHANS_SQLITE: &str = "UPDATE workflows SET lease_owner = $1, lease_expires_at_us = $2 \
      WHERE workflow_id IN (SELECT workflow_id FROM workflows \
-         WHERE status IN ('PENDING', 'RUNNING', 'ROLLING_BACK') AND (lease_owner = $1 OR lease_expires_at_us < $3) \
+         WHERE status IN ('PENDING', 'RUNNING', 'ROLLING_BACK') AND lease_owner <> $1 \
+             AND (lease_expires_at_us < $3 OR substr(lease_owner, 1, length($5)) = $5) \
          ORDER BY workflow_id LIMIT $4) \
      RETURNING workflow_id";
 const ORPHANS_POSTGRES: &str = "UPDATE workflows SET lease_owner = $1, lease_expires_at_us = $2 \
      WHERE workflow_id IN (SELECT workflow_id FROM workflows \
-         WHERE status IN ('PENDING', 'RUNNING', 'ROLLING_BACK') AND (lease_owner = $1 OR lease_expires_at_us < $3) \
+         WHERE status IN ('PENDING', 'RUNNING', 'ROLLING_BACK') AND lease_owner <> $1 \
+             AND (lease_expires_at_us < $3 OR substr(lease_owner, 1, length($5)) = $5) \
          ORDER BY workflow_id LIMIT $4 FOR UPDATE SKIP LOCKED) \
      RETURNING workflow_id";
 /// PAUSED workflows with a step still waiting on an approval that was
@@ -35,6 +40,14 @@ const DECIDED_PAUSED: &str = "SELECT DISTINCT w.workflow_id FROM workflows w \
      JOIN workflow_steps s ON s.workflow_id = w.workflow_id AND s.status = 'AWAITING_APPROVAL' \
      JOIN approvals a ON a.approval_id = s.approval_id AND a.status <> 'PENDING' \
      WHERE w.status = 'PAUSED' AND (w.lease_owner = $1 OR w.lease_expires_at_us < $2) LIMIT $3";
+
+/// `<instance id>#` of a lease owner `<instance id>#<boot id>`.
+fn instance_prefix(owner: &str) -> String {
+    match owner.rfind('#') {
+        Some(i) => owner[..=i].to_owned(),
+        None => format!("{owner}#"),
+    }
+}
 
 /// A claim's answer: whether the lease is ours, and a cancellation
 /// requested through any replica.
@@ -54,8 +67,9 @@ impl WorkflowStore {
         until_us: i64,
     ) -> Result<Lease, WorkflowError> {
         let now = airt_kit::clock::now_micros();
+        let instance = instance_prefix(owner);
         let cancel: Option<String> = airt_kit::write_tx!(&self.db, tx => {
-            sqlx::query_scalar(CLAIM).bind(workflow_id).bind(owner).bind(until_us).bind(now).fetch_optional(&mut *tx).await?
+            sqlx::query_scalar(CLAIM).bind(workflow_id).bind(owner).bind(until_us).bind(now).bind(&instance).fetch_optional(&mut *tx).await?
         })?;
         Ok(Lease {
             held: cancel.is_some(),
@@ -103,7 +117,8 @@ impl WorkflowStore {
     }
 
     /// Claims up to `limit` unfinished workflows (PENDING, RUNNING,
-    /// ROLLING_BACK) whose lease expired or is already `owner`'s.
+    /// ROLLING_BACK) whose lease expired or belongs to a previous life of
+    /// `owner`'s instance; never those `owner` itself holds.
     pub async fn claim_orphans(
         &self,
         owner: &str,
@@ -111,6 +126,7 @@ impl WorkflowStore {
         limit: i64,
     ) -> Result<Vec<String>, WorkflowError> {
         let now = airt_kit::clock::now_micros();
+        let instance = instance_prefix(owner);
         let claimed = match &self.db {
             Database::Sqlite(pool) => {
                 let mut tx = airt_kit::db::begin_immediate(pool).await?;
@@ -119,6 +135,7 @@ impl WorkflowStore {
                     .bind(until_us)
                     .bind(now)
                     .bind(limit)
+                    .bind(&instance)
                     .fetch_all(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -130,6 +147,7 @@ impl WorkflowStore {
                     .bind(until_us)
                     .bind(now)
                     .bind(limit)
+                    .bind(&instance)
                     .fetch_all(pool)
                     .await?
             }

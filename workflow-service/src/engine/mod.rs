@@ -470,13 +470,17 @@ impl Engine {
             + i64::try_from(self.inner.config.lease_ttl.as_micros()).unwrap_or(i64::MAX / 4)
     }
 
-    async fn status_of(&self, workflow_id: &str) -> Result<WorkflowStatus, WorkflowError> {
+    /// The stored workflow, or NOT_FOUND.
+    async fn workflow_row(&self, workflow_id: &str) -> Result<WorkflowRow, WorkflowError> {
         self.inner
             .store
             .get(workflow_id)
             .await?
-            .ok_or_else(|| WorkflowError::NotFound(workflow_id.to_owned()))?
-            .status()
+            .ok_or_else(|| WorkflowError::NotFound(workflow_id.to_owned()))
+    }
+
+    async fn status_of(&self, workflow_id: &str) -> Result<WorkflowStatus, WorkflowError> {
+        self.workflow_row(workflow_id).await?.status()
     }
 
     /// With the slot held: claim, drive while renewing, release.
@@ -646,12 +650,7 @@ impl Engine {
         workflow_id: &str,
         flag: &CancelFlag,
     ) -> Result<WorkflowStatus, WorkflowError> {
-        let row = self
-            .inner
-            .store
-            .get(workflow_id)
-            .await?
-            .ok_or_else(|| WorkflowError::NotFound(workflow_id.to_owned()))?;
+        let row = self.workflow_row(workflow_id).await?;
         let status = row.status()?;
         if status.is_terminal() {
             return Ok(status);
@@ -988,12 +987,7 @@ impl Engine {
         rollback: bool,
         reason: &str,
     ) -> Result<WorkflowRow, WorkflowError> {
-        let row = self
-            .inner
-            .store
-            .get(workflow_id)
-            .await?
-            .ok_or_else(|| WorkflowError::NotFound(workflow_id.to_owned()))?;
+        let row = self.workflow_row(workflow_id).await?;
         let status = row.status()?;
         if status.is_terminal() {
             return Err(WorkflowError::FailedPrecondition(format!(
@@ -1021,11 +1015,7 @@ impl Engine {
             // paused before it did.
             Err(_) => self.run_in_background(workflow_id),
         }
-        self.inner
-            .store
-            .get(workflow_id)
-            .await?
-            .ok_or_else(|| WorkflowError::NotFound(workflow_id.to_owned()))
+        self.workflow_row(workflow_id).await
     }
 
     fn step_deadline(&self, run: &Run, step: &StepSpec) -> Instant {

@@ -187,12 +187,42 @@ impl TestServer {
             .expect("connect to the test server")
     }
 
-    /// Signals shutdown and waits for the server to return.
+    /// Signals shutdown and waits for the server to return. The port stays
+    /// reserved (bound, not listening) for the rest of the process, so a
+    /// client of the stopped server is refused rather than reaching another
+    /// test's server that happened to get the same ephemeral port.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        (&mut self.task).await?
+        let result = (&mut self.task).await?;
+        reserve_port(self.addr);
+        result
+    }
+}
+
+/// Ports of stopped test servers, bound without listening.
+static RESERVED_PORTS: std::sync::Mutex<Vec<tokio::net::TcpSocket>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn reserve_port(addr: SocketAddr) {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    };
+    // Best effort: SO_REUSEADDR lets the bind succeed beside the stopped
+    // server's TIME_WAIT connections; an ephemeral-port bind still skips a
+    // port that any socket holds.
+    let reserved = socket.and_then(|socket| {
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        Ok(socket)
+    });
+    if let Ok(socket) = reserved {
+        RESERVED_PORTS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(socket);
     }
 }
 

@@ -29,6 +29,10 @@ const MAX_SPEC_TEXT: usize = 256 * 1024;
 /// How often a watcher looks for changes committed by other replicas.
 const WATCH_POLL: Duration = Duration::from_secs(1);
 const WATCH_PAGE: i64 = 500;
+/// Heartbeat interval of a watch stream whose request leaves it unset.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 pub struct RegistryApi {
@@ -287,12 +291,16 @@ impl RegistryService for RegistryApi {
         if req.since_revision < 0 {
             return Err(invalid("since_revision", "must not be negative"));
         }
+        let heartbeat = heartbeat_interval(req.heartbeat_interval)?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(watch_loop(
             self.store.clone(),
             self.shutdown.clone(),
-            req.since_revision,
-            req.id_prefix,
+            Watch {
+                cursor: req.since_revision,
+                id_prefix: req.id_prefix,
+                heartbeat,
+            },
             tx,
         ));
         Ok(Response::new(Box::pin(
@@ -303,20 +311,45 @@ impl RegistryService for RegistryApi {
 
 type WatchSender = mpsc::Sender<Result<pb::WatchCapabilitiesResponse, Status>>;
 
+/// What one WatchCapabilities stream follows.
+struct Watch {
+    /// The last registry revision sent (or asked to start after).
+    cursor: i64,
+    id_prefix: String,
+    heartbeat: Duration,
+}
+
+/// The requested heartbeat interval: unset or zero means the default.
+fn heartbeat_interval(requested: Option<prost_types::Duration>) -> Result<Duration, Status> {
+    let Some(requested) = requested.filter(|d| d.seconds != 0 || d.nanos != 0) else {
+        return Ok(DEFAULT_HEARTBEAT);
+    };
+    Duration::try_from(requested)
+        .ok()
+        .filter(|d| (MIN_HEARTBEAT..=MAX_HEARTBEAT).contains(d))
+        .ok_or_else(|| invalid("heartbeat_interval", "must be between 100ms and 1h"))
+}
+
 /// Replays the change feed from `cursor`, announces CaughtUp once, then
 /// follows live changes: woken by commits in this process, and polling for
-/// commits by other replicas. Ends when the client goes away or the server
-/// shuts down.
+/// commits by other replicas; a Heartbeat goes out whenever the stream was
+/// quiet for the requested interval. Ends when the client goes away or the
+/// server shuts down.
 async fn watch_loop(
     store: RegistryStore,
     mut shutdown: watch::Receiver<bool>,
-    mut cursor: i64,
-    id_prefix: String,
+    watch: Watch,
     tx: WatchSender,
 ) {
     use pb::watch_capabilities_response::Event;
+    let Watch {
+        mut cursor,
+        id_prefix,
+        heartbeat,
+    } = watch;
     let mut local_commits = store.subscribe();
     let mut caught_up = false;
+    let mut last_sent = tokio::time::Instant::now();
     loop {
         // Every change up to the head read here is committed, so after the
         // fetch below the cursor may move to the head even if the prefix
@@ -354,17 +387,26 @@ async fn watch_loop(
                 {
                     return;
                 }
+                last_sent = tokio::time::Instant::now();
             }
             if exhausted {
                 break;
             }
         }
         cursor = cursor.max(head);
-        if !caught_up {
+        let event = if !caught_up {
             caught_up = true;
-            let event = Event::CaughtUp(pb::CaughtUp {
+            Some(Event::CaughtUp(pb::CaughtUp {
                 registry_revision: cursor,
-            });
+            }))
+        } else if last_sent.elapsed() >= heartbeat {
+            Some(Event::Heartbeat(pb::Heartbeat {
+                registry_revision: cursor,
+            }))
+        } else {
+            None
+        };
+        if let Some(event) = event {
             if tx
                 .send(Ok(pb::WatchCapabilitiesResponse { event: Some(event) }))
                 .await
@@ -372,10 +414,12 @@ async fn watch_loop(
             {
                 return;
             }
+            last_sent = tokio::time::Instant::now();
         }
+        let next_heartbeat = heartbeat.saturating_sub(last_sent.elapsed());
         tokio::select! {
             _ = local_commits.changed() => {}
-            () = tokio::time::sleep(WATCH_POLL) => {}
+            () = tokio::time::sleep(WATCH_POLL.min(next_heartbeat)) => {}
             () = tx.closed() => return,
             _ = shutdown.wait_for(|stop| *stop) => return,
         }

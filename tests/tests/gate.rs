@@ -132,6 +132,120 @@ async fn registry_answers_stay_exact_through_the_cache() {
     follower.await.expect("follower ends");
 }
 
+/// A TCP proxy that can stop forwarding without closing anything, the way a
+/// network partition looks to both ends.
+async fn partitionable_proxy(
+    upstream: std::net::SocketAddr,
+) -> (String, tokio::sync::watch::Sender<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (partition, partitioned) = tokio::sync::watch::channel(false);
+    let pump = |mut from: tokio::net::tcp::OwnedReadHalf,
+                mut to: tokio::net::tcp::OwnedWriteHalf,
+                mut partitioned: tokio::sync::watch::Receiver<bool>| async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            let Ok(read) = from.read(&mut buffer).await else {
+                return;
+            };
+            if read == 0 || partitioned.wait_for(|p| !*p).await.is_err() {
+                return;
+            }
+            if to.write_all(&buffer[..read]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::spawn(pump(client_read, server_write, partitioned.clone()));
+            tokio::spawn(pump(server_read, client_write, partitioned.clone()));
+        }
+    });
+    (url, partition)
+}
+
+#[tokio::test]
+async fn a_partitioned_registry_is_not_trusted_beyond_its_heartbeats() {
+    let db = TestDb::sqlite();
+    let server = start_registry(&db).await;
+    let (proxy_url, partition) = partitionable_proxy(server.addr()).await;
+    let gate = RegistryGate::new(lazy(&proxy_url), ServiceCredentials::development())
+        .with_heartbeat(Duration::from_millis(200));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(gate.clone().follow(stopped));
+    until("the cache goes live", || gate.cache_is_live()).await;
+    assert_eq!(
+        gate.capability("crm.sync", soon()).await.expect("answer"),
+        None,
+        "unknown, and cached"
+    );
+    // Heartbeats keep a quiet stream trusted.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(gate.cache_is_live(), "heartbeats keep the cache live");
+
+    // The network drops every packet; nothing reports an error.
+    partition.send_replace(true);
+    until("the silent stream is no longer trusted", || {
+        !gate.cache_is_live()
+    })
+    .await;
+    let error = gate
+        .capability("crm.sync", Instant::now() + Duration::from_millis(300))
+        .await
+        .expect_err("the cached answer is not used, the registry is unreachable");
+    assert!(
+        matches!(
+            error,
+            GateError::Unavailable {
+                dependency: "registry",
+                ..
+            }
+        ),
+        "{error}"
+    );
+
+    // Meanwhile the registry learns of the capability.
+    RegistryServiceClient::new(server.channel().await)
+        .register_capability(as_principal(
+            registry::RegisterCapabilityRequest {
+                source: Some(registry::register_capability_request::Source::SpecText(
+                    capability_yaml("1.0.0"),
+                )),
+                validate_only: false,
+                request_id: String::new(),
+            },
+            "user:root",
+            &["admin"],
+        ))
+        .await
+        .expect("register");
+
+    // The network heals: the stream resumes and the stale answer is gone.
+    partition.send_replace(false);
+    until("the cache is live again", || gate.cache_is_live()).await;
+    let found = gate
+        .capability("crm.sync", soon())
+        .await
+        .expect("answer")
+        .expect("registered during the partition");
+    assert_eq!(
+        found.spec.and_then(|s| s.metadata).map(|m| m.version),
+        Some("1.0.0".to_owned())
+    );
+    let _ = stop.send(true);
+    follower.await.expect("follower ends");
+    server.stop().await.expect("stop");
+}
+
 #[tokio::test]
 async fn policy_decisions_or_a_fail_closed_error() {
     let db = TestDb::sqlite();

@@ -109,11 +109,22 @@ async fn until_caught_up(
         match next_event(stream).await {
             Event::Change(change) => changes.push(change),
             Event::CaughtUp(caught_up) => return (changes, caught_up.registry_revision),
+            Event::Heartbeat(_) => unreachable!("skipped by next_event"),
         }
     }
 }
 
+/// The next change or CaughtUp, skipping heartbeats.
 async fn next_event(stream: &mut tonic::Streaming<pb::WatchCapabilitiesResponse>) -> Event {
+    loop {
+        match next_message(stream).await {
+            Event::Heartbeat(_) => {}
+            event => return event,
+        }
+    }
+}
+
+async fn next_message(stream: &mut tonic::Streaming<pb::WatchCapabilitiesResponse>) -> Event {
     tokio::time::timeout(Duration::from_secs(20), stream.message())
         .await
         .expect("a watch event within 20 s")
@@ -294,6 +305,7 @@ async fn the_life_of_a_capability_over_grpc() {
             match next_event(&mut watch).await {
                 Event::Change(change) => live.push(summary(&change)),
                 Event::CaughtUp(_) => panic!("CaughtUp is sent once"),
+                Event::Heartbeat(_) => unreachable!("skipped by next_event"),
             }
         }
         assert_eq!(
@@ -328,7 +340,7 @@ async fn the_life_of_a_capability_over_grpc() {
         let mut watch = client
             .watch_capabilities(reader(pb::WatchCapabilitiesRequest {
                 since_revision: saved,
-                id_prefix: String::new(),
+                ..Default::default()
             }))
             .await
             .expect("watch again")
@@ -620,6 +632,53 @@ async fn a_restart_keeps_everything() {
 }
 
 #[tokio::test]
+async fn a_quiet_watch_stream_sends_heartbeats_at_the_asked_interval() {
+    let db = TestDb::sqlite();
+    let server = start(&db).await;
+    let mut client = RegistryServiceClient::new(server.channel().await);
+    register(&mut client, "crm.create_account", "1.0.0", "MEDIUM").await;
+    let mut watch = client
+        .watch_capabilities(reader(pb::WatchCapabilitiesRequest {
+            heartbeat_interval: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 100_000_000,
+            }),
+            ..Default::default()
+        }))
+        .await
+        .expect("watch")
+        .into_inner();
+    let (backlog, revision) = until_caught_up(&mut watch).await;
+    assert_eq!((backlog.len(), revision), (1, 1));
+    // Nothing changes: heartbeats, each naming the revision caught up to.
+    for _ in 0..3 {
+        let Event::Heartbeat(heartbeat) = next_message(&mut watch).await else {
+            panic!("a heartbeat on a quiet stream")
+        };
+        assert_eq!(heartbeat.registry_revision, 1);
+    }
+    // A change still arrives as a change, and later heartbeats follow it.
+    register(&mut client, "crm.delete_account", "1.0.0", "HIGH").await;
+    let mut seen_change = false;
+    loop {
+        match next_message(&mut watch).await {
+            Event::Change(change) => {
+                assert_eq!(change.registry_revision, 2);
+                seen_change = true;
+            }
+            Event::Heartbeat(heartbeat) if seen_change => {
+                assert_eq!(heartbeat.registry_revision, 2);
+                break;
+            }
+            Event::Heartbeat(heartbeat) => assert_eq!(heartbeat.registry_revision, 1),
+            Event::CaughtUp(_) => panic!("CaughtUp is sent once"),
+        }
+    }
+    drop(watch);
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
 async fn bad_requests_get_invalid_argument_with_the_field() {
     let db = TestDb::sqlite();
     let server = start(&db).await;
@@ -666,6 +725,19 @@ async fn bad_requests_get_invalid_argument_with_the_field() {
                 .await
                 .expect_err("no reason"),
             "reason",
+        ),
+        (
+            client
+                .watch_capabilities(reader(pb::WatchCapabilitiesRequest {
+                    heartbeat_interval: Some(prost_types::Duration {
+                        seconds: 0,
+                        nanos: 1_000_000,
+                    }),
+                    ..Default::default()
+                }))
+                .await
+                .expect_err("heartbeat too frequent"),
+            "heartbeat_interval",
         ),
     ];
     for (status, field) in cases {

@@ -206,6 +206,18 @@ impl WorkflowConfig {
     }
 }
 
+/// A lazily connected channel to the registry or the policy service. HTTP/2
+/// keepalive pings notice a connection that went silent (a vanished host, a
+/// partition) so calls fail over to a new connection instead of hanging.
+fn dependency(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(Endpoint::from_shared(addr.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .connect_lazy())
+}
+
 /// Serves on `listener` until `shutdown` resolves: `WorkflowService`,
 /// `ApprovalService`, health, reflection and `AuditService`; in the
 /// background, approval deadlines and webhook deliveries. Health is
@@ -225,12 +237,8 @@ pub async fn serve_on(
     workflow.webhooks.validate().map_err(anyhow::Error::msg)?;
     let workspace = Arc::new(Workspace::open(&workflow.workspace)?);
     let catalogue = Arc::new(Catalogue::new(&workflow.catalogue));
-    let registry = Endpoint::from_shared(workflow.registry_addr.clone())?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
-    let policy = Endpoint::from_shared(workflow.policy_addr.clone())?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
+    let registry = dependency(&workflow.registry_addr)?;
+    let policy = dependency(&workflow.policy_addr)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;

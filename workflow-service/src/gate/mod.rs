@@ -29,11 +29,14 @@ pub enum GateError {
     },
 }
 
+/// Errors that say "no answer yet", not "no". A call that ran past its own
+/// timeout comes back CANCELLED ("Timeout expired") from the client side.
 fn retryable(status: &Status) -> bool {
     matches!(
         status.code(),
         Code::Unavailable
             | Code::DeadlineExceeded
+            | Code::Cancelled
             | Code::ResourceExhausted
             | Code::Aborted
             | Code::Unknown

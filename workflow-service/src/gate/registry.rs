@@ -7,6 +7,11 @@
 //! than the last change the registry reported. When the stream breaks the
 //! whole cache is dropped and every lookup goes to the registry until the
 //! stream has caught up again.
+//!
+//! A stalled connection (a network partition, a registry host that vanished)
+//! reports no error by itself, so the stream asks for a heartbeat: the cache
+//! is trusted only while the registry was heard from within three heartbeat
+//! intervals, and a stream silent for that long is dropped and reopened.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -30,13 +35,21 @@ struct Cache {
     /// Bumped by every change event and liveness change, so an answer
     /// fetched before a change is never stored after it.
     generation: u64,
+    /// When the stream last delivered anything (change, CaughtUp, Heartbeat).
+    heard_at: Option<Instant>,
 }
+
+/// Heartbeat interval asked of the registry by default.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(2);
+/// Missed heartbeats after which the stream counts as stalled.
+const MISSED_HEARTBEATS: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub struct RegistryGate {
     client: RegistryServiceClient<Channel>,
     credentials: ServiceCredentials,
     cache: Arc<RwLock<Cache>>,
+    heartbeat: Duration,
 }
 
 impl RegistryGate {
@@ -45,12 +58,28 @@ impl RegistryGate {
             client: RegistryServiceClient::new(channel),
             credentials,
             cache: Arc::default(),
+            heartbeat: DEFAULT_HEARTBEAT,
         }
+    }
+
+    /// Asks the registry for a heartbeat every `interval` (at least 100 ms);
+    /// the cache is trusted for three intervals after the last message.
+    #[must_use]
+    pub fn with_heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = interval.max(Duration::from_millis(100));
+        self
+    }
+
+    fn stalled_after(&self) -> Duration {
+        self.heartbeat * MISSED_HEARTBEATS
     }
 
     fn cached(&self, id: &str) -> Option<Option<pb::Capability>> {
         let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-        if cache.live {
+        let fresh = cache
+            .heard_at
+            .is_some_and(|at| at.elapsed() < self.stalled_after());
+        if cache.live && fresh {
             cache.entries.get(id).cloned()
         } else {
             None
@@ -73,7 +102,16 @@ impl RegistryGate {
 
     /// Whether answers currently come from the cache when present.
     pub fn cache_is_live(&self) -> bool {
-        self.cache.read().unwrap_or_else(|p| p.into_inner()).live
+        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        cache.live
+            && cache
+                .heard_at
+                .is_some_and(|at| at.elapsed() < self.stalled_after())
+    }
+
+    fn heard(&self) {
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        cache.heard_at = Some(Instant::now());
     }
 
     /// The current revision of `id`, `None` when the registry does not know
@@ -134,22 +172,33 @@ impl RegistryGate {
             let mut request = tonic::Request::new(pb::WatchCapabilitiesRequest {
                 since_revision: since,
                 id_prefix: String::new(),
+                heartbeat_interval: prost_types::Duration::try_from(self.heartbeat).ok(),
             });
             self.credentials.apply(&mut request);
             let stream = tokio::select! {
-                result = client.watch_capabilities(request) => result,
+                result = tokio::time::timeout(self.stalled_after(), client.watch_capabilities(request)) => result,
                 _ = stop.wait_for(|s| *s) => return,
             };
-            if let Ok(response) = stream {
+            if let Ok(Ok(response)) = stream {
                 let mut stream = response.into_inner();
                 loop {
                     let message = tokio::select! {
-                        message = stream.message() => message,
+                        message = tokio::time::timeout(self.stalled_after(), stream.message()) => message,
                         _ = stop.wait_for(|s| *s) => {
                             self.set_live(false);
                             return;
                         }
                     };
+                    let Ok(message) = message else {
+                        tracing::warn!(
+                            "registry change stream silent for {:?}; reconnecting",
+                            self.stalled_after()
+                        );
+                        break;
+                    };
+                    if matches!(message, Ok(Some(_))) {
+                        self.heard();
+                    }
                     match message {
                         Ok(Some(pb::WatchCapabilitiesResponse {
                             event: Some(Event::Change(change)),
@@ -170,6 +219,11 @@ impl RegistryGate {
                             since = since.max(caught_up.registry_revision);
                             self.set_live(true);
                             delay = Duration::from_millis(100);
+                        }
+                        Ok(Some(pb::WatchCapabilitiesResponse {
+                            event: Some(Event::Heartbeat(heartbeat)),
+                        })) => {
+                            since = since.max(heartbeat.registry_revision);
                         }
                         Ok(Some(_)) => {}
                         Ok(None) | Err(_) => break,

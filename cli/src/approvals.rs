@@ -61,7 +61,7 @@ fn line(approval: &pb::Approval) {
     } else {
         approval.capability_id.clone()
     };
-    println!(
+    out!(
         "{}  {:<8} {}/{}  {what}  expires {}",
         approval.approval_id,
         status(approval.status),
@@ -72,35 +72,37 @@ fn line(approval: &pb::Approval) {
 }
 
 fn show(approval: &pb::Approval) {
-    println!("approval      {}", approval.approval_id);
-    println!("status        {}", status(approval.status));
+    out!("approval      {}", approval.approval_id);
+    out!("status        {}", status(approval.status));
     if !approval.status_reason.is_empty() {
-        println!("              {}", approval.status_reason);
+        out!("              {}", approval.status_reason);
     }
-    println!(
+    out!(
         "workflow      {} ({})",
-        approval.workflow_name, approval.workflow_id
+        approval.workflow_name,
+        approval.workflow_id
     );
-    println!("step          {}", approval.step_name);
-    println!("message       {}", approval.message);
+    out!("step          {}", approval.step_name);
+    out!("message       {}", approval.message);
     if !approval.capability_id.is_empty() {
         let risk = airt_proto::common::v1::RiskLevel::try_from(approval.risk_level)
             .map(|r| name("RISK_LEVEL_", r.as_str_name()))
             .unwrap_or_default();
-        println!(
+        out!(
             "capability    {} {} (risk {risk})",
-            approval.capability_id, approval.capability_version
+            approval.capability_id,
+            approval.capability_version
         );
     }
     if let Some(inputs) = &approval.resolved_inputs {
         let inputs = airt_kit::json::from_proto_struct(inputs);
-        println!(
+        out!(
             "inputs        {}",
             serde_json::to_string(&airt_kit::mask::mask_map(&inputs)).unwrap_or_default()
         );
     }
     if let Some(decision) = approval.decision.as_ref().filter(|d| !d.rule_id.is_empty()) {
-        println!(
+        out!(
             "policy        rule {}: {}{}",
             decision.rule_id,
             decision.reason,
@@ -111,16 +113,16 @@ fn show(approval: &pb::Approval) {
             }
         );
     }
-    println!("digest        {}", approval.action_digest);
-    println!("approvers     {}", approval.approver_roles.join(", "));
-    println!(
+    out!("digest        {}", approval.action_digest);
+    out!("approvers     {}", approval.approver_roles.join(", "));
+    out!(
         "requested     {} for {}",
         time(approval.request_time.as_ref()),
         principal(approval.requested_for.as_ref())
     );
-    println!("expires       {}", time(approval.expire_time.as_ref()));
+    out!("expires       {}", time(approval.expire_time.as_ref()));
     if approval.decided_by.is_some() {
-        println!(
+        out!(
             "decided       {} by {}{}",
             time(approval.decide_time.as_ref()),
             principal(approval.decided_by.as_ref()),
@@ -140,9 +142,11 @@ fn show(approval: &pb::Approval) {
         } else {
             format!(" — {}", delivery.last_error)
         };
-        println!(
+        out!(
             "webhook       {} {} {state} after {} attempt(s){error}",
-            delivery.event, delivery.url, delivery.attempts
+            delivery.event,
+            delivery.url,
+            delivery.attempts
         );
     }
 }

@@ -69,7 +69,7 @@ pub async fn run(args: &ConnectionArgs, command: AuditCommand) -> anyhow::Result
                         return Ok(ExitCode::SUCCESS);
                     }
                     let time = event.occur_time.map(|t| t.to_string()).unwrap_or_default();
-                    println!(
+                    out!(
                         "{:>6}  {time}  {:<22} {:<28} {}:{}",
                         event.sequence,
                         event.actor,
@@ -93,15 +93,18 @@ pub async fn run(args: &ConnectionArgs, command: AuditCommand) -> anyhow::Result
                 .map_err(|s| anyhow::anyhow!(describe(&s)))?
                 .into_inner();
             if report.intact {
-                println!(
+                out!(
                     "intact: {} events, head {}",
-                    report.events_checked, report.head_hash
+                    report.events_checked,
+                    report.head_hash
                 );
                 Ok(ExitCode::SUCCESS)
             } else {
-                println!(
+                out!(
                     "BROKEN at sequence {}: {} ({} events verified before it)",
-                    report.first_broken_sequence, report.problem, report.events_checked
+                    report.first_broken_sequence,
+                    report.problem,
+                    report.events_checked
                 );
                 Ok(ExitCode::from(2))
             }

@@ -73,13 +73,13 @@ pub async fn run(policy_url: &str, workflow_url: &str) -> anyhow::Result<()> {
         ))
         .await?
         .into_inner();
-    println!(
+    out!(
         "\n== demo: policy {} active (deny HIGH/CRITICAL, allow LOW/MEDIUM)",
         put.policy_set.map(|s| s.revision).unwrap_or_default()
     );
     let mut client = WorkflowServiceClient::new(workflow_channel);
     for (title, spec) in WORKFLOWS {
-        println!("\n== demo: {title}");
+        out!("\n== demo: {title}");
         let submitted = client
             .submit_workflow(as_demo(
                 pb::SubmitWorkflowRequest {
@@ -121,7 +121,7 @@ pub async fn run(policy_url: &str, workflow_url: &str) -> anyhow::Result<()> {
             crate::workflow::print(&workflow);
         }
     }
-    println!(
+    out!(
         "\n== demo done. Try: airt --as user:demo workflow list ; airt --as user:root --roles admin audit verify --service workflow\n"
     );
     Ok(())

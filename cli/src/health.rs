@@ -28,7 +28,7 @@ pub async fn run(args: &ConnectionArgs) -> anyhow::Result<ExitCode> {
             Err(status) => format!("UNREACHABLE ({})", status.message()),
         };
         all_serving &= status == "SERVING";
-        println!("{name:<18} {:<28} {status}", args.address(service));
+        out!("{name:<18} {:<28} {status}", args.address(service));
     }
     Ok(if all_serving {
         ExitCode::SUCCESS

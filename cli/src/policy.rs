@@ -80,7 +80,7 @@ fn decision_name(value: i32) -> String {
 }
 
 fn print_set(set: &pb::PolicySet) {
-    println!(
+    out!(
         "{}  {:<8} rules={:<4} default={:<16} {}",
         set.revision,
         if set.active { "ACTIVE" } else { "" },
@@ -91,7 +91,7 @@ fn print_set(set: &pb::PolicySet) {
 }
 
 fn print_record(record: &pb::DecisionRecord) {
-    println!(
+    out!(
         "{} by rule {}{}: {}",
         decision_name(record.decision),
         record.rule_id,
@@ -100,15 +100,17 @@ fn print_record(record: &pb::DecisionRecord) {
     );
     for step in &record.explanation {
         if step.matched {
-            println!("  {:<28} matched", step.rule_id);
+            out!("  {:<28} matched", step.rule_id);
         } else {
-            println!(
+            out!(
                 "  {:<28} {}: {}",
-                step.rule_id, step.failed_condition, step.detail
+                step.rule_id,
+                step.failed_condition,
+                step.detail
             );
         }
     }
-    println!("  policy revision {}", record.policy_revision);
+    out!("  policy revision {}", record.policy_revision);
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<String> {
@@ -170,10 +172,10 @@ pub async fn run(args: &ConnectionArgs, command: PolicyCommand) -> anyhow::Resul
                         (false, true) => "stored",
                         (false, false) => "already stored",
                     };
-                    println!("{verdict}:");
+                    out!("{verdict}:");
                     print_set(&set);
                     for finding in &response.lint_findings {
-                        println!("  lint: {}", finding.message);
+                        out!("  lint: {}", finding.message);
                     }
                     Ok(ExitCode::SUCCESS)
                 }
@@ -192,7 +194,7 @@ pub async fn run(args: &ConnectionArgs, command: PolicyCommand) -> anyhow::Resul
                 .policy_set
                 .unwrap_or_default();
             print_set(&set);
-            println!("---\n{}", set.source_yaml);
+            out!("---\n{}", set.source_yaml);
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::List => {
@@ -253,14 +255,14 @@ pub async fn run(args: &ConnectionArgs, command: PolicyCommand) -> anyhow::Resul
                 .into_inner();
             for result in &report.results {
                 if result.passed {
-                    println!("PASS  {}", result.name);
+                    out!("PASS  {}", result.name);
                 } else {
-                    println!("FAIL  {}: {}", result.name, result.message);
+                    out!("FAIL  {}: {}", result.name, result.message);
                 }
             }
-            println!("coverage:");
+            out!("coverage:");
             for rule in &report.coverage {
-                println!(
+                out!(
                     "  {:<28} {} case(s){}",
                     rule.rule_id,
                     rule.hits,
@@ -272,9 +274,9 @@ pub async fn run(args: &ConnectionArgs, command: PolicyCommand) -> anyhow::Resul
                 );
             }
             for finding in &report.lint_findings {
-                println!("lint: {}", finding.message);
+                out!("lint: {}", finding.message);
             }
-            println!(
+            out!(
                 "{} passed, {} failed",
                 report.total - report.failed,
                 report.failed

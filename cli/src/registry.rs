@@ -194,7 +194,7 @@ pub async fn run(args: &ConnectionArgs, command: RegistryCommand) -> anyhow::Res
                     } else {
                         "already registered (identical content)"
                     };
-                    println!("{verdict}: {}", summary(&capability));
+                    out!("{verdict}: {}", summary(&capability));
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(status) => {
@@ -217,7 +217,7 @@ pub async fn run(args: &ConnectionArgs, command: RegistryCommand) -> anyhow::Res
                 .into_inner()
                 .capability
                 .unwrap_or_default();
-            println!("{}", details(&capability));
+            out!("{}", details(&capability));
             Ok(ExitCode::SUCCESS)
         }
         RegistryCommand::List {
@@ -251,7 +251,7 @@ pub async fn run(args: &ConnectionArgs, command: RegistryCommand) -> anyhow::Res
                     .map_err(fail)?
                     .into_inner();
                 for capability in &page.capabilities {
-                    println!("{}", summary(capability));
+                    out!("{}", summary(capability));
                 }
                 if page.next_page_token.is_empty() {
                     return Ok(ExitCode::SUCCESS);
@@ -272,7 +272,7 @@ pub async fn run(args: &ConnectionArgs, command: RegistryCommand) -> anyhow::Res
                     .map_err(fail)?
                     .into_inner();
                 for capability in &page.capabilities {
-                    println!("{}", summary(capability));
+                    out!("{}", summary(capability));
                 }
                 if page.next_page_token.is_empty() {
                     return Ok(ExitCode::SUCCESS);
@@ -300,7 +300,7 @@ pub async fn run(args: &ConnectionArgs, command: RegistryCommand) -> anyhow::Res
             )
             .await
             .map_err(fail)?;
-            println!(
+            out!(
                 "{} built-in capabilities: {} registered, {} already registered",
                 published.created + published.unchanged,
                 published.created,
@@ -327,7 +327,7 @@ pub async fn run(args: &ConnectionArgs, command: RegistryCommand) -> anyhow::Res
                 .into_inner()
                 .capability
                 .unwrap_or_default();
-            println!("{}", summary(&capability));
+            out!("{}", summary(&capability));
             Ok(ExitCode::SUCCESS)
         }
     }

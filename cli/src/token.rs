@@ -58,6 +58,6 @@ pub fn run(args: &TokenArgs) -> anyhow::Result<ExitCode> {
         &claims,
         &jsonwebtoken::EncodingKey::from_secret(args.secret.expose().as_bytes()),
     )?;
-    println!("{token}");
+    out!("{token}");
     Ok(ExitCode::SUCCESS)
 }

@@ -82,13 +82,13 @@ pub fn print(workflow: &pb::Workflow) {
         .as_ref()
         .map(|s| s.name.as_str())
         .unwrap_or_default();
-    println!(
+    out!(
         "{}  {spec_name}  {}",
         workflow.workflow_id,
         workflow_status(workflow.status)
     );
     if !workflow.failure_reason.is_empty() {
-        println!("  reason: {}", workflow.failure_reason);
+        out!("  reason: {}", workflow.failure_reason);
     }
     for step in &workflow.steps {
         let decision = step
@@ -102,7 +102,7 @@ pub fn print(workflow: &pb::Workflow) {
         } else {
             format!(": {}", step.error)
         };
-        println!(
+        out!(
             "  {:<24} {:<20} attempt {}{decision}{error}",
             step.name,
             step_status(step.status),
@@ -141,7 +141,7 @@ pub async fn follow(client: &mut Client, workflow_id: &str) -> anyhow::Result<pb
             } else {
                 format!(" {}", event.step_name)
             };
-            println!("  #{:<3} {}{step} {status}", event.sequence, event.kind);
+            out!("  #{:<3} {}{step} {status}", event.sequence, event.kind);
         }
         let workflow = update.workflow.unwrap_or_default();
         let done = finished(workflow.status);
@@ -183,7 +183,7 @@ pub async fn run(args: &ConnectionArgs, run: RunArgs) -> anyhow::Result<ExitCode
         }
     };
     let workflow = submitted.workflow.unwrap_or_default();
-    println!(
+    out!(
         "{} {}",
         if submitted.created {
             "submitted"
@@ -243,7 +243,7 @@ pub async fn command(args: &ConnectionArgs, command: WorkflowCommand) -> anyhow:
                         .as_ref()
                         .map(|s| s.name.as_str())
                         .unwrap_or_default();
-                    println!(
+                    out!(
                         "{}  {:<20} {spec_name}",
                         workflow.workflow_id,
                         workflow_status(workflow.status)

@@ -90,6 +90,9 @@ struct Inner {
     deadlines: Arc<tokio::sync::Notify>,
     /// This process in leases: `<instance id>#<boot id>`.
     owner: String,
+    /// Driver writes held back to ride with the driver's next commit of the
+    /// same workflow (see [`Engine::defer`]).
+    deferred: Mutex<HashMap<String, Vec<Transition>>>,
 }
 
 /// Who drives a workflow in this process, and whether it is to be cancelled.
@@ -153,6 +156,9 @@ const RECOVERY_BATCH: i64 = 128;
 
 /// Who acts on the engine's behalf in audit entries.
 const ACTOR: &str = "service:workflow";
+/// How long a deferred write may wait for the next commit of its workflow
+/// before it is committed on its own.
+const FLUSH_AFTER: Duration = Duration::from_millis(5);
 
 #[derive(Debug)]
 pub(crate) enum Outcome {
@@ -297,6 +303,7 @@ impl Engine {
                 policy,
                 remote,
                 slots: Mutex::default(),
+                deferred: Mutex::default(),
                 outbox: Arc::default(),
                 deadlines: Arc::default(),
                 owner: format!("{}#{}", config.instance_id, uuid::Uuid::now_v7()),
@@ -377,21 +384,98 @@ impl Engine {
         lease_owner: &str,
         transition: Transition,
     ) -> Result<(), WorkflowError> {
-        let announces = matches!(
-            &transition,
-            Transition::Workflow { deliveries, .. }
-            | Transition::ApprovalRequested { deliveries, .. }
-            | Transition::ApprovalDecided { deliveries, .. }
-            | Transition::ApprovalClosed { deliveries, .. } if !deliveries.is_empty()
-        );
+        self.commit_all(workflow_id, actor, lease_owner, vec![transition])
+            .await
+    }
+
+    /// Commits `transitions` in one transaction; a driver's commit (with a
+    /// lease owner) carries the workflow's deferred writes first.
+    async fn commit_all(
+        &self,
+        workflow_id: &str,
+        actor: &str,
+        lease_owner: &str,
+        mut transitions: Vec<Transition>,
+    ) -> Result<(), WorkflowError> {
+        if !lease_owner.is_empty() {
+            let held = self.take_deferred(workflow_id);
+            if !held.is_empty() {
+                transitions.splice(0..0, held);
+            }
+        }
+        if transitions.is_empty() {
+            return Ok(());
+        }
+        let announces = transitions.iter().any(|transition| {
+            matches!(
+                transition,
+                Transition::Workflow { deliveries, .. }
+                | Transition::ApprovalRequested { deliveries, .. }
+                | Transition::ApprovalDecided { deliveries, .. }
+                | Transition::ApprovalClosed { deliveries, .. } if !deliveries.is_empty()
+            )
+        });
         self.inner
             .store
-            .apply_fenced(workflow_id, actor, lease_owner, &transition)
+            .apply_all(workflow_id, actor, lease_owner, &transitions)
             .await?;
         if announces {
             self.inner.outbox.notify_one();
         }
         Ok(())
+    }
+
+    /// Holds back a driver write so it commits in the same transaction as
+    /// the driver's next write of this workflow: a step's SUCCEEDED with the
+    /// next step's decision and first attempt, RUNNING with the first
+    /// decision. Nothing acts on a deferred write before it is durable: the
+    /// next side effect starts only after the commit that carries it. A
+    /// crash before that commit loses only what a crash during the step
+    /// would (the step runs again with the same idempotency key). The driver
+    /// flushes whenever no commit is about to follow (see
+    /// [`Engine::flushing_if_slow`]).
+    fn defer(&self, workflow_id: &str, transition: Transition) {
+        self.inner
+            .deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(workflow_id.to_owned())
+            .or_default()
+            .push(transition);
+    }
+
+    fn take_deferred(&self, workflow_id: &str) -> Vec<Transition> {
+        self.inner
+            .deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(workflow_id)
+            .unwrap_or_default()
+    }
+
+    /// Commits the workflow's deferred writes, if any.
+    async fn flush(&self, workflow_id: &str) -> Result<(), WorkflowError> {
+        let owner = self.inner.owner.clone();
+        self.commit_all(workflow_id, ACTOR, &owner, Vec::new())
+            .await
+    }
+
+    /// Awaits `work` (a question to the registry or the policy service);
+    /// if it takes longer than [`FLUSH_AFTER`] the deferred writes are
+    /// committed meanwhile rather than wait for it.
+    async fn flushing_if_slow<T>(
+        &self,
+        workflow_id: &str,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, WorkflowError> {
+        let mut work = std::pin::pin!(work);
+        tokio::select! {
+            biased;
+            done = &mut work => return Ok(done),
+            () = tokio::time::sleep(FLUSH_AFTER) => {}
+        }
+        self.flush(workflow_id).await?;
+        Ok(work.await)
     }
 
     /// Moves a step to `status` (no attempt, no error).
@@ -507,6 +591,16 @@ impl Engine {
         );
         let result = self.advance(workflow_id, &slot.cancel).await;
         renewer.abort();
+        // Whatever is still deferred belongs to a run that stopped on an
+        // error: it is lost as in a crash, and recovery repeats the step.
+        let dropped = self.take_deferred(workflow_id);
+        if !dropped.is_empty() {
+            tracing::warn!(
+                workflow_id,
+                writes = dropped.len(),
+                "run stopped with uncommitted writes; recovery will repeat them"
+            );
+        }
         match &result {
             Ok(status) if *status == WorkflowStatus::Paused || status.is_terminal() => {
                 // Nothing to drive until a decision: any instance may resume it.
@@ -834,13 +928,22 @@ impl Engine {
     ) -> Result<WorkflowStatus, WorkflowError> {
         let workflow_id = run.workflow_id.as_str();
         if from != WorkflowStatus::Running {
-            self.set_status(run, WorkflowStatus::Running, "", "")
-                .await?;
+            self.defer(
+                workflow_id,
+                Transition::Workflow {
+                    status: WorkflowStatus::Running,
+                    reason: String::new(),
+                    failed_step: String::new(),
+                    deliveries: Vec::new(),
+                },
+            );
         }
 
         if from == WorkflowStatus::Pending
             && run.spec.options.preflight
-            && let Some((step, reason)) = self.preflight(run).await?
+            && let Some((step, reason)) = self
+                .flushing_if_slow(workflow_id, self.preflight(run))
+                .await??
         {
             for other in run.spec.steps.iter().filter(|s| s.name != step) {
                 self.mark(workflow_id, &other.name, StepStatus::Skipped)
@@ -883,6 +986,7 @@ impl Engine {
         // approved ones.
         let mut paused = waiting;
         loop {
+            let mut spawned = false;
             if failure.is_none() && flag.requested().is_none() && !flag.lost() {
                 for step in &run.spec.steps {
                     if running.len() >= max_parallel {
@@ -902,8 +1006,14 @@ impl Engine {
                             let outcome = engine.run_step(&run, &step, start).await;
                             (step.name, outcome)
                         });
+                        spawned = true;
                     }
                 }
+            }
+            if !spawned {
+                // No step starts now whose first commit could carry them,
+                // and what follows the loop reads the stored steps.
+                self.flush(workflow_id).await?;
             }
             let Some(joined) = running.join_next().await else {
                 break;
@@ -1274,10 +1384,11 @@ impl Engine {
         };
         // 2. The registry: what is it, how risky?
         let capability = match self
-            .inner
-            .registry
-            .capability(&step.capability, deadline)
-            .await
+            .flushing_if_slow(
+                &run.workflow_id,
+                self.inner.registry.capability(&step.capability, deadline),
+            )
+            .await?
         {
             Ok(found) => found,
             Err(error) => {
@@ -1322,7 +1433,13 @@ impl Engine {
         };
         // 4. The policy, with the registry's risk.
         let context = self.policy_context(run, step, spec.as_ref(), &inputs);
-        let record = match self.inner.policy.evaluate(context, deadline).await {
+        let record = match self
+            .flushing_if_slow(
+                &run.workflow_id,
+                self.inner.policy.evaluate(context, deadline),
+            )
+            .await?
+        {
             Ok(record) => record,
             Err(error) => {
                 return self
@@ -1383,9 +1500,7 @@ impl Engine {
             };
             let transitions: Vec<Transition> =
                 decided.take().into_iter().chain([running]).collect();
-            self.inner
-                .store
-                .apply_all(&run.workflow_id, ACTOR, &self.inner.owner, &transitions)
+            self.commit_all(&run.workflow_id, ACTOR, &self.inner.owner, transitions)
                 .await?;
             let ctx = ExecutionContext::new(
                 &run.workflow_id,
@@ -1406,16 +1521,16 @@ impl Engine {
                 };
             match result {
                 Ok(execution) => {
-                    // 7. Outputs and the undo record, committed with SUCCEEDED.
-                    self.transition(
+                    // 7. Outputs and the undo record, committed with SUCCEEDED
+                    // (deferred: with the driver's next write).
+                    self.defer(
                         &run.workflow_id,
                         Transition::StepSucceeded {
                             step: step.name.clone(),
                             outputs: execution.outputs.clone(),
                             undo: execution.undo.unwrap_or(Value::Null),
                         },
-                    )
-                    .await?;
+                    );
                     return Ok(Outcome::Succeeded(execution.outputs));
                 }
                 Err(error)

@@ -558,6 +558,7 @@ impl WorkflowStore {
         let now = airt_kit::clock::now_micros();
         let seq = airt_kit::write_tx!(&self.db, tx => {
           let mut last = 0;
+          let mut audit = Vec::with_capacity(transitions.len());
           for transition in transitions {
             let detail = transition.detail();
             let seq: Option<i64> = if lease_owner.is_empty() {
@@ -694,10 +695,12 @@ impl WorkflowStore {
                 map.insert("step".into(), json!(transition.step()));
                 map.insert("event_seq".into(), json!(seq));
             }
-            tx.append_audit(&NewAuditEvent::new(actor, transition.kind(), "workflow", workflow_id).with_details(audit_detail))
-                .await?;
+            audit.push(NewAuditEvent::new(actor, transition.kind(), "workflow", workflow_id).with_details(audit_detail));
             last = seq;
           }
+          // Last, so the audit chain's head row (one lock for every writer of
+          // this database) is held only from here to the commit.
+          tx.append_audit_batch(&audit).await?;
           last
         })?;
         Ok(seq)

@@ -450,6 +450,29 @@ async fn leases_fence_writes_and_expired_ones_are_taken_over() {
         );
         assert!(store.claim("wf-1", "b#3", later).await.expect("claim").held);
         assert!(!store.claim("wf-1", "a#9", later).await.expect("claim").held);
+        // A lease of its own that expired (its run stopped on an error) is
+        // offered to the same process again (wf-2 comes as a previous boot's).
+        assert!(
+            store
+                .renew("wf-1", "b#3", now - 1)
+                .await
+                .expect("expire")
+                .held
+        );
+        let mut orphans = store
+            .claim_orphans("b#3", later, 10)
+            .await
+            .expect("own expired");
+        orphans.sort();
+        assert_eq!(orphans, ["wf-1", "wf-2"]);
+        assert!(
+            store
+                .claim_orphans("b#3", later, 10)
+                .await
+                .expect("own live")
+                .is_empty(),
+            "its live leases are not offered"
+        );
 
         // Released (e.g. paused): anyone may claim it.
         store.release("wf-1", "b#3").await.expect("release");

@@ -95,6 +95,15 @@ struct Inner {
     deferred: Mutex<HashMap<String, Vec<Transition>>>,
 }
 
+/// How a run gets the workflow's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// Claim it (free, expired, or ours already).
+    Take,
+    /// The workflow was stored with this instance's lease moments ago.
+    AlreadyHeld,
+}
+
 /// Who drives a workflow in this process, and whether it is to be cancelled.
 #[derive(Debug, Default)]
 struct Slot {
@@ -332,22 +341,24 @@ impl Engine {
     ) -> Result<(WorkflowRow, bool), WorkflowError> {
         let spec = validate_workflow(&draft).map_err(WorkflowError::InvalidWorkflow)?;
         let workflow_id = uuid::Uuid::now_v7().to_string();
+        // Stored with this instance's lease: its first run claims nothing.
         let (row, created) = self
             .inner
             .store
-            .create(
+            .create_leased(
                 &workflow_id,
                 &draft,
                 &spec,
                 &submitter,
                 request_id.as_deref(),
+                (&self.inner.owner, self.lease_until()),
             )
             .await?;
         if created {
             let engine = self.clone();
             let id = row.workflow_id.clone();
             tokio::spawn(async move {
-                if let Err(error) = engine.run(&id).await {
+                if let Err(error) = engine.run_with(&id, Claim::AlreadyHeld).await {
                     tracing::error!(workflow_id = %id, %error, "workflow run stopped on an internal error");
                 }
             });
@@ -540,10 +551,18 @@ impl Engine {
     /// working; when another instance holds it, nothing happens here.
     /// Serialised per workflow in this process.
     pub async fn run(&self, workflow_id: &str) -> Result<WorkflowStatus, WorkflowError> {
+        self.run_with(workflow_id, Claim::Take).await
+    }
+
+    async fn run_with(
+        &self,
+        workflow_id: &str,
+        claim: Claim,
+    ) -> Result<WorkflowStatus, WorkflowError> {
         let slot = self.slot(workflow_id);
         let result = {
             let _driving = slot.drive.lock().await;
-            self.drive_leased(workflow_id, &slot).await
+            self.drive_leased(workflow_id, &slot, claim).await
         };
         self.release(workflow_id, &result);
         result
@@ -572,13 +591,23 @@ impl Engine {
         &self,
         workflow_id: &str,
         slot: &Arc<Slot>,
+        claim: Claim,
     ) -> Result<WorkflowStatus, WorkflowError> {
         let owner = self.inner.owner.clone();
-        let lease = self
-            .inner
-            .store
-            .claim(workflow_id, &owner, self.lease_until())
-            .await?;
+        let lease = match claim {
+            Claim::Take => {
+                self.inner
+                    .store
+                    .claim(workflow_id, &owner, self.lease_until())
+                    .await?
+            }
+            // Any cancellation so far was requested through this process
+            // (the slot carries it); later ones come with the renewals.
+            Claim::AlreadyHeld => crate::store::Lease {
+                held: true,
+                cancel_request: String::new(),
+            },
+        };
         if !lease.held {
             // Another instance drives it; it sees any cancellation too.
             return self.status_of(workflow_id).await;
@@ -1116,7 +1145,7 @@ impl Engine {
         slot.cancel.request(rollback, reason);
         match slot.drive.try_lock() {
             Ok(driving) => {
-                let result = self.drive_leased(workflow_id, &slot).await;
+                let result = self.drive_leased(workflow_id, &slot, Claim::Take).await;
                 drop(driving);
                 self.release(workflow_id, &result);
                 result?;

@@ -1,7 +1,9 @@
 //! Leases: which workflow-service instance drives a workflow, and until
 //! when. A lease owner is `<instance id>#<boot id>`: the same instance after
 //! a restart (same id, new boot) takes its previous life's leases at once,
-//! and a scan never returns what this very process already holds. Claims on PostgreSQL take rows with `FOR UPDATE SKIP LOCKED`, so
+//! and a scan never returns what this very process holds unexpired (an
+//! expired lease of its own means its run stopped, e.g. on a database
+//! error, and is taken again like anyone's). Claims on PostgreSQL take rows with `FOR UPDATE SKIP LOCKED`, so
 //! replicas scanning at once never wait for, or take, each other's rows; on
 //! SQLite the same statements run inside `BEGIN IMMEDIATE`.
 
@@ -24,14 +26,14 @@ const REQUEST_CANCEL: &str =
     "UPDATE workflows SET cancel_request = $2 WHERE workflow_id = $1 AND cancel_request = ''";
 const ORPHANS_SQLITE: &str = "UPDATE workflows SET lease_owner = $1, lease_expires_at_us = $2 \
      WHERE workflow_id IN (SELECT workflow_id FROM workflows \
-         WHERE status IN ('PENDING', 'RUNNING', 'ROLLING_BACK') AND lease_owner <> $1 \
-             AND (lease_expires_at_us < $3 OR substr(lease_owner, 1, length($5)) = $5) \
+         WHERE status IN ('PENDING', 'RUNNING', 'ROLLING_BACK') \
+             AND (lease_expires_at_us < $3 OR (lease_owner <> $1 AND substr(lease_owner, 1, length($5)) = $5)) \
          ORDER BY workflow_id LIMIT $4) \
      RETURNING workflow_id";
 const ORPHANS_POSTGRES: &str = "UPDATE workflows SET lease_owner = $1, lease_expires_at_us = $2 \
      WHERE workflow_id IN (SELECT workflow_id FROM workflows \
-         WHERE status IN ('PENDING', 'RUNNING', 'ROLLING_BACK') AND lease_owner <> $1 \
-             AND (lease_expires_at_us < $3 OR substr(lease_owner, 1, length($5)) = $5) \
+         WHERE status IN ('PENDING', 'RUNNING', 'ROLLING_BACK') \
+             AND (lease_expires_at_us < $3 OR (lease_owner <> $1 AND substr(lease_owner, 1, length($5)) = $5)) \
          ORDER BY workflow_id LIMIT $4 FOR UPDATE SKIP LOCKED) \
      RETURNING workflow_id";
 /// PAUSED workflows with a step still waiting on an approval that was

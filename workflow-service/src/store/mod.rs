@@ -306,8 +306,9 @@ const STEP_COLUMNS: &str = "workflow_id, step_name, position, status, attempt, c
 const COMPENSATION_COLUMNS: &str = "workflow_id, step_name, position, capability_id, inputs, status, attempts, error, started_at_us, ended_at_us";
 
 const INSERT_WORKFLOW: &str = "INSERT INTO workflows (workflow_id, name, draft_json, status, submitter, submitter_roles, \
-     request_id, owner, failure_reason, failed_step, event_seq, created_at_us, updated_at_us, ended_at_us) \
-     VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, '', '', 0, $8, $8, 0)";
+     request_id, owner, failure_reason, failed_step, event_seq, created_at_us, updated_at_us, ended_at_us, \
+     lease_owner, lease_expires_at_us) \
+     VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, '', '', 0, $8, $8, 0, $9, $10)";
 const INSERT_STEP: &str = "INSERT INTO workflow_steps (workflow_id, step_name, position, status, attempt, capability_version, \
      risk_level, resolved_inputs, outputs, decision, approval_id, error, undo, completed_seq, started_at_us, ended_at_us) \
      VALUES ($1, $2, $3, 'PENDING', 0, '', '', '{}', 'null', '{}', '', '', 'null', 0, 0, 0)";
@@ -388,6 +389,21 @@ impl WorkflowStore {
         submitter: &Principal,
         request_id: Option<&str>,
     ) -> Result<(WorkflowRow, bool), WorkflowError> {
+        self.create_leased(workflow_id, draft, spec, submitter, request_id, ("", 0))
+            .await
+    }
+
+    /// [`WorkflowStore::create`] with the new workflow's lease already held
+    /// by `lease.0` until `lease.1` (µs), so its first run claims nothing.
+    pub async fn create_leased(
+        &self,
+        workflow_id: &str,
+        draft: &WorkflowDraft,
+        spec: &WorkflowSpec,
+        submitter: &Principal,
+        request_id: Option<&str>,
+        lease: (&str, i64),
+    ) -> Result<(WorkflowRow, bool), WorkflowError> {
         if let Some(existing) = self.by_request(submitter, request_id).await? {
             return Ok((existing, false));
         }
@@ -406,6 +422,8 @@ impl WorkflowStore {
                 .bind(request_id)
                 .bind(&spec.owner)
                 .bind(now)
+                .bind(lease.0)
+                .bind(lease.1)
                 .execute(&mut *tx)
                 .await?;
             for (position, step) in spec.steps.iter().enumerate() {

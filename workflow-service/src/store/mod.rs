@@ -313,11 +313,13 @@ const INSERT_STEP: &str = "INSERT INTO workflow_steps (workflow_id, step_name, p
      risk_level, resolved_inputs, outputs, decision, approval_id, error, undo, completed_seq, started_at_us, ended_at_us) \
      VALUES ($1, $2, $3, 'PENDING', 0, '', '', '{}', 'null', '{}', '', '', 'null', 0, 0, 0)";
 const NEXT_EVENT: &str = "UPDATE workflows SET event_seq = event_seq + 1, updated_at_us = $2 WHERE workflow_id = $1 RETURNING event_seq";
-/// [`NEXT_EVENT`] for the instance driving the workflow: only while it holds
-/// the lease (fencing).
-const NEXT_EVENT_FENCED: &str = "UPDATE workflows SET event_seq = event_seq + 1, updated_at_us = $2 \
-     WHERE workflow_id = $1 AND lease_owner = $3 RETURNING event_seq";
 const INSERT_EVENT: &str = "INSERT INTO workflow_events (workflow_id, seq, occurred_at_us, kind, step_name, detail) VALUES ($1, $2, $3, $4, $5, $6)";
+/// Takes `$4` event sequence numbers at once (the last is returned); with a
+/// lease owner `$3`, only while it holds the lease (fencing).
+const NEXT_EVENTS: &str = "UPDATE workflows SET event_seq = event_seq + $4, updated_at_us = $2 \
+     WHERE workflow_id = $1 AND ($3 = '' OR lease_owner = $3) RETURNING event_seq";
+const INSERT_EVENTS_PREFIX: &str =
+    "INSERT INTO workflow_events (workflow_id, seq, occurred_at_us, kind, step_name, detail) ";
 /// A paused or finished workflow gives up its lease in the same statement:
 /// nothing drives it until a decision (any instance may then claim it).
 const SET_WORKFLOW_STATUS: &str = "UPDATE workflows SET status = $2, failure_reason = $3, failed_step = $4, \
@@ -573,24 +575,32 @@ impl WorkflowStore {
         lease_owner: &str,
         transitions: &[Transition],
     ) -> Result<i64, WorkflowError> {
+        if transitions.is_empty() {
+            return Err(WorkflowError::Corrupt("no transition to apply".into()));
+        }
         let now = airt_kit::clock::now_micros();
+        let count = i64::try_from(transitions.len()).unwrap_or(i64::MAX);
         let seq = airt_kit::write_tx!(&self.db, tx => {
-          let mut last = 0;
+          // The sequence numbers of all the events first: one statement,
+          // and the fence (the lease check) before anything is written.
+          let last: Option<i64> = sqlx::query_scalar(NEXT_EVENTS)
+              .bind(workflow_id)
+              .bind(now)
+              .bind(lease_owner)
+              .bind(count)
+              .fetch_optional(&mut *tx)
+              .await?;
+          let Some(last) = last else {
+              return Err(if lease_owner.is_empty() {
+                  WorkflowError::NotFound(workflow_id.to_owned())
+              } else {
+                  WorkflowError::LeaseLost(workflow_id.to_owned())
+              });
+          };
           let mut audit = Vec::with_capacity(transitions.len());
-          for transition in transitions {
+          let mut events = Vec::with_capacity(transitions.len());
+          for (seq, transition) in (last - count + 1..).zip(transitions) {
             let detail = transition.detail();
-            let seq: Option<i64> = if lease_owner.is_empty() {
-                sqlx::query_scalar(NEXT_EVENT).bind(workflow_id).bind(now).fetch_optional(&mut *tx).await?
-            } else {
-                sqlx::query_scalar(NEXT_EVENT_FENCED).bind(workflow_id).bind(now).bind(lease_owner).fetch_optional(&mut *tx).await?
-            };
-            let Some(seq) = seq else {
-                return Err(if lease_owner.is_empty() {
-                    WorkflowError::NotFound(workflow_id.to_owned())
-                } else {
-                    WorkflowError::LeaseLost(workflow_id.to_owned())
-                });
-            };
             let changed = match transition {
                 Transition::Workflow { status, reason, failed_step, .. } => sqlx::query(SET_WORKFLOW_STATUS)
                     .bind(workflow_id)
@@ -699,23 +709,24 @@ impl WorkflowStore {
             if changed.rows_affected() == 0 && !matches!(transition, Transition::CompensationPlanned { .. }) {
                 return Err(WorkflowError::NotFound(format!("{workflow_id}/{}", transition.step())));
             }
-            sqlx::query(INSERT_EVENT)
-                .bind(workflow_id)
-                .bind(seq)
-                .bind(now)
-                .bind(transition.kind())
-                .bind(transition.step())
-                .bind(detail.to_string())
-                .execute(&mut *tx)
-                .await?;
-            let mut audit_detail = detail.clone();
+            events.push((seq, transition.kind(), transition.step(), detail.to_string()));
+            let mut audit_detail = detail;
             if let Some(map) = audit_detail.as_object_mut() {
                 map.insert("step".into(), json!(transition.step()));
                 map.insert("event_seq".into(), json!(seq));
             }
             audit.push(NewAuditEvent::new(actor, transition.kind(), "workflow", workflow_id).with_details(audit_detail));
-            last = seq;
           }
+          let mut insert = sqlx::QueryBuilder::new(INSERT_EVENTS_PREFIX);
+          insert.push_values(&events, |mut row, (seq, kind, step, detail)| {
+              row.push_bind(workflow_id)
+                  .push_bind(*seq)
+                  .push_bind(now)
+                  .push_bind(*kind)
+                  .push_bind(*step)
+                  .push_bind(detail.as_str());
+          });
+          insert.build().execute(&mut *tx).await?;
           // Last, so the audit chain's head row (one lock for every writer of
           // this database) is held only from here to the commit.
           tx.append_audit_batch(&audit).await?;

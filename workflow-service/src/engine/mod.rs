@@ -790,7 +790,13 @@ impl Engine {
         {
             return self.settle_cancel(&run, rollback, &why).await;
         }
-        let progress = self.progress(&run).await?;
+        // PENDING means no step was touched: the first step write commits
+        // RUNNING with it.
+        let progress = if status == WorkflowStatus::Pending {
+            Progress::default()
+        } else {
+            self.progress(&run).await?
+        };
         if status == WorkflowStatus::Paused && !progress.actionable() {
             return Ok(status);
         }

@@ -95,6 +95,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             webhook_max_attempts: 12,
             instance_id: None,
             lease_ttl: Duration::from_secs(15),
+            watch_poll: Duration::from_millis(100),
             webhook_initial_backoff: Duration::from_secs(1),
         },
         &workflow,

@@ -71,6 +71,7 @@ pub fn workflow_config(
         webhooks: Default::default(),
         instance_id: "test-instance".into(),
         lease_ttl: Duration::from_secs(15),
+        watch_poll: Duration::from_millis(100),
     }
 }
 

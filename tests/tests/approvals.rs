@@ -318,6 +318,51 @@ async fn an_approved_step_runs_and_a_rejected_one_rolls_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_hears_of_this_replicas_changes_without_polling() {
+    // Polling (for other replicas' changes) is effectively off here.
+    let stack = Stack::start_with(TestDb::sqlite(), POLICY, |config| {
+        config.watch_poll = Duration::from_secs(3600);
+    })
+    .await;
+    let mut c = clients(&stack).await;
+    let id = c.submit(MAKE_DIR_APPROVE_WRITE).await;
+    let (_, _) = c.until(&id, pb::WorkflowStatus::Paused).await;
+    let mut stream = c
+        .workflows
+        .watch_workflow(alice(pb::WatchWorkflowRequest {
+            workflow_id: id.clone(),
+        }))
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .expect("ok")
+        .expect("snapshot")
+        .workflow
+        .expect("workflow");
+    assert_eq!(first.status, pb::WorkflowStatus::Paused as i32);
+    let approval = c.pending_approval(&id).await;
+    c.approve(bob(approve(&approval.approval_id)))
+        .await
+        .expect("approve");
+    // Every change after the approval reaches the open stream.
+    loop {
+        let update = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("woken by the commit, not by a poll an hour away")
+            .expect("ok")
+            .expect("open until terminal");
+        if update.workflow.expect("snapshot").status == pb::WorkflowStatus::Completed as i32 {
+            break;
+        }
+    }
+    assert!(stack.root().join("reports/acme.txt").exists());
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_escalated_step_runs_exactly_once_after_approval_and_decisions_are_guarded() {
     for db in TestDb::all().await {
         let recorder = Recorder::start().await;

@@ -117,6 +117,12 @@ pub struct WorkflowArgs {
     #[arg(long, env = "AIRT_LEASE_TTL", default_value = "15s", value_parser = airt_kit::config::parse_duration)]
     pub lease_ttl: Duration,
 
+    /// How often a WatchWorkflow stream looks for changes committed by other
+    /// replicas sharing the database; this replica's own changes reach its
+    /// watchers at once.
+    #[arg(long, env = "AIRT_WATCH_POLL", default_value = "100ms", value_parser = airt_kit::config::parse_duration)]
+    pub watch_poll: Duration,
+
     /// Wait before the first retry of a webhook; doubles per attempt up to 5m.
     #[arg(long, env = "AIRT_WEBHOOK_INITIAL_BACKOFF", default_value = "1s", value_parser = airt_kit::config::parse_duration)]
     pub webhook_initial_backoff: Duration,
@@ -134,6 +140,7 @@ pub struct WorkflowConfig {
     pub webhooks: webhooks::WebhookConfig,
     pub instance_id: String,
     pub lease_ttl: Duration,
+    pub watch_poll: Duration,
 }
 
 /// `<hostname>:<port>`: stable across restarts of one replica, distinct
@@ -160,6 +167,10 @@ impl WorkflowConfig {
             (None, airt_kit::auth::AuthSettings::Development) => ServiceCredentials::development(),
             (None, _) => ServiceCredentials::None,
         };
+        anyhow::ensure!(
+            args.watch_poll >= Duration::from_millis(10),
+            "--watch-poll must be at least 10ms"
+        );
         let search_path =
             std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
         Ok(Self {
@@ -173,6 +184,7 @@ impl WorkflowConfig {
                 .filter(|id| !id.trim().is_empty())
                 .unwrap_or_else(|| default_instance_id(server.listen)),
             lease_ttl: args.lease_ttl,
+            watch_poll: args.watch_poll,
             approval_timeout: args.approval_timeout,
             webhooks: {
                 let config = webhooks::WebhookConfig {
@@ -271,7 +283,7 @@ pub async fn serve_on(
         let deadlines = tokio::spawn(engine.clone().run_deadlines(stopped.clone()));
         let recovery = tokio::spawn(engine.clone().run_recovery(stopped.clone()));
         let approvals = api::ApprovalApi::new(engine.clone());
-        let api = api::WorkflowApi::new(engine, stopped);
+        let api = api::WorkflowApi::new(engine, stopped, workflow.watch_poll);
         Ok(server
             .add_service(airt_proto::workflow::v1::workflow_service_server::WorkflowServiceServer::with_interceptor(
                 api,

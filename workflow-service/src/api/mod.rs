@@ -25,19 +25,24 @@ use crate::error::WorkflowError;
 use crate::store::{ListFilter, WorkflowRow};
 
 const MAX_SPEC_TEXT: usize = 1024 * 1024;
-/// How often a watcher looks for new events.
-const WATCH_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct WorkflowApi {
     engine: Engine,
     shutdown: watch::Receiver<bool>,
+    /// How often a watcher looks for changes committed by other replicas
+    /// (this replica's own commits wake it at once).
+    watch_poll: Duration,
 }
 
 impl WorkflowApi {
     /// `shutdown` turning true ends every open WatchWorkflow stream.
-    pub fn new(engine: Engine, shutdown: watch::Receiver<bool>) -> Self {
-        Self { engine, shutdown }
+    pub fn new(engine: Engine, shutdown: watch::Receiver<bool>, watch_poll: Duration) -> Self {
+        Self {
+            engine,
+            shutdown,
+            watch_poll,
+        }
     }
 
     async fn snapshot(&self, row: &WorkflowRow) -> Result<pb::Workflow, WorkflowError> {
@@ -259,7 +264,11 @@ impl WorkflowService for WorkflowApi {
             let mut shutdown = api.shutdown.clone();
             let mut last_seq = -1;
             let id = row.workflow_id.clone();
+            let changes = api.engine.store().subscribe(&id);
             loop {
+                // Armed before the read: a commit after it wakes the wait below.
+                let mut changed = std::pin::pin!(changes.notified());
+                changed.as_mut().enable();
                 let row = match api.engine.store().get(&id).await {
                     Ok(Some(row)) => row,
                     Ok(None) => return,
@@ -322,7 +331,8 @@ impl WorkflowService for WorkflowApi {
                     }
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(WATCH_POLL) => {}
+                    () = &mut changed => {}
+                    () = tokio::time::sleep(api.watch_poll) => {}
                     () = tx.closed() => return,
                     _ = shutdown.wait_for(|s| *s) => return,
                 }

@@ -18,9 +18,11 @@ use crate::domain::{
 use crate::error::WorkflowError;
 
 mod approvals;
+mod changes;
 mod leases;
 
 pub use approvals::{ApprovalFilter, ApprovalRow, DeliveryRow, NewDelivery};
+pub use changes::{ChangeFeed, ChangeSubscription};
 pub use leases::Lease;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -373,11 +375,20 @@ const SELECT_EVENTS: &str = "SELECT workflow_id, seq, occurred_at_us, kind, step
 #[derive(Debug, Clone)]
 pub struct WorkflowStore {
     db: Database,
+    changes: ChangeFeed,
 }
 
 impl WorkflowStore {
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self {
+            db,
+            changes: ChangeFeed::default(),
+        }
+    }
+
+    /// Wakes at every change this process commits to `workflow_id`.
+    pub fn subscribe(&self, workflow_id: &str) -> ChangeSubscription {
+        self.changes.subscribe(workflow_id)
     }
 
     /// Stores a new workflow (PENDING, every step PENDING). With a
@@ -732,6 +743,7 @@ impl WorkflowStore {
           tx.append_audit_batch(&audit).await?;
           last
         })?;
+        self.changes.changed(workflow_id);
         Ok(seq)
     }
 }

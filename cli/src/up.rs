@@ -96,6 +96,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             instance_id: None,
             lease_ttl: Duration::from_secs(15),
             watch_poll: Duration::from_millis(100),
+            max_active_workflows: 1024,
             webhook_initial_backoff: Duration::from_secs(1),
         },
         &workflow,

@@ -72,6 +72,7 @@ pub fn workflow_config(
         instance_id: "test-instance".into(),
         lease_ttl: Duration::from_secs(15),
         watch_poll: Duration::from_millis(100),
+        max_active_workflows: 1024,
     }
 }
 

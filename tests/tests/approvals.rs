@@ -1,7 +1,8 @@
 //! Human approvals through the gRPC API, on SQLite and PostgreSQL: the
 //! approved step really executes (once), rejection and expiry roll back,
 //! who may decide, a changed action voids its approval, deadlines and
-//! approvals survive a restart, and webhooks are signed and retried.
+//! approvals survive a restart, and webhooks are signed and retried; also
+//! what watchers and a replica's limit of workflows driven at once observe.
 
 use std::time::Duration;
 
@@ -359,6 +360,55 @@ async fn a_watcher_hears_of_this_replicas_changes_without_polling() {
         }
     }
     assert!(stack.root().join("reports/acme.txt").exists());
+    stack.stop().await;
+}
+
+/// When `event` happened, in µs since the epoch.
+fn micros(event: &pb::WorkflowEvent) -> i64 {
+    let at = event.occur_time.as_ref().expect("time");
+    at.seconds * 1_000_000 + i64::from(at.nanos / 1000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_drives_at_most_its_limit_of_workflows_at_once() {
+    let recorder = Recorder::start().await;
+    recorder.delay("/slow", Duration::from_millis(200));
+    let stack = Stack::start_with(TestDb::sqlite(), POLICY, |config| {
+        with_loopback(config);
+        config.max_active_workflows = 1;
+    })
+    .await;
+    register(
+        &stack,
+        remote_capability("ops.slow", "1.0.0", "MEDIUM", &recorder, "/slow"),
+    )
+    .await;
+    let mut c = clients(&stack).await;
+    let spec =
+        "name: slow\nsteps:\n  - {name: call, capability: ops.slow, inputs: {service: api}}\n";
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(c.submit(spec).await);
+    }
+    // Each run, from its first write after submission to its last.
+    let mut runs = Vec::new();
+    for id in &ids {
+        let (_, events) = c.until(id, pb::WorkflowStatus::Completed).await;
+        let driven: Vec<i64> = events
+            .iter()
+            .filter(|e| e.kind != "workflow.submitted")
+            .map(micros)
+            .collect();
+        runs.push((driven[0], driven[driven.len() - 1]));
+    }
+    assert_eq!(recorder.requests("/slow").len(), 3);
+    runs.sort_unstable();
+    for pair in runs.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "with a limit of one, runs do not overlap: {runs:?}"
+        );
+    }
     stack.stop().await;
 }
 

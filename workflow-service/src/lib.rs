@@ -117,6 +117,12 @@ pub struct WorkflowArgs {
     #[arg(long, env = "AIRT_LEASE_TTL", default_value = "15s", value_parser = airt_kit::config::parse_duration)]
     pub lease_ttl: Duration,
 
+    /// Workflows this replica drives at once; more wait their turn (and a
+    /// replica at its limit claims no orphaned workflow, leaving them to
+    /// replicas with room).
+    #[arg(long, env = "AIRT_MAX_ACTIVE_WORKFLOWS", default_value_t = 1024)]
+    pub max_active_workflows: usize,
+
     /// How often a WatchWorkflow stream looks for changes committed by other
     /// replicas sharing the database; this replica's own changes reach its
     /// watchers at once.
@@ -141,6 +147,7 @@ pub struct WorkflowConfig {
     pub instance_id: String,
     pub lease_ttl: Duration,
     pub watch_poll: Duration,
+    pub max_active_workflows: usize,
 }
 
 /// `<hostname>:<port>`: stable across restarts of one replica, distinct
@@ -171,6 +178,10 @@ impl WorkflowConfig {
             args.watch_poll >= Duration::from_millis(10),
             "--watch-poll must be at least 10ms"
         );
+        anyhow::ensure!(
+            args.max_active_workflows >= 1,
+            "--max-active-workflows must be at least 1"
+        );
         let search_path =
             std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
         Ok(Self {
@@ -185,6 +196,7 @@ impl WorkflowConfig {
                 .unwrap_or_else(|| default_instance_id(server.listen)),
             lease_ttl: args.lease_ttl,
             watch_poll: args.watch_poll,
+            max_active_workflows: args.max_active_workflows,
             approval_timeout: args.approval_timeout,
             webhooks: {
                 let config = webhooks::WebhookConfig {
@@ -274,6 +286,7 @@ pub async fn serve_on(
                 webhooks: workflow.webhooks.clone(),
                 instance_id: workflow.instance_id.clone(),
                 lease_ttl: workflow.lease_ttl,
+                max_active_runs: workflow.max_active_workflows,
                 ..engine::EngineConfig::default()
             },
         );

@@ -56,6 +56,9 @@ pub struct EngineConfig {
     pub lease_ttl: Duration,
     /// How often orphaned workflows (expired leases) are looked for.
     pub recovery_interval: Duration,
+    /// Workflows this instance drives at once; more wait their turn, and
+    /// the recovery scan claims only what it can start.
+    pub max_active_runs: usize,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +71,7 @@ impl Default for EngineConfig {
             instance_id: uuid::Uuid::now_v7().to_string(),
             lease_ttl: Duration::from_secs(15),
             recovery_interval: Duration::from_secs(1),
+            max_active_runs: 1024,
         }
     }
 }
@@ -93,6 +97,8 @@ struct Inner {
     /// Driver writes held back to ride with the driver's next commit of the
     /// same workflow (see [`Engine::defer`]).
     deferred: Mutex<HashMap<String, Vec<Transition>>>,
+    /// One permit per workflow being driven (`max_active_runs`).
+    active: Arc<tokio::sync::Semaphore>,
 }
 
 /// How a run gets the workflow's lease.
@@ -313,6 +319,7 @@ impl Engine {
                 remote,
                 slots: Mutex::default(),
                 deferred: Mutex::default(),
+                active: Arc::new(tokio::sync::Semaphore::new(config.max_active_runs.max(1))),
                 outbox: Arc::default(),
                 deadlines: Arc::default(),
                 owner: format!("{}#{}", config.instance_id, uuid::Uuid::now_v7()),
@@ -559,6 +566,20 @@ impl Engine {
         workflow_id: &str,
         claim: Claim,
     ) -> Result<WorkflowStatus, WorkflowError> {
+        let queued = Instant::now();
+        let _permit = self
+            .inner
+            .active
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| WorkflowError::Corrupt("the engine is shutting down".into()))?;
+        // A lease taken at submission may have run out while waiting.
+        let claim = if queued.elapsed() > self.inner.config.lease_ttl / 3 {
+            Claim::Take
+        } else {
+            claim
+        };
         let slot = self.slot(workflow_id);
         let result = {
             let _driving = slot.drive.lock().await;
@@ -686,14 +707,25 @@ impl Engine {
     /// expired (or is this instance's, from before a restart), and paused
     /// ones with a decided approval. Returns how many were started.
     pub async fn recover_once(&self) -> Result<usize, WorkflowError> {
-        const BATCH: i64 = RECOVERY_BATCH;
+        // Claim only what can start now: a claimed workflow waiting for a
+        // free run would hold a lease nobody renews.
+        let free = self.inner.active.available_permits();
+        let batch = i64::try_from(free)
+            .unwrap_or(RECOVERY_BATCH)
+            .min(RECOVERY_BATCH);
+        if batch == 0 {
+            return Ok(0);
+        }
         let owner = self.inner.owner.clone();
         let mut ids = self
             .inner
             .store
-            .claim_orphans(&owner, self.lease_until(), BATCH)
+            .claim_orphans(&owner, self.lease_until(), batch)
             .await?;
-        ids.extend(self.inner.store.decided_paused(&owner, BATCH).await?);
+        if (ids.len() as i64) < batch {
+            let paused = batch - ids.len() as i64;
+            ids.extend(self.inner.store.decided_paused(&owner, paused).await?);
+        }
         let mut started = 0;
         for id in ids {
             if self.is_driving(&id) {

@@ -88,6 +88,25 @@ pub async fn start_workflow_with_config(
     .await
 }
 
+/// Registers the capability `spec_yaml` as an admin through `channel`.
+pub async fn register_capability(channel: Channel, spec_yaml: impl Into<String>) {
+    use airt_proto::registry::v1 as registry;
+    registry::registry_service_client::RegistryServiceClient::new(channel)
+        .register_capability(airt_kit::testing::as_principal(
+            registry::RegisterCapabilityRequest {
+                source: Some(registry::register_capability_request::Source::SpecText(
+                    spec_yaml.into(),
+                )),
+                validate_only: false,
+                request_id: String::new(),
+            },
+            "user:root",
+            &["admin"],
+        ))
+        .await
+        .expect("register the capability");
+}
+
 /// Polls `Health/Check` until it answers SERVING, at most `within`.
 pub async fn wait_until_serving(channel: Channel, within: Duration) {
     let deadline = Instant::now() + within;

@@ -7,13 +7,11 @@
 use std::time::Duration;
 
 use airt_kit::testing::{TestDb, as_principal};
-use airt_proto::registry::v1 as registry;
-use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
 use airt_proto::workflow::v1 as pb;
 use airt_proto::workflow::v1::approval_service_client::ApprovalServiceClient;
 use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
-use airt_system_tests::Stack;
 use airt_system_tests::http::Recorder;
+use airt_system_tests::{Stack, register_capability};
 use hmac::Mac;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -182,20 +180,11 @@ fn reason(status: &tonic::Status) -> String {
 }
 
 async fn register(stack: &Stack, spec: String) {
-    RegistryServiceClient::new(stack.registry.as_ref().expect("registry").channel().await)
-        .register_capability(as_principal(
-            registry::RegisterCapabilityRequest {
-                source: Some(registry::register_capability_request::Source::SpecText(
-                    spec,
-                )),
-                validate_only: false,
-                request_id: String::new(),
-            },
-            "user:root",
-            &["admin"],
-        ))
-        .await
-        .expect("register");
+    register_capability(
+        stack.registry.as_ref().expect("registry").channel().await,
+        spec,
+    )
+    .await;
 }
 
 /// A remote capability on the recorder at `path`.

@@ -13,7 +13,7 @@ use airt_proto::policy::v1 as policy;
 use airt_proto::policy::v1::policy_service_client::PolicyServiceClient;
 use airt_proto::registry::v1 as registry;
 use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
-use airt_system_tests::{start_policy, start_registry};
+use airt_system_tests::{register_capability, start_policy, start_registry};
 use serde_json::Value;
 use tonic::transport::Endpoint;
 use workflow_service::capabilities::net::NetworkPolicy;
@@ -614,8 +614,7 @@ async fn remote_capabilities_run_over_http_with_typed_failures() {
         NetworkPolicy::parse(&["127.0.0.1".to_owned()]).expect("allow"),
     )
     .await;
-    let mut registrar =
-        RegistryServiceClient::new(s.registry.as_ref().expect("registry").channel().await);
+    let registry_channel = s.registry.as_ref().expect("registry").channel().await;
     for (id, path) in [
         ("agent.summarize", "summarize"),
         ("agent.reject", "reject"),
@@ -626,20 +625,7 @@ async fn remote_capabilities_run_over_http_with_typed_failures() {
              compensation: {{supported: false, strategy: NONE}}\nparameters: [{{name: text, type: string}}]\nmetadata: {{version: 1.0.0}}\nhandler: \"http:http://127.0.0.1:{}/{path}\"\n",
             addr.port()
         );
-        registrar
-            .register_capability(as_principal(
-                registry::RegisterCapabilityRequest {
-                    source: Some(registry::register_capability_request::Source::SpecText(
-                        spec,
-                    )),
-                    validate_only: false,
-                    request_id: String::new(),
-                },
-                "user:root",
-                &["admin"],
-            ))
-            .await
-            .expect("register");
+        register_capability(registry_channel.clone(), spec).await;
     }
     let ok = s.run("name: r\nsteps:\n  - {name: sum, capability: agent.summarize, inputs: {text: 'one two three'}}\n", None).await;
     assert_eq!(

@@ -9,7 +9,7 @@ use airt_proto::common::v1::{OperationType, Principal, RiskLevel};
 use airt_proto::policy::v1 as policy;
 use airt_proto::registry::v1 as registry;
 use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
-use airt_system_tests::{start_policy, start_registry};
+use airt_system_tests::{register_capability, start_policy, start_registry};
 use tonic::transport::Endpoint;
 use workflow_service::capabilities::publish::ServiceCredentials;
 use workflow_service::gate::GateError;
@@ -34,6 +34,24 @@ async fn until<F: Fn() -> bool>(what: &str, condition: F) {
     }
 }
 
+/// A lookup of `crm.sync` gives up as "registry unavailable".
+async fn fails_closed(gate: &RegistryGate) {
+    let error = gate
+        .capability("crm.sync", Instant::now() + Duration::from_millis(300))
+        .await
+        .expect_err("the registry is unreachable");
+    assert!(
+        matches!(
+            error,
+            GateError::Unavailable {
+                dependency: "registry",
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
+
 fn capability_yaml(version: &str) -> String {
     format!(
         "id: crm.sync\nname: Sync\noperation_type: WRITE\nrisk: {{level: MEDIUM}}\nside_effects: {{reversible: true, scope: EXTERNAL}}\n\
@@ -56,23 +74,7 @@ async fn registry_answers_stay_exact_through_the_cache() {
         "unknown"
     );
     let mut admin = RegistryServiceClient::new(server.channel().await);
-    let register = |version: &str| {
-        as_principal(
-            registry::RegisterCapabilityRequest {
-                source: Some(registry::register_capability_request::Source::SpecText(
-                    capability_yaml(version),
-                )),
-                validate_only: false,
-                request_id: String::new(),
-            },
-            "user:root",
-            &["admin"],
-        )
-    };
-    admin
-        .register_capability(register("1.0.0"))
-        .await
-        .expect("register");
+    register_capability(server.channel().await, capability_yaml("1.0.0")).await;
     // The cached "not found" is dropped by the change event.
     let mut found = None;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -114,20 +116,7 @@ async fn registry_answers_stay_exact_through_the_cache() {
     // The registry goes away: the cache is dropped and lookups fail closed.
     server.stop().await.expect("stop");
     until("the cache is dropped", || !gate.cache_is_live()).await;
-    let error = gate
-        .capability("crm.sync", Instant::now() + Duration::from_millis(300))
-        .await
-        .expect_err("unreachable");
-    assert!(
-        matches!(
-            error,
-            GateError::Unavailable {
-                dependency: "registry",
-                ..
-            }
-        ),
-        "{error}"
-    );
+    fails_closed(&gate).await;
     let _ = stop.send(true);
     follower.await.expect("follower ends");
 }
@@ -198,36 +187,11 @@ async fn a_partitioned_registry_is_not_trusted_beyond_its_heartbeats() {
         !gate.cache_is_live()
     })
     .await;
-    let error = gate
-        .capability("crm.sync", Instant::now() + Duration::from_millis(300))
-        .await
-        .expect_err("the cached answer is not used, the registry is unreachable");
-    assert!(
-        matches!(
-            error,
-            GateError::Unavailable {
-                dependency: "registry",
-                ..
-            }
-        ),
-        "{error}"
-    );
+    // The cached answer is not used; the registry is unreachable.
+    fails_closed(&gate).await;
 
     // Meanwhile the registry learns of the capability.
-    RegistryServiceClient::new(server.channel().await)
-        .register_capability(as_principal(
-            registry::RegisterCapabilityRequest {
-                source: Some(registry::register_capability_request::Source::SpecText(
-                    capability_yaml("1.0.0"),
-                )),
-                validate_only: false,
-                request_id: String::new(),
-            },
-            "user:root",
-            &["admin"],
-        ))
-        .await
-        .expect("register");
+    register_capability(server.channel().await, capability_yaml("1.0.0")).await;
 
     // The network heals: the stream resumes and the stale answer is gone.
     partition.send_replace(false);

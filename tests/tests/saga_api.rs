@@ -8,11 +8,9 @@ use std::time::Duration;
 use airt_kit::testing::{TestDb, as_principal};
 use airt_proto::audit::v1 as audit;
 use airt_proto::audit::v1::audit_service_client::AuditServiceClient;
-use airt_proto::registry::v1 as registry;
-use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
 use airt_proto::workflow::v1 as pb;
 use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
-use airt_system_tests::Stack;
+use airt_system_tests::{Stack, register_capability};
 use tonic::transport::Channel;
 
 const POLICY: &str = r#"
@@ -151,20 +149,11 @@ async fn the_saga_over_grpc() {
 
         // An ALLOWed HIGH-risk step is escalated: PAUSED, not executed.
         let risky = "id: risky.operation\nname: Risky\noperation_type: WRITE\nrisk: {level: HIGH}\nside_effects: {reversible: false, scope: EXTERNAL}\ncompensation: {supported: true, strategy: MANUAL}\nmetadata: {version: 1.0.0}\nhandler: \"http:https://risky.example/op\"\n";
-        RegistryServiceClient::new(stack.registry.as_ref().expect("registry").channel().await)
-            .register_capability(as_principal(
-                registry::RegisterCapabilityRequest {
-                    source: Some(registry::register_capability_request::Source::SpecText(
-                        risky.into(),
-                    )),
-                    validate_only: false,
-                    request_id: String::new(),
-                },
-                "user:root",
-                &["admin"],
-            ))
-            .await
-            .expect("register");
+        register_capability(
+            stack.registry.as_ref().expect("registry").channel().await,
+            risky,
+        )
+        .await;
         let paused = run(
             &mut client,
             "name: p\nsteps:\n  - {name: risky, capability: risky.operation}\n",

@@ -28,6 +28,9 @@ pub struct RunArgs {
 pub enum WorkflowCommand {
     /// Show a workflow with its steps.
     Get { workflow_id: String },
+    /// Follow a workflow's events until it finishes (through pauses for
+    /// approval); exits non-zero unless it COMPLETED.
+    Watch { workflow_id: String },
     /// List workflows, newest first.
     List {
         /// e.g. RUNNING, PAUSED, COMPLETED, ROLLED_BACK.
@@ -63,17 +66,15 @@ fn step_status(value: i32) -> String {
         .unwrap_or_default()
 }
 
-fn finished(status: i32) -> bool {
+/// Whether a watch stops at `status`: a terminal one, or PAUSED when
+/// `through_pauses` is false.
+fn finished(status: i32, through_pauses: bool) -> bool {
     use pb::WorkflowStatus as S;
-    matches!(
-        S::try_from(status),
-        Ok(S::Completed
-            | S::Failed
-            | S::RolledBack
-            | S::CompensationFailed
-            | S::Cancelled
-            | S::Paused)
-    )
+    match S::try_from(status) {
+        Ok(S::Completed | S::Failed | S::RolledBack | S::CompensationFailed | S::Cancelled) => true,
+        Ok(S::Paused) => !through_pauses,
+        _ => false,
+    }
 }
 
 pub fn print(workflow: &pb::Workflow) {
@@ -111,8 +112,13 @@ pub fn print(workflow: &pb::Workflow) {
     }
 }
 
-/// Follows a workflow until it finishes or pauses, printing each event.
-pub async fn follow(client: &mut Client, workflow_id: &str) -> anyhow::Result<pb::Workflow> {
+/// Follows a workflow until it finishes (or pauses, unless
+/// `through_pauses`), printing each event.
+pub async fn follow(
+    client: &mut Client,
+    workflow_id: &str,
+    through_pauses: bool,
+) -> anyhow::Result<pb::Workflow> {
     let mut stream = client
         .watch_workflow(pb::WatchWorkflowRequest {
             workflow_id: workflow_id.to_owned(),
@@ -144,7 +150,7 @@ pub async fn follow(client: &mut Client, workflow_id: &str) -> anyhow::Result<pb
             out!("  #{:<3} {}{step} {status}", event.sequence, event.kind);
         }
         let workflow = update.workflow.unwrap_or_default();
-        let done = finished(workflow.status);
+        let done = finished(workflow.status, through_pauses);
         last = Some(workflow);
         if done {
             break;
@@ -195,7 +201,7 @@ pub async fn run(args: &ConnectionArgs, run: RunArgs) -> anyhow::Result<ExitCode
     if !run.watch {
         return Ok(ExitCode::SUCCESS);
     }
-    let done = follow(&mut client, &workflow.workflow_id).await?;
+    let done = follow(&mut client, &workflow.workflow_id, false).await?;
     print(&done);
     Ok(exit_for(&done))
 }
@@ -213,6 +219,13 @@ pub async fn command(args: &ConnectionArgs, command: WorkflowCommand) -> anyhow:
                 .workflow
                 .unwrap_or_default();
             print(&workflow);
+        }
+        WorkflowCommand::Watch { workflow_id } => {
+            let done = follow(&mut client, &workflow_id, true).await?;
+            print(&done);
+            if done.status != pb::WorkflowStatus::Completed as i32 {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         WorkflowCommand::List { status, owner } => {
             let status = match status {

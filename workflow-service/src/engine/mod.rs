@@ -961,22 +961,26 @@ impl Engine {
             .options
             .max_duration
             .map(|d| Instant::now() + d.saturating_sub(elapsed));
-        let outputs = self
-            .inner
-            .store
-            .steps(&row.workflow_id)
-            .await?
-            .into_iter()
-            // Succeeded, possibly compensated since: their outputs feed
-            // later steps and explicit compensations.
-            .filter(|s| s.completed_seq > 0)
-            .map(|s| {
-                (
-                    s.step_name,
-                    serde_json::from_str(&s.outputs).unwrap_or(Value::Null),
-                )
-            })
-            .collect();
+        // A PENDING workflow has no step touched, hence no outputs.
+        let outputs = if row.status()? == WorkflowStatus::Pending {
+            Map::new()
+        } else {
+            self.inner
+                .store
+                .steps(&row.workflow_id)
+                .await?
+                .into_iter()
+                // Succeeded, possibly compensated since: their outputs feed
+                // later steps and explicit compensations.
+                .filter(|s| s.completed_seq > 0)
+                .map(|s| {
+                    (
+                        s.step_name,
+                        serde_json::from_str(&s.outputs).unwrap_or(Value::Null),
+                    )
+                })
+                .collect()
+        };
         Ok(Run {
             workflow_id: row.workflow_id.clone(),
             spec,
@@ -1077,9 +1081,8 @@ impl Engine {
                     }
                 }
             }
-            if !spawned {
-                // No step starts now whose first commit could carry them,
-                // and what follows the loop reads the stored steps.
+            if !spawned && !running.is_empty() {
+                // No step starts now whose first commit could carry them.
                 self.flush(workflow_id).await?;
             }
             let Some(joined) = running.join_next().await else {
@@ -1104,6 +1107,11 @@ impl Engine {
 
         if flag.lost() {
             return Err(WorkflowError::LeaseLost(run.workflow_id.clone()));
+        }
+        // What is still deferred rides with the final status, unless the
+        // stored steps are read first (skipping what is left, rolling back).
+        if failure.is_some() || flag.requested().is_some() {
+            self.flush(workflow_id).await?;
         }
         if let Some((rollback, why)) = flag.requested()
             && failure.is_none()

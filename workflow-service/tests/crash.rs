@@ -110,6 +110,25 @@ fn dev_config(identity: &airt_kit::config::ServiceIdentity, db: &TestDb) -> Serv
 }
 
 /// The registry and policy services, the ledger capabilities and the policy.
+/// Workflows at rest (paused or finished) that still hold a lease: a lease
+/// never given up would keep other replicas from resuming them.
+async fn leased_at_rest(db: &TestDb) -> i64 {
+    let database = airt_kit::db::Database::connect(db.url(), None)
+        .await
+        .expect("open the workflow database");
+    let held = airt_kit::with_pool!(&database, pool => {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM workflows WHERE lease_owner <> '' AND status IN \
+             ('PAUSED', 'COMPLETED', 'FAILED', 'ROLLED_BACK', 'COMPENSATION_FAILED', 'CANCELLED')",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("count")
+    });
+    database.close().await;
+    held
+}
+
 struct World {
     registry: TestServer,
     policy: TestServer,
@@ -500,6 +519,11 @@ async fn workflows_survive_kill_9_at_random_moments() {
         .into_inner();
     assert!(report.intact, "{report:?}");
     service.kill();
+    assert_eq!(
+        leased_at_rest(&db).await,
+        0,
+        "paused and finished workflows hold no lease"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -580,6 +604,11 @@ async fn three_replicas_share_postgres_and_take_over_a_dead_one() {
         }
     }
     eprintln!("{taken_over} steps in flight on the killed replica ran again elsewhere");
+    assert_eq!(
+        leased_at_rest(&db).await,
+        0,
+        "finished workflows hold no lease"
+    );
 
     let report = AuditServiceClient::new(channels[1].clone())
         .verify_audit_chain(as_principal(

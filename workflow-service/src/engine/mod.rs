@@ -652,7 +652,13 @@ impl Engine {
             );
         }
         match &result {
-            Ok(status) if *status == WorkflowStatus::Paused || status.is_terminal() => {
+            // A fresh workflow's run writes its PAUSED or final status itself,
+            // and that statement gives the lease up; a claimed one may have
+            // been paused or finished already when claimed.
+            Ok(status)
+                if claim == Claim::Take
+                    && (*status == WorkflowStatus::Paused || status.is_terminal()) =>
+            {
                 // Nothing to drive until a decision: any instance may resume it.
                 if let Err(error) = self.inner.store.release(workflow_id, &owner).await {
                     tracing::warn!(workflow_id, %error, "lease not released; it will expire");

@@ -450,6 +450,32 @@ async fn a_failing_compensation_gives_compensation_failed_naming_the_step() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compensation_the_policy_denies_does_not_run() {
+    let s = stack(TestDb::sqlite(), Duration::from_secs(10)).await;
+    std::fs::write(s.root().join("keep.txt"), b"keep").expect("file");
+    // io.fs.delete is HIGH risk, which the policy denies for io.*: named as
+    // a compensation it would delete a file the workflow never wrote.
+    let row = s
+        .run(
+            "name: c\nsteps:\n  - {name: one, capability: io.fs.write_file, inputs: {path: a.txt, content: x}, compensation: {capability: io.fs.delete, inputs: {path: keep.txt}}}\n  - {name: two, capability: io.fs.read_file, depends_on: [one], inputs: {path: missing.txt}}\n",
+            None,
+        )
+        .await;
+    assert_eq!(status(&row), WorkflowStatus::CompensationFailed);
+    assert_eq!(row.failed_step, "one");
+    assert!(
+        row.failure_reason
+            .contains("compensation io.fs.delete: policy denied: rule deny-high-risk"),
+        "{}",
+        row.failure_reason
+    );
+    assert_eq!(
+        std::fs::read(s.root().join("keep.txt")).expect("still there"),
+        b"keep"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_registry_or_policy_down_no_handler_runs_and_the_step_fails_after_its_deadline() {
     for stop_registry in [true, false] {
         let mut s = stack(TestDb::sqlite(), Duration::from_millis(800)).await;

@@ -1763,6 +1763,17 @@ impl Engine {
                 }
                 continue;
             };
+            // A compensation the workflow names is an action of its own: the
+            // policy decides it like any step (the original decision covers
+            // only the capability's own undo). Denied, or needing an approval
+            // nobody can give mid-rollback: not run, the step stays to undo
+            // by hand.
+            let refusal = if explicit {
+                self.compensation_refused(run, step, &capability, &inputs)
+                    .await
+            } else {
+                None
+            };
             if !planned.contains_key(&step.name) {
                 position += 1;
                 self.transition(
@@ -1778,37 +1789,13 @@ impl Engine {
                 self.mark(&run.workflow_id, &step.name, StepStatus::Compensating)
                     .await?;
             }
-            let mut result = Err(String::from("not attempted"));
-            let mut attempts = 0;
-            for attempt in 1..=self.inner.config.compensation_attempts {
-                attempts = attempt;
-                self.transition(
-                    &run.workflow_id,
-                    Transition::Compensation {
-                        step: step.name.clone(),
-                        status: CompensationStatus::Running,
-                        attempts: i64::from(attempt),
-                        error: String::new(),
-                    },
-                )
-                .await?;
-                let ctx = ExecutionContext::new(
-                    &run.workflow_id,
-                    &step.name,
-                    attempt,
-                    Instant::now() + self.inner.config.default_step_timeout,
-                    self.inner.workspace.clone(),
-                );
-                result = self
-                    .compensate_once(&ctx, &capability, &inputs, explicit)
-                    .await;
-                match &result {
-                    Ok(()) => break,
-                    Err(error) => {
-                        tracing::warn!(workflow_id = %run.workflow_id, step = %step.name, attempt, %error, "compensation failed")
-                    }
+            let (result, attempts) = match refusal {
+                Some(why) => (Err(why), 0),
+                None => {
+                    self.attempt_compensation(run, step, &capability, &inputs, explicit)
+                        .await?
                 }
-            }
+            };
             match result {
                 Ok(()) => {
                     self.transition(
@@ -1861,6 +1848,84 @@ impl Engine {
                     .await?;
                 Ok(WorkflowStatus::CompensationFailed)
             }
+        }
+    }
+
+    /// Runs a planned compensation up to `compensation_attempts` times;
+    /// returns the last result and the attempts made.
+    async fn attempt_compensation(
+        &self,
+        run: &Run,
+        step: &StepSpec,
+        capability: &str,
+        inputs: &Value,
+        explicit: bool,
+    ) -> Result<(Result<(), String>, u32), WorkflowError> {
+        let mut result = Err(String::from("not attempted"));
+        let mut attempts = 0;
+        for attempt in 1..=self.inner.config.compensation_attempts {
+            attempts = attempt;
+            self.transition(
+                &run.workflow_id,
+                Transition::Compensation {
+                    step: step.name.clone(),
+                    status: CompensationStatus::Running,
+                    attempts: i64::from(attempt),
+                    error: String::new(),
+                },
+            )
+            .await?;
+            let ctx = ExecutionContext::new(
+                &run.workflow_id,
+                &step.name,
+                attempt,
+                Instant::now() + self.inner.config.default_step_timeout,
+                self.inner.workspace.clone(),
+            );
+            result = self
+                .compensate_once(&ctx, capability, inputs, explicit)
+                .await;
+            match &result {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(workflow_id = %run.workflow_id, step = %step.name, attempt, %error, "compensation failed")
+                }
+            }
+        }
+        Ok((result, attempts))
+    }
+
+    /// Why the policy (or an unreachable registry or policy service) does
+    /// not let the explicit compensation `capability` run, if it does not.
+    async fn compensation_refused(
+        &self,
+        run: &Run,
+        step: &StepSpec,
+        capability: &str,
+        inputs: &Value,
+    ) -> Option<String> {
+        let deadline = Instant::now() + self.inner.config.default_step_timeout;
+        let spec = match self.inner.registry.capability(capability, deadline).await {
+            Ok(found) => found.and_then(|c| c.spec),
+            Err(error) => return Some(error.to_string()),
+        };
+        let inputs = inputs.as_object().cloned().unwrap_or_default();
+        let mut context = self.policy_context(run, step, spec.as_ref(), &inputs);
+        capability.clone_into(&mut context.capability_id);
+        let record = match self.inner.policy.evaluate(context, deadline).await {
+            Ok(record) => record,
+            Err(error) => return Some(error.to_string()),
+        };
+        match policy::Decision::try_from(record.decision) {
+            Ok(policy::Decision::Allow) => None,
+            Ok(policy::Decision::RequireApproval) => Some(format!(
+                "compensation {capability} requires approval (rule {}); not run, undo by hand",
+                record.rule_id
+            )),
+            _ => Some(format!(
+                "compensation {capability}: policy denied: rule {}: {}",
+                record.rule_id, record.reason
+            )),
         }
     }
 

@@ -166,6 +166,37 @@ async fn reordered_events_are_named() {
     }
 }
 
+#[tokio::test]
+async fn a_batch_of_several_inserts_extends_the_chain_and_its_head() {
+    for test_db in TestDb::all().await {
+        let (db, log) = log_with_events(&test_db, 2).await;
+        // 250 events: more than one insert statement (100 rows each).
+        let batch: Vec<NewAuditEvent> = (0..250)
+            .map(|i| NewAuditEvent::new("service:test", "test.batched", "test", format!("b-{i}")))
+            .collect();
+        log.append_batch(&batch).await.expect("batch");
+        log.append(&NewAuditEvent::new(
+            "service:test",
+            "test.after",
+            "test",
+            "a",
+        ))
+        .await
+        .expect("append after the batch");
+        let report = log.verify().await.expect("verify");
+        assert!(report.intact(), "{:?}: {report:?}", test_db.backend());
+        assert_eq!(report.events_checked, 253);
+        let last = log
+            .list(&AuditFilter::default(), 252, 10)
+            .await
+            .expect("list");
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].action, "test.after");
+        assert_eq!(report.head_hash, last[0].hash);
+        db.close().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_form_one_gapless_chain() {
     for test_db in TestDb::all().await {

@@ -32,6 +32,35 @@ fn draft() -> (WorkflowDraft, workflow_service::domain::WorkflowSpec) {
 }
 
 #[tokio::test]
+async fn the_largest_valid_workflow_is_stored_whole() {
+    let mut text = String::from("name: wide\nsteps:\n");
+    for i in 0..workflow_service::domain::spec::MAX_STEPS {
+        text.push_str(&format!(
+            "  - {{name: s{i}, capability: sys.info.get_time}}\n"
+        ));
+    }
+    let draft = WorkflowDraft::from_text(&text).expect("parses");
+    let spec = validate_workflow(&draft).expect("valid");
+    for db in TestDb::all().await {
+        let (database, store) = open(&db).await;
+        let (row, created) = store
+            .create("wf-wide", &draft, &spec, &alice(), None)
+            .await
+            .expect("create");
+        assert!(created);
+        assert_eq!(row.event_seq, 1, "the submission is event 1");
+        let steps = store.steps("wf-wide").await.expect("steps");
+        assert_eq!(steps.len(), workflow_service::domain::spec::MAX_STEPS);
+        assert_eq!(steps[999].step_name, "s999");
+        assert_eq!(
+            store.events("wf-wide", 0, 10).await.expect("events").len(),
+            1
+        );
+        database.close().await;
+    }
+}
+
+#[tokio::test]
 async fn workflows_are_created_once_per_request_id_with_steps_in_order() {
     for db in TestDb::all().await {
         let (database, store) = open(&db).await;

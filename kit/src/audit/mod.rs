@@ -231,7 +231,10 @@ const INSERT_CHUNK: usize = 100;
 /// events in order, inserts them with multi-row INSERTs and moves the head
 /// once.
 macro_rules! append_batch_on {
-    ($conn:expr, $head_sql:expr, $events:expr) => {{
+    // `$head_with_last_insert`: the head update rides with the last insert
+    // as one statement (a data-modifying CTE, PostgreSQL only), one round
+    // trip fewer while the head row is locked.
+    ($conn:expr, $head_sql:expr, $events:expr, $head_with_last_insert:expr) => {{
         let (mut head_sequence, mut head_hash): (i64, String) =
             sqlx::query_as($head_sql).fetch_one(&mut *$conn).await?;
         let mut sealed = Vec::with_capacity($events.len());
@@ -241,8 +244,14 @@ macro_rules! append_batch_on {
             head_hash.clone_from(&next.hash);
             sealed.push(next);
         }
-        for chunk in sealed.chunks(INSERT_CHUNK) {
-            let mut insert = sqlx::QueryBuilder::new(INSERT_EVENTS_PREFIX);
+        let chunks = sealed.chunks(INSERT_CHUNK).count();
+        for (index, chunk) in sealed.chunks(INSERT_CHUNK).enumerate() {
+            let with_head = $head_with_last_insert && index + 1 == chunks;
+            let mut insert = sqlx::QueryBuilder::new(if with_head {
+                format!("WITH inserted AS ({INSERT_EVENTS_PREFIX}")
+            } else {
+                INSERT_EVENTS_PREFIX.to_owned()
+            });
             insert.push_values(chunk, |mut row, event| {
                 row.push_bind(event.sequence)
                     .push_bind(event.event_id.as_str())
@@ -255,9 +264,16 @@ macro_rules! append_batch_on {
                     .push_bind(event.prev_hash.as_str())
                     .push_bind(event.hash.as_str());
             });
+            if with_head {
+                insert.push(" RETURNING 1) UPDATE audit_head SET sequence = ");
+                insert.push_bind(head_sequence);
+                insert.push(", hash = ");
+                insert.push_bind(head_hash.as_str());
+                insert.push(" WHERE id = 1");
+            }
             insert.build().execute(&mut *$conn).await?;
         }
-        if !sealed.is_empty() {
+        if !sealed.is_empty() && !$head_with_last_insert {
             sqlx::query(UPDATE_HEAD)
                 .bind(head_sequence)
                 .bind(&head_hash)
@@ -293,7 +309,7 @@ pub async fn append_batch_sqlite(
     conn: &mut SqliteConnection,
     events: &[NewAuditEvent],
 ) -> Result<Vec<AuditEvent>, sqlx::Error> {
-    append_batch_on!(conn, SELECT_HEAD, events)
+    append_batch_on!(conn, SELECT_HEAD, events, false)
 }
 
 /// Appends several events, in order, within a PostgreSQL transaction.
@@ -301,7 +317,7 @@ pub async fn append_batch_postgres(
     conn: &mut PgConnection,
     events: &[NewAuditEvent],
 ) -> Result<Vec<AuditEvent>, sqlx::Error> {
-    append_batch_on!(conn, SELECT_HEAD_FOR_UPDATE, events)
+    append_batch_on!(conn, SELECT_HEAD_FOR_UPDATE, events, true)
 }
 
 /// Appending inside an open transaction on either backend, so code written

@@ -310,11 +310,10 @@ const COMPENSATION_COLUMNS: &str = "workflow_id, step_name, position, capability
 const INSERT_WORKFLOW: &str = "INSERT INTO workflows (workflow_id, name, draft_json, status, submitter, submitter_roles, \
      request_id, owner, failure_reason, failed_step, event_seq, created_at_us, updated_at_us, ended_at_us, \
      lease_owner, lease_expires_at_us) \
-     VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, '', '', 0, $8, $8, 0, $9, $10)";
-const INSERT_STEP: &str = "INSERT INTO workflow_steps (workflow_id, step_name, position, status, attempt, capability_version, \
-     risk_level, resolved_inputs, outputs, decision, approval_id, error, undo, completed_seq, started_at_us, ended_at_us) \
-     VALUES ($1, $2, $3, 'PENDING', 0, '', '', '{}', 'null', '{}', '', '', 'null', 0, 0, 0)";
-const NEXT_EVENT: &str = "UPDATE workflows SET event_seq = event_seq + 1, updated_at_us = $2 WHERE workflow_id = $1 RETURNING event_seq";
+     VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, '', '', 1, $8, $8, 0, $9, $10)";
+/// Followed by one `(workflow_id, step_name, position)` row per step.
+const INSERT_STEPS_PREFIX: &str = "INSERT INTO workflow_steps (workflow_id, step_name, position, status, attempt, capability_version, \
+     risk_level, resolved_inputs, outputs, decision, approval_id, error, undo, completed_seq, started_at_us, ended_at_us) ";
 const INSERT_EVENT: &str = "INSERT INTO workflow_events (workflow_id, seq, occurred_at_us, kind, step_name, detail) VALUES ($1, $2, $3, $4, $5, $6)";
 /// Takes `$4` event sequence numbers at once (the last is returned); with a
 /// lease owner `$3`, only while it holds the lease (fencing).
@@ -439,14 +438,21 @@ impl WorkflowStore {
                 .bind(lease.1)
                 .execute(&mut *tx)
                 .await?;
-            for (position, step) in spec.steps.iter().enumerate() {
-                sqlx::query(INSERT_STEP).bind(workflow_id).bind(&step.name).bind(position as i64).execute(&mut *tx).await?;
-            }
+            // Every step PENDING, in one statement (a valid spec has 1 to
+            // 1,000 steps: at most 3,000 parameters, under both backends' limits).
+            let mut steps = sqlx::QueryBuilder::new(INSERT_STEPS_PREFIX);
+            steps.push_values(spec.steps.iter().enumerate(), |mut row, (position, step)| {
+                row.push_bind(workflow_id)
+                    .push_bind(step.name.as_str())
+                    .push_bind(position as i64)
+                    .push_unseparated(", 'PENDING', 0, '', '', '{}', 'null', '{}', '', '', 'null', 0, 0, 0");
+            });
+            steps.build().execute(&mut *tx).await?;
             let detail = json!({"name": spec.name, "steps": spec.steps.len(), "request_id": request_id});
-            let seq: i64 = sqlx::query_scalar(NEXT_EVENT).bind(workflow_id).bind(now).fetch_one(&mut *tx).await?;
+            // The workflow row was inserted with event_seq 1: this event.
             sqlx::query(INSERT_EVENT)
                 .bind(workflow_id)
-                .bind(seq)
+                .bind(1_i64)
                 .bind(now)
                 .bind("workflow.submitted")
                 .bind("")

@@ -103,8 +103,8 @@ impl GrpcServer {
     }
 
     /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops
-    /// accepting connections and lets in-flight calls finish for at most
-    /// `grace` before dropping them.
+    /// accepting connections and waits at most `grace` for in-flight calls
+    /// to finish; calls still open then end with the process.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -162,7 +162,7 @@ impl GrpcServer {
                 match tokio::time::timeout(grace, &mut server).await {
                     Ok(result) => result,
                     Err(_) => {
-                        tracing::warn!("drain did not finish within {grace:?}; dropping open calls");
+                        tracing::warn!("drain did not finish within {grace:?}; shutting down with calls still open");
                         Ok(())
                     }
                 }

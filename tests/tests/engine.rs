@@ -470,8 +470,9 @@ async fn a_compensation_the_policy_denies_does_not_run() {
         row.failure_reason
     );
     assert_eq!(
-        std::fs::read(s.root().join("keep.txt")).expect("still there"),
-        b"keep"
+        s.file("keep.txt").as_deref(),
+        Some(&b"keep"[..]),
+        "still there"
     );
 }
 

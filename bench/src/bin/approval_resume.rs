@@ -19,8 +19,6 @@
 use std::time::{Duration, Instant};
 
 use airt_kit::testing::{TestDb, as_principal};
-use airt_proto::registry::v1 as registry;
-use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
 use airt_proto::workflow::v1 as pb;
 use airt_proto::workflow::v1::approval_service_client::ApprovalServiceClient;
 use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
@@ -58,16 +56,11 @@ async fn main() -> anyhow::Result<()> {
          parameters: [{{name: build, type: integer, required: true}}]\nmetadata: {{version: 1.0.0}}\nhandler: \"http:{}\"\n",
         handler.url("/deploy")
     );
-    RegistryServiceClient::new(stack.registry.as_ref().expect("registry").channel().await)
-        .register_capability(as_principal(
-            registry::RegisterCapabilityRequest {
-                source: Some(registry::register_capability_request::Source::SpecText(spec)),
-                ..Default::default()
-            },
-            "user:root",
-            &["admin"],
-        ))
-        .await?;
+    airt_system_tests::register_capability(
+        stack.registry.as_ref().expect("registry").channel().await,
+        spec,
+    )
+    .await;
 
     let channel = stack.workflow.channel().await;
     let mut workflows = WorkflowServiceClient::new(channel.clone());
@@ -92,7 +85,11 @@ async fn main() -> anyhow::Result<()> {
     let mut pending = Vec::with_capacity(n);
     let deadline = Instant::now() + Duration::from_secs(300);
     while pending.len() < n {
-        anyhow::ensure!(Instant::now() < deadline, "only {} of {n} paused", pending.len());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {n} paused",
+            pending.len()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
         pending.clear();
         let mut page_token = String::new();
@@ -121,7 +118,10 @@ async fn main() -> anyhow::Result<()> {
         "{n} workflows submitted and paused in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    anyhow::ensure!(handler.requests("/deploy").is_empty(), "a handler ran before approval");
+    anyhow::ensure!(
+        handler.requests("/deploy").is_empty(),
+        "a handler ran before approval"
+    );
 
     let mut latencies = Vec::with_capacity(n);
     let mut handler_first = 0;
@@ -138,16 +138,23 @@ async fn main() -> anyhow::Result<()> {
             ))
             .await?;
         let returned = Instant::now();
-        let call = handler.wait_for("/deploy", i + 1, Duration::from_secs(30)).await;
+        let call = handler
+            .wait_for("/deploy", i + 1, Duration::from_secs(30))
+            .await;
         if call.at < returned {
             handler_first += 1;
         }
         latencies.push(call.at.saturating_duration_since(returned));
     }
-    anyhow::ensure!(handler.requests("/deploy").len() == n, "each approved step ran once");
+    anyhow::ensure!(
+        handler.requests("/deploy").len() == n,
+        "each approved step ran once"
+    );
     latencies.sort_unstable();
     let mean = latencies.iter().sum::<Duration>() / n as u32;
-    println!("approval resume latency over {n} approvals (ApproveStep returned -> handler started):");
+    println!(
+        "approval resume latency over {n} approvals (ApproveStep returned -> handler started):"
+    );
     println!(
         "  p50 {}  p90 {}  p99 {}  max {}  mean {}",
         ms(percentile(&latencies, 0.50)),

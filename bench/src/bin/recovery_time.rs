@@ -19,8 +19,6 @@ use airt_kit::testing::http::Recorder;
 use airt_kit::testing::{ServiceProcess, TestDb, as_principal};
 use airt_proto::policy::v1 as policy;
 use airt_proto::policy::v1::policy_service_client::PolicyServiceClient;
-use airt_proto::registry::v1 as registry;
-use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
 use airt_proto::workflow::v1 as pb;
 use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
 
@@ -34,7 +32,11 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(1000);
     let binary = std::env::var("AIRT_WORKFLOW_BIN").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/workflow-service").into()
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/release/workflow-service"
+        )
+        .into()
     });
     anyhow::ensure!(
         std::path::Path::new(&binary).exists(),
@@ -58,16 +60,7 @@ async fn main() -> anyhow::Result<()> {
          metadata: {{version: 1.0.0}}\nhandler: \"http:{}\"\n",
         ledger.url("/slow")
     );
-    RegistryServiceClient::new(registry.channel().await)
-        .register_capability(as_principal(
-            registry::RegisterCapabilityRequest {
-                source: Some(registry::register_capability_request::Source::SpecText(spec)),
-                ..Default::default()
-            },
-            "user:root",
-            &["admin"],
-        ))
-        .await?;
+    airt_system_tests::register_capability(registry.channel().await, spec).await;
     PolicyServiceClient::new(policy_server.channel().await)
         .put_policy_set(as_principal(
             policy::PutPolicySetRequest {
@@ -127,8 +120,12 @@ async fn main() -> anyhow::Result<()> {
     let restarted = Instant::now();
     let service = spawn();
     let serving = restarted.elapsed();
-    let first = ledger.wait_for("/slow", n + 1, Duration::from_secs(120)).await;
-    let last = ledger.wait_for("/slow", 2 * n, Duration::from_secs(300)).await;
+    let first = ledger
+        .wait_for("/slow", n + 1, Duration::from_secs(120))
+        .await;
+    let last = ledger
+        .wait_for("/slow", 2 * n, Duration::from_secs(300))
+        .await;
     println!(
         "restart -> process serving: {:.0} ms; -> first resumed step: {:.0} ms; -> all {n} resumed: {:.0} ms",
         serving.as_secs_f64() * 1000.0,

@@ -157,7 +157,10 @@ async fn measure(label: &str, db: TestDb, k: usize, n: usize) -> anyhow::Result<
             break;
         }
         anyhow::ensure!(probe.count("FAILED").await? == 0, "a workflow failed");
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "not done in 10 min");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "not done in 10 min"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed();
@@ -182,7 +185,9 @@ async fn main() -> anyhow::Result<()> {
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(1000);
-    println!("| workflow db | K | overhead samples | p50 per step | p99 per step | steps/s ({n} workflows) | wall |");
+    println!(
+        "| workflow db | K | overhead samples | p50 per step | p99 per step | steps/s ({n} workflows) | wall |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for k in [1, 10] {
         measure("SQLite", TestDb::sqlite(), k, n).await?;

@@ -47,6 +47,15 @@ pub struct UpArgs {
     #[arg(long, env = "AIRT_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<airt_kit::config::Secret>,
 
+    /// How sys.exec.run confines programs (`landlock` or `none`).
+    #[arg(
+        long,
+        env = "AIRT_EXEC_SANDBOX",
+        value_enum,
+        default_value = "landlock"
+    )]
+    exec_sandbox: workflow_service::capabilities::sandbox::SandboxMode,
+
     /// Once the stack is up, load a demo policy and run three workflows: one
     /// allowed, one denied before execution, one rolled back. Needs --auth-dev-mode.
     #[arg(long)]
@@ -89,6 +98,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|p| (*p).to_owned())
                 .collect(),
+            exec_sandbox: args.exec_sandbox,
             approval_timeout: args.approval_timeout,
             webhook_urls: args.webhook_urls.clone(),
             webhook_secret: args.webhook_secret.clone(),

@@ -83,6 +83,17 @@ pub struct WorkflowArgs {
     )]
     pub exec_allow: Vec<String>,
 
+    /// How sys.exec.run confines programs: `landlock` (only the workspace is
+    /// writable, only system directories readable, only allow-listed programs
+    /// executable; refused when the kernel cannot) or `none` (no OS sandbox).
+    #[arg(
+        long,
+        env = "AIRT_EXEC_SANDBOX",
+        value_enum,
+        default_value = "landlock"
+    )]
+    pub exec_sandbox: capabilities::sandbox::SandboxMode,
+
     /// How long an approval waits for a decision when the step sets no
     /// `approval.timeout` (e.g. `30m`, `24h`); then the step EXPIRES.
     #[arg(long, env = "AIRT_APPROVAL_TIMEOUT", default_value = "24h", value_parser = airt_kit::config::parse_duration)]
@@ -224,7 +235,8 @@ impl WorkflowConfig {
                 network: capabilities::net::NetworkPolicy::parse(&args.net_allow)
                     .map_err(anyhow::Error::msg)?,
                 exec: capabilities::exec::ExecPolicy::resolve(&args.exec_allow, &search_path)
-                    .map_err(anyhow::Error::msg)?,
+                    .map_err(anyhow::Error::msg)?
+                    .with_sandbox(args.exec_sandbox),
             },
         })
     }

@@ -108,10 +108,12 @@ impl Fixture {
         let root = tempfile::tempdir().expect("root");
         let workspace = Arc::new(Workspace::open(root.path()).expect("workspace"));
         let allow: Vec<String> = net_allow.iter().map(|s| (*s).to_owned()).collect();
-        let programs: Vec<String> = ["echo", "cat", "false", "ls", "sleep", "head"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
+        let programs: Vec<String> = [
+            "echo", "cat", "false", "ls", "sleep", "head", "sort", "uniq",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
         let search_path = std::env::var("PATH").unwrap_or_default();
         let catalogue = Catalogue::new(&CatalogueConfig {
             env_allow_list: Vec::new(),
@@ -368,4 +370,102 @@ async fn exec_runs_in_the_workspace_with_a_clean_environment_timeouts_and_typed_
         .await
         .expect_err("killed");
     assert_eq!(slow.kind, ErrorKind::Timeout);
+}
+
+/// An allow-listed program's arguments are as hostile as any input: the
+/// operating-system sandbox keeps them inside the workspace.
+#[tokio::test]
+async fn arguments_of_allow_listed_programs_cannot_leave_the_workspace() {
+    let f = Fixture::new(&[]);
+    let outside = tempfile::tempdir().expect("outside");
+    let secret = outside.path().join("secret.txt");
+    std::fs::write(&secret, "s3cret").expect("secret");
+    let ws = f.workspace.root_path();
+    std::fs::write(ws.join("note.txt"), "b\na\na\n").expect("note");
+    let denied = |result: Result<Execution, HandlerError>| {
+        let error = result.expect_err("the sandbox must refuse");
+        assert_eq!(error.kind, ErrorKind::ActionFailed, "{error}");
+        let stderr = error.details["stderr_excerpt"].as_str().unwrap_or_default();
+        assert!(!stderr.contains("s3cret"), "{stderr}");
+        error
+    };
+
+    // Reading a file outside, the service's own environment, the shadow file.
+    let secret_path = secret.display().to_string();
+    denied(
+        f.run(
+            "sys.exec.run",
+            json!({"program": "cat", "args": [secret_path]}),
+        )
+        .await,
+    );
+    let environ = format!("/proc/{}/environ", std::process::id());
+    denied(
+        f.run("sys.exec.run", json!({"program": "cat", "args": [environ]}))
+            .await,
+    );
+    denied(
+        f.run(
+            "sys.exec.run",
+            json!({"program": "head", "args": ["/etc/shadow"]}),
+        )
+        .await,
+    );
+    denied(
+        f.run(
+            "sys.exec.run",
+            json!({"program": "ls", "args": [outside.path()]}),
+        )
+        .await,
+    );
+
+    // Writing outside through an output operand.
+    let target = outside.path().join("written.txt");
+    denied(
+        f.run(
+            "sys.exec.run",
+            json!({"program": "uniq", "args": ["note.txt", target.display().to_string()]}),
+        )
+        .await,
+    );
+    assert!(!target.exists(), "uniq wrote outside the workspace");
+
+    // Starting a shell through an option: sort compresses its temporary
+    // files with the named program, which then reads the lines as a script
+    // (each creates `pwned`); the sandbox refuses to execute it at all.
+    let lines: String = (0..40_000).map(|i| format!(": > pwned # {i}\n")).collect();
+    std::fs::write(ws.join("big.txt"), lines).expect("big");
+    let marker = ws.join("pwned");
+    let shell = denied(
+        f.run(
+            "sys.exec.run",
+            json!({"program": "sort", "args": [
+                "-S", "16K", "-T", ".", "--compress-program=sh", "big.txt"
+            ]}),
+        )
+        .await,
+    );
+    assert!(!marker.exists(), "{shell}");
+
+    // What stays inside works: reading and writing in the workspace.
+    let inside = f
+        .run(
+            "sys.exec.run",
+            json!({"program": "uniq", "args": ["note.txt", "out.txt"]}),
+        )
+        .await
+        .expect("inside the workspace");
+    assert_eq!(inside.outputs["exit_code"], 0);
+    assert_eq!(
+        std::fs::read_to_string(ws.join("out.txt")).expect("out"),
+        "b\na\n"
+    );
+    let sorted = f
+        .run(
+            "sys.exec.run",
+            json!({"program": "sort", "args": ["note.txt"]}),
+        )
+        .await
+        .expect("sort");
+    assert_eq!(sorted.outputs["stdout"], "a\na\nb\n");
 }

@@ -6,6 +6,11 @@
 //! as they are (no shell, so `;`, `&&`, `$(...)` are plain characters). The
 //! environment is cleared, the working directory is inside the workspace,
 //! the run is killed at its timeout, and output is capped.
+//!
+//! Arguments can still name files and options of the program, so the child
+//! runs inside the operating-system sandbox of [`super::sandbox`]: only the
+//! workspace is writable, nothing outside the system directories is
+//! readable, and only allow-listed programs can be executed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use tokio::io::AsyncReadExt;
 
+use super::sandbox::{self, Confinement, Limits, SandboxMode};
 use super::{ErrorKind, Execution, ExecutionContext, Handler, HandlerError, boolean, string};
 
 /// Programs allowed when nothing is configured: read-only text tools.
@@ -96,6 +102,8 @@ fn forbidden(name: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct ExecPolicy {
     programs: HashMap<String, PathBuf>,
+    sandbox: SandboxMode,
+    limits: Limits,
 }
 
 impl ExecPolicy {
@@ -130,7 +138,28 @@ impl ExecPolicy {
                 ),
             }
         }
-        Ok(Self { programs })
+        if programs.is_empty() {
+            return Ok(Self::default());
+        }
+        Ok(Self {
+            programs,
+            ..Self::default()
+        })
+    }
+
+    /// How programs are confined (default: the Landlock sandbox).
+    pub fn with_sandbox(mut self, sandbox: SandboxMode) -> Self {
+        if sandbox == SandboxMode::None && !self.programs.is_empty() {
+            tracing::warn!(
+                "--exec-sandbox none: sys.exec.run starts allow-listed programs WITHOUT an operating-system sandbox; their arguments can read and write any file this service can"
+            );
+        }
+        self.sandbox = sandbox;
+        self
+    }
+
+    pub fn sandbox(&self) -> SandboxMode {
+        self.sandbox
     }
 
     pub fn program(&self, name: &str) -> Option<&Path> {
@@ -210,7 +239,8 @@ impl Handler for ExecRun {
         );
         let timeout = requested.min(ctx.deadline.saturating_duration_since(Instant::now()));
 
-        let mut child = tokio::process::Command::new(&program)
+        let mut command = tokio::process::Command::new(&program);
+        command
             .args(&args)
             .current_dir(&cwd)
             .env_clear()
@@ -218,17 +248,36 @@ impl Handler for ExecRun {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                HandlerError::new(ErrorKind::ActionFailed, format!("cannot start {name}: {e}"))
-            })?;
+            .kill_on_drop(true);
+        match self.policy.sandbox {
+            SandboxMode::Landlock => {
+                let programs: Vec<PathBuf> = self.policy.programs.values().cloned().collect();
+                Confinement::prepare(
+                    ctx.workspace.root_path(),
+                    &programs,
+                    self.policy.limits,
+                    timeout,
+                )
+                .map_err(HandlerError::sandbox)?
+                .apply_to(&mut command);
+            }
+            SandboxMode::None => {
+                command.process_group(0);
+            }
+        }
+        let mut child = command.spawn().map_err(|e| {
+            HandlerError::new(ErrorKind::ActionFailed, format!("cannot start {name}: {e}"))
+        })?;
+        let leader = child.id();
         let stdout = tokio::spawn(read_capped(child.stdout.take().expect("piped stdout")));
         let stderr = tokio::spawn(read_capped(child.stderr.take().expect("piped stderr")));
         let status = match tokio::time::timeout(timeout, child.wait()).await {
             Ok(status) => status
                 .map_err(|e| HandlerError::new(ErrorKind::ActionFailed, format!("{name}: {e}")))?,
             Err(_) => {
+                if let Some(pid) = leader {
+                    sandbox::kill_group(pid);
+                }
                 let _ = child.kill().await;
                 return Err(HandlerError::new(
                     ErrorKind::Timeout,
@@ -238,6 +287,10 @@ impl Handler for ExecRun {
                 .with_details(json!({"timeout_ms": timeout.as_millis() as u64})));
             }
         };
+        // Whatever the program left running in its group ends with it.
+        if let Some(pid) = leader {
+            sandbox::kill_group(pid);
+        }
         let (out, out_truncated) = stdout.await.unwrap_or_default();
         let (err, err_truncated) = stderr.await.unwrap_or_default();
         let stdout_text = String::from_utf8_lossy(&out).into_owned();

@@ -24,6 +24,7 @@ pub mod exec;
 pub mod fs;
 pub mod net;
 pub mod publish;
+pub mod sandbox;
 pub mod sys;
 pub mod text;
 pub mod workspace;

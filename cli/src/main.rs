@@ -88,6 +88,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // SAFETY: nothing but this thread runs yet (the runtime starts later).
+    #[allow(unsafe_code)]
+    unsafe {
+        airt_kit::config::scrub_secret_env();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

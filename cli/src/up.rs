@@ -27,6 +27,10 @@ pub struct UpArgs {
     #[arg(long, env = "AIRT_SERVICE_TOKEN", hide_env_values = true)]
     service_token: Option<airt_kit::config::Secret>,
 
+    /// File holding the service token.
+    #[arg(long, env = "AIRT_SERVICE_TOKEN_FILE")]
+    service_token_file: Option<PathBuf>,
+
     #[command(flatten)]
     log: LogArgs,
 
@@ -46,6 +50,10 @@ pub struct UpArgs {
     /// HMAC key of the webhooks' `X-Airt-Signature`.
     #[arg(long, env = "AIRT_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<airt_kit::config::Secret>,
+
+    /// File holding the webhook signing key.
+    #[arg(long, env = "AIRT_WEBHOOK_SECRET_FILE")]
+    webhook_secret_file: Option<PathBuf>,
 
     /// How sys.exec.run confines programs (`landlock` or `none`).
     #[arg(
@@ -92,6 +100,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             policy_addr: format!("http://{}", policy.listen),
             workspace: args.data_dir.join("workspace"),
             service_token: args.service_token.clone(),
+            service_token_file: args.service_token_file.clone(),
             env_allow_list: Vec::new(),
             net_allow: Vec::new(),
             exec_allow: workflow_service::capabilities::exec::DEFAULT_PROGRAMS
@@ -102,6 +111,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             approval_timeout: args.approval_timeout,
             webhook_urls: args.webhook_urls.clone(),
             webhook_secret: args.webhook_secret.clone(),
+            webhook_secret_file: args.webhook_secret_file.clone(),
             webhook_max_attempts: 12,
             instance_id: None,
             lease_ttl: Duration::from_secs(15),

@@ -6,7 +6,7 @@
 //! `airt up` build it directly).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -45,6 +45,10 @@ pub struct AuthArgs {
     /// HS256 secret (at least 32 bytes) that signs bearer tokens.
     #[arg(long, env = "AIRT_JWT_HS256_SECRET", hide_env_values = true)]
     pub jwt_hs256_secret: Option<Secret>,
+
+    /// File holding the HS256 secret (instead of passing it as a value).
+    #[arg(long, env = "AIRT_JWT_HS256_SECRET_FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
 
     /// PEM file with the Ed25519 public key that verifies EdDSA bearer tokens.
     #[arg(long, env = "AIRT_JWT_EDDSA_PUBLIC_KEY_FILE")]
@@ -93,6 +97,61 @@ impl Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<redacted>")
+    }
+}
+
+impl Secret {
+    /// A secret given as a value (`--x`) or as a file (`--x-file`, its
+    /// content without the trailing newline), never both. Files keep secrets
+    /// out of command lines and environments, which other processes of the
+    /// same user can read.
+    pub fn from_value_or_file(
+        name: &str,
+        value: Option<&Secret>,
+        file: Option<&Path>,
+    ) -> anyhow::Result<Option<Secret>> {
+        match (value, file) {
+            (Some(_), Some(_)) => anyhow::bail!("give --{name} or --{name}-file, not both"),
+            (Some(value), None) => Ok(Some(value.clone())),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --{name}-file {}", path.display()))?;
+                let text = text.trim_end_matches(['\r', '\n']);
+                anyhow::ensure!(
+                    !text.is_empty(),
+                    "--{name}-file {} is empty",
+                    path.display()
+                );
+                Ok(Some(Secret::new(text)))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// Environment variables that carry secrets; [`scrub_secret_env`] removes them.
+pub const SECRET_ENV: &[&str] = &[
+    "AIRT_JWT_HS256_SECRET",
+    "AIRT_SERVICE_TOKEN",
+    "AIRT_WEBHOOK_SECRET",
+    "AIRT_TOKEN",
+];
+
+/// Removes the secret-carrying variables from this process's environment once
+/// the flags have been read, so no child process inherits them and nothing
+/// that lists the environment later finds them. (The kernel keeps the
+/// environment the process started with in `/proc/<pid>/environ`, readable by
+/// the same user: prefer the `*_FILE` forms.)
+///
+/// # Safety
+/// Call it before any other thread exists (first thing in `main`, before the
+/// async runtime starts): changing the environment races with threads that
+/// read it.
+#[allow(unsafe_code)]
+pub unsafe fn scrub_secret_env() {
+    for name in SECRET_ENV {
+        // SAFETY: the caller guarantees this process has a single thread.
+        unsafe { std::env::remove_var(name) };
     }
 }
 
@@ -170,7 +229,12 @@ impl ServiceConfig {
 }
 
 fn auth_settings(args: &AuthArgs) -> anyhow::Result<AuthSettings> {
-    let key = match (&args.jwt_hs256_secret, &args.jwt_eddsa_public_key_file) {
+    let hs256 = Secret::from_value_or_file(
+        "jwt-hs256-secret",
+        args.jwt_hs256_secret.as_ref(),
+        args.jwt_hs256_secret_file.as_deref(),
+    )?;
+    let key = match (&hs256, &args.jwt_eddsa_public_key_file) {
         (Some(_), Some(_)) => {
             anyhow::bail!("configure either an HS256 secret or an EdDSA public key, not both")
         }
@@ -210,6 +274,10 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Parses `250ms`, `5s`, `2m`, `1h`, `1d` (a bare number means seconds).
+/// The longest duration anything accepts (a year and a day): longer ones
+/// are typos or attacks, and would overflow clock arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -227,12 +295,47 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => value * 86_400.0,
         other => return Err(format!("invalid duration unit {other:?} in {text:?}")),
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+    let duration = Duration::try_from_secs_f64(seconds)
+        .map_err(|e| format!("invalid duration {text:?}: {e}"))?;
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "duration {text:?} is longer than the maximum of 366d"
+        ));
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_come_from_a_value_or_a_file_never_both() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "from-file\n").expect("write");
+        let value = Secret::new("from-value");
+        let read = |v: Option<&Secret>, f: Option<&std::path::PathBuf>| {
+            Secret::from_value_or_file("x", v, f.map(|p| p.as_path())).map(|s| s.map(|s| s.0))
+        };
+        assert_eq!(
+            read(Some(&value), None).expect("value"),
+            Some("from-value".into())
+        );
+        assert_eq!(
+            read(None, Some(&file)).expect("file"),
+            Some("from-file".into())
+        );
+        assert_eq!(read(None, None).expect("none"), None);
+        assert!(read(Some(&value), Some(&file)).is_err());
+        let missing = dir.path().join("missing");
+        assert!(read(None, Some(&missing)).is_err());
+        std::fs::write(&file, "\n").expect("write");
+        assert!(
+            read(None, Some(&file)).is_err(),
+            "an empty secret file is refused"
+        );
+    }
 
     #[test]
     fn durations_parse_with_units() {
@@ -243,6 +346,9 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("5 fortnights").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("18446744073709551615s").is_err());
+        assert!(parse_duration("367d").is_err());
+        assert_eq!(parse_duration("366d"), Ok(MAX_DURATION));
     }
 
     #[test]

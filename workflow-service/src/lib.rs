@@ -54,6 +54,10 @@ pub struct WorkflowArgs {
     #[arg(long, env = "AIRT_SERVICE_TOKEN", hide_env_values = true)]
     pub service_token: Option<airt_kit::config::Secret>,
 
+    /// File holding the service token (instead of passing it as a value).
+    #[arg(long, env = "AIRT_SERVICE_TOKEN_FILE")]
+    pub service_token_file: Option<PathBuf>,
+
     /// Environment variables sys.info.get_env_var may read (comma-separated).
     #[arg(
         long,
@@ -113,6 +117,10 @@ pub struct WorkflowArgs {
     /// webhook URLs.
     #[arg(long, env = "AIRT_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<airt_kit::config::Secret>,
+
+    /// File holding the webhook signing key.
+    #[arg(long, env = "AIRT_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
 
     /// Attempts per webhook delivery before it is FAILED.
     #[arg(long, env = "AIRT_WEBHOOK_MAX_ATTEMPTS", default_value_t = 12)]
@@ -180,7 +188,18 @@ impl WorkflowConfig {
     /// From flags; without a service token, development auth mode implies
     /// development credentials towards the other services.
     pub fn from_args(args: &WorkflowArgs, server: &ServiceConfig) -> anyhow::Result<Self> {
-        let credentials = match (&args.service_token, &server.auth) {
+        use airt_kit::config::Secret;
+        let service_token = Secret::from_value_or_file(
+            "service-token",
+            args.service_token.as_ref(),
+            args.service_token_file.as_deref(),
+        )?;
+        let webhook_secret = Secret::from_value_or_file(
+            "webhook-secret",
+            args.webhook_secret.as_ref(),
+            args.webhook_secret_file.as_deref(),
+        )?;
+        let credentials = match (&service_token, &server.auth) {
             (Some(token), _) => ServiceCredentials::Bearer(token.clone()),
             (None, airt_kit::auth::AuthSettings::Development) => ServiceCredentials::development(),
             (None, _) => ServiceCredentials::None,
@@ -217,7 +236,7 @@ impl WorkflowConfig {
                         .filter(|u| !u.is_empty())
                         .cloned()
                         .collect(),
-                    secret: args.webhook_secret.clone(),
+                    secret: webhook_secret,
                     max_attempts: args.webhook_max_attempts,
                     initial_backoff: args.webhook_initial_backoff,
                     ..webhooks::WebhookConfig::default()

@@ -19,6 +19,11 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // SAFETY: nothing but this thread runs yet (the runtime starts later).
+    #[allow(unsafe_code)]
+    unsafe {
+        airt_kit::config::scrub_secret_env();
+    }
     if let Some(command) = cli.command {
         return airt_kit::bootstrap::run_command(&workflow_service::IDENTITY, &cli.server, command);
     }

@@ -22,6 +22,11 @@ use crate::store::{ChangeType, ListFilter, Registered, RegistryStore};
 
 /// Roles allowed to change the registry.
 pub const WRITER_ROLES: &[&str] = &["admin", "registrar"];
+/// The only principal that may register `builtin:` handlers: the workflow
+/// service, which publishes the specs embedded in it. Anyone else could
+/// relabel a built-in (program execution as a LOW-risk READ) or point a new
+/// id at one.
+pub const BUILTIN_PUBLISHER: &str = "service:workflow";
 const DEFAULT_PAGE_SIZE: i32 = 100;
 const MAX_PAGE_SIZE: i32 = 1000;
 const MAX_BATCH: usize = 1000;
@@ -98,6 +103,9 @@ impl RegistryService for RegistryApi {
             None => return Err(invalid("spec", "is required (spec or spec_text)")),
         };
         let (spec, lifecycle) = validate(&draft).map_err(RegistryError::Invalid)?;
+        if spec.handler.starts_with("builtin:") && caller.to_string() != BUILTIN_PUBLISHER {
+            return Err(RegistryError::BuiltinReserved(spec.handler.clone()).into());
+        }
         if req.validate_only {
             return Ok(Response::new(pb::RegisterCapabilityResponse {
                 capability: Some(pb::Capability {

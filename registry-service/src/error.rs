@@ -15,6 +15,8 @@ pub enum RegistryError {
         "capability {id} version {version} is already published with different content; publish a new version"
     )]
     AlreadyExists { id: String, version: String },
+    #[error("{0}: builtin: handlers are published by the workflow service only (service:workflow)")]
+    BuiltinReserved(String),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -49,6 +51,11 @@ impl From<RegistryError> for Status {
             error @ RegistryError::AlreadyExists { .. } => status::error(
                 Code::AlreadyExists,
                 "CAPABILITY_VERSION_EXISTS",
+                error.to_string(),
+            ),
+            error @ RegistryError::BuiltinReserved(_) => status::error(
+                Code::PermissionDenied,
+                "BUILTIN_HANDLER_RESERVED",
                 error.to_string(),
             ),
             error @ (RegistryError::Corrupt(_) | RegistryError::Storage(_)) => {

@@ -38,7 +38,8 @@ policy = policy_pb2_grpc.PolicyServiceStub(grpc.insecure_channel(policy_addr))
 workflows = workflow_pb2_grpc.WorkflowServiceStub(grpc.insecure_channel(workflow_addr))
 audit = audit_pb2_grpc.AuditServiceStub(grpc.insecure_channel(workflow_addr))
 
-# 1. Register a HIGH-risk capability (executed by the built-in delete handler).
+# 1. Register a HIGH-risk capability (a remote shredding service; built-in
+#    handlers are published by the workflow service alone).
 SHRED = """
 id: gut.shred_file
 name: Shred a file
@@ -48,7 +49,7 @@ side_effects: {reversible: true, scope: LOCAL}
 compensation: {supported: true, strategy: AUTOMATIC}
 parameters: [{name: path, type: string, required: true}]
 metadata: {version: 1.0.0}
-handler: "builtin:io.fs.delete"
+handler: "http:https://shredder.example/shred"
 """
 registered = registry.RegisterCapability(registry_pb2.RegisterCapabilityRequest(spec_text=SHRED), metadata=ADMIN)
 check("the HIGH-risk capability is registered", registered.capability.spec.risk.level == 3, registered)

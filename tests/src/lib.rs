@@ -88,6 +88,60 @@ pub async fn start_workflow_with_config(
     .await
 }
 
+/// Submits `spec` as `principal` and follows it until it rests (finished or
+/// PAUSED); at most 30 s between updates.
+pub async fn run_workflow(
+    client: &mut airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient<Channel>,
+    principal: &str,
+    spec: &str,
+) -> airt_proto::workflow::v1::Workflow {
+    use airt_proto::workflow::v1 as pb;
+    let id = client
+        .submit_workflow(airt_kit::testing::as_principal(
+            pb::SubmitWorkflowRequest {
+                source: Some(pb::submit_workflow_request::Source::SpecText(spec.into())),
+                request_id: String::new(),
+            },
+            principal,
+            &[],
+        ))
+        .await
+        .expect("submit")
+        .into_inner()
+        .workflow
+        .expect("workflow")
+        .workflow_id;
+    let mut stream = client
+        .watch_workflow(airt_kit::testing::as_principal(
+            pb::WatchWorkflowRequest { workflow_id: id },
+            principal,
+            &[],
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    loop {
+        let update = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("no update within 30 s for {spec}"))
+            .expect("ok")
+            .expect("open");
+        let workflow = update.workflow.expect("snapshot");
+        use pb::WorkflowStatus as S;
+        if matches!(
+            S::try_from(workflow.status),
+            Ok(S::Completed
+                | S::Failed
+                | S::RolledBack
+                | S::CompensationFailed
+                | S::Cancelled
+                | S::Paused)
+        ) {
+            return workflow;
+        }
+    }
+}
+
 /// Registers the capability `spec_yaml` as an admin through `channel`.
 pub async fn register_capability(channel: Channel, spec_yaml: impl Into<String>) {
     use airt_proto::registry::v1 as registry;

@@ -3,8 +3,6 @@
 //! DENY at step two, unknown capabilities, escalation, failing
 //! compensations, and a registry or policy service that is down.
 
-use std::time::Duration;
-
 use airt_kit::testing::{TestDb, as_principal};
 use airt_proto::audit::v1 as audit;
 use airt_proto::audit::v1::audit_service_client::AuditServiceClient;
@@ -20,47 +18,8 @@ rules:
   - {id: allow-the-rest, when: {risk_level: [LOW, MEDIUM]}, decision: ALLOW}
 "#;
 
-fn alice<T>(message: T) -> tonic::Request<T> {
-    as_principal(message, "user:alice", &[])
-}
-
 async fn run(client: &mut WorkflowServiceClient<Channel>, spec: &str) -> pb::Workflow {
-    let id = client
-        .submit_workflow(alice(pb::SubmitWorkflowRequest {
-            source: Some(pb::submit_workflow_request::Source::SpecText(spec.into())),
-            request_id: String::new(),
-        }))
-        .await
-        .expect("submit")
-        .into_inner()
-        .workflow
-        .expect("workflow")
-        .workflow_id;
-    let mut stream = client
-        .watch_workflow(alice(pb::WatchWorkflowRequest { workflow_id: id }))
-        .await
-        .expect("watch")
-        .into_inner();
-    loop {
-        let update = tokio::time::timeout(Duration::from_secs(30), stream.message())
-            .await
-            .unwrap_or_else(|_| panic!("no update within 30 s for {spec}"))
-            .expect("ok")
-            .expect("open");
-        let workflow = update.workflow.expect("snapshot");
-        use pb::WorkflowStatus as S;
-        if matches!(
-            S::try_from(workflow.status),
-            Ok(S::Completed
-                | S::Failed
-                | S::RolledBack
-                | S::CompensationFailed
-                | S::Cancelled
-                | S::Paused)
-        ) {
-            return workflow;
-        }
-    }
+    airt_system_tests::run_workflow(client, "user:alice", spec).await
 }
 
 fn step<'a>(workflow: &'a pb::Workflow, name: &str) -> &'a pb::Step {

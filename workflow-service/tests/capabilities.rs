@@ -737,3 +737,39 @@ fn every_builtin_has_a_handler_and_reversible_writers_undo_automatically() {
         assert!(Path::new(&format!("src/capabilities/specs/{}.yaml", spec.id)).exists());
     }
 }
+
+/// A `builtin:` handler runs only under its own id and operation type, at
+/// its own risk or higher: a relabelled spec in the registry cannot make
+/// program execution pass rules meant for reads.
+#[test]
+fn built_ins_run_only_under_their_own_spec() {
+    let catalogue = Catalogue::new(&CatalogueConfig::default());
+    let exec = "builtin:sys.exec.run";
+    assert!(
+        catalogue
+            .check_pinned("sys.exec.run", exec, "EXECUTE", "CRITICAL")
+            .is_ok()
+    );
+    for (id, operation, risk) in [
+        ("sys.exec.run", "READ", "CRITICAL"),
+        ("sys.exec.run", "EXECUTE", "LOW"),
+        ("sys.exec.run", "EXECUTE", "HIGH"),
+        ("ops.harmless_read", "EXECUTE", "CRITICAL"),
+    ] {
+        let refused = catalogue
+            .check_pinned(id, exec, operation, risk)
+            .expect_err("relabelled");
+        assert_eq!(refused.kind, ErrorKind::SandboxViolation, "{refused}");
+    }
+    assert!(
+        catalogue
+            .check_pinned("io.fs.read_file", "builtin:io.fs.read_file", "READ", "HIGH")
+            .is_ok(),
+        "a stricter risk is fine"
+    );
+    assert!(
+        catalogue
+            .check_pinned("x.y", "builtin:no.such", "READ", "LOW")
+            .is_err()
+    );
+}

@@ -187,11 +187,31 @@ pub trait Handler: Send + Sync + std::fmt::Debug {
 pub struct BuiltinSpec {
     pub id: String,
     pub handler: String,
+    /// `READ`, `WRITE`, `DELETE`, `EXECUTE` or `NETWORK`.
+    pub operation_type: String,
+    pub risk: BuiltinRisk,
     #[serde(default)]
     pub parameters: Vec<ParameterSpec>,
     /// The whole file, as published to the registry.
     #[serde(skip)]
     pub text: &'static str,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BuiltinRisk {
+    /// `LOW`, `MEDIUM`, `HIGH` or `CRITICAL`.
+    pub level: String,
+}
+
+/// Rank of a risk level name (unknown names rank lowest).
+fn risk_rank(level: &str) -> u8 {
+    match level {
+        "LOW" => 1,
+        "MEDIUM" => 2,
+        "HIGH" => 3,
+        "CRITICAL" => 4,
+        _ => 0,
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -330,6 +350,44 @@ impl Catalogue {
 
     pub fn spec(&self, capability_id: &str) -> Option<&BuiltinSpec> {
         self.specs.iter().find(|s| s.id == capability_id)
+    }
+
+    /// Whether a registry spec may run the built-in its handler names: a
+    /// `builtin:` handler runs only under its own embedded spec's id and
+    /// operation type, at that spec's risk or higher. Anything else is a
+    /// relabelled built-in (program execution as a LOW-risk READ, or a new
+    /// id pointing at one) and is refused.
+    pub fn check_pinned(
+        &self,
+        id: &str,
+        handler: &str,
+        operation_type: &str,
+        risk_level: &str,
+    ) -> Result<(), HandlerError> {
+        let refuse = |why: String| {
+            Err(HandlerError::sandbox(format!(
+                "capability {id} may not run {handler}: {why}"
+            )))
+        };
+        let Some(embedded) = self.specs.iter().find(|s| s.handler == handler) else {
+            return refuse("no such built-in".into());
+        };
+        if embedded.id != id {
+            return refuse(format!("the built-in runs only as {}", embedded.id));
+        }
+        if embedded.operation_type != operation_type {
+            return refuse(format!(
+                "its operation type is {}, not {operation_type}",
+                embedded.operation_type
+            ));
+        }
+        if risk_rank(risk_level) < risk_rank(&embedded.risk.level) {
+            return refuse(format!(
+                "its risk is {}, not {risk_level}",
+                embedded.risk.level
+            ));
+        }
+        Ok(())
     }
 
     /// The handler behind a `builtin:<name>` handler reference.

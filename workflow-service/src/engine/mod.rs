@@ -1651,6 +1651,18 @@ impl Engine {
         inputs: &Map<String, Value>,
     ) -> Result<crate::capabilities::Execution, HandlerError> {
         if let Some(name) = spec.handler.strip_prefix("builtin:") {
+            let operation = common::OperationType::try_from(spec.operation_type)
+                .map(|o| o.as_str_name().trim_start_matches("OPERATION_TYPE_"))
+                .unwrap_or("UNSPECIFIED");
+            let risk = spec
+                .risk
+                .as_ref()
+                .and_then(|r| common::RiskLevel::try_from(r.level).ok())
+                .map(|r| r.as_str_name().trim_start_matches("RISK_LEVEL_"))
+                .unwrap_or("UNSPECIFIED");
+            self.inner
+                .catalogue
+                .check_pinned(&spec.id, &spec.handler, operation, risk)?;
             let handler = self.inner.catalogue.handler(name).ok_or_else(|| {
                 HandlerError::new(
                     crate::capabilities::ErrorKind::NotFound,

@@ -1,0 +1,167 @@
+//! The runtime tried as an attacker would, over gRPC against the real
+//! services: one test per class of hole (program execution, relabelled
+//! built-ins, unbounded inputs, identity, audit).
+
+use airt_kit::status::reason_of;
+use airt_kit::testing::{TestDb, as_principal};
+use airt_proto::registry::v1 as registry;
+use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
+use airt_proto::workflow::v1 as pb;
+use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
+use airt_system_tests::{Stack, run_workflow};
+use workflow_service::capabilities::exec::ExecPolicy;
+
+const ALLOW_ALL: &str = "escalate_high_risk: false\nrules:\n  - {id: allow-all, decision: ALLOW}\n";
+
+async fn stack_with_programs(programs: &[&str]) -> Stack {
+    let programs: Vec<String> = programs.iter().map(|p| (*p).to_owned()).collect();
+    Stack::start_with(TestDb::sqlite(), ALLOW_ALL, move |config| {
+        let path = std::env::var("PATH").unwrap_or_default();
+        config.catalogue.exec = ExecPolicy::resolve(&programs, &path).expect("programs");
+    })
+    .await
+}
+
+fn exec_workflow(name: &str, program: &str, args: &[String]) -> String {
+    let args = serde_json::to_string(args).expect("args");
+    format!(
+        "name: {name}\nsteps:\n  - {{name: run, capability: sys.exec.run, inputs: {{program: {program}, args: {args}}}}}\n"
+    )
+}
+
+fn status(workflow: &pb::Workflow) -> pb::WorkflowStatus {
+    pb::WorkflowStatus::try_from(workflow.status).expect("status")
+}
+
+/// Allow-listed programs, called with hostile arguments through a workflow:
+/// reading outside the workspace (a file, the service's own environment),
+/// writing outside it, and running a shell through `sort`'s options.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_listed_programs_cannot_reach_outside_the_workspace() {
+    let stack = stack_with_programs(&["cat", "uniq", "sort"]).await;
+    let mut client = WorkflowServiceClient::new(stack.workflow.channel().await);
+    let outside = tempfile::tempdir().expect("outside");
+    std::fs::write(outside.path().join("secret.txt"), "s3cret-value").expect("secret");
+    std::fs::write(stack.root().join("note.txt"), "a\na\n").expect("note");
+    let lines: String = (0..40_000).map(|i| format!(": > pwned # {i}\n")).collect();
+    std::fs::write(stack.root().join("big.txt"), lines).expect("big");
+    let written = outside.path().join("written.txt");
+
+    let attempts = [
+        (
+            "cat",
+            vec![outside.path().join("secret.txt").display().to_string()],
+        ),
+        ("cat", vec![format!("/proc/{}/environ", std::process::id())]),
+        ("cat", vec!["/etc/shadow".to_owned()]),
+        (
+            "uniq",
+            vec!["note.txt".to_owned(), written.display().to_string()],
+        ),
+        (
+            "sort",
+            ["-S", "16K", "-T", ".", "--compress-program=sh", "big.txt"]
+                .map(str::to_owned)
+                .to_vec(),
+        ),
+    ];
+    for (program, args) in attempts {
+        let spec = exec_workflow("escape", program, &args);
+        let workflow = run_workflow(&mut client, "user:mallory", &spec).await;
+        assert_eq!(
+            status(&workflow),
+            pb::WorkflowStatus::Failed,
+            "{program} {args:?} escaped: {workflow:?}"
+        );
+        let shown = format!("{workflow:?}");
+        assert!(!shown.contains("s3cret-value"), "{shown}");
+    }
+    assert!(!written.exists(), "uniq wrote outside the workspace");
+    assert!(
+        !stack.root().join("pwned").exists(),
+        "sort ran a shell through --compress-program"
+    );
+
+    // The same program inside the workspace works.
+    let inside = run_workflow(
+        &mut client,
+        "user:mallory",
+        &exec_workflow("inside", "uniq", &["note.txt".into(), "out.txt".into()]),
+    )
+    .await;
+    assert_eq!(status(&inside), pb::WorkflowStatus::Completed, "{inside:?}");
+    assert_eq!(
+        std::fs::read_to_string(stack.root().join("out.txt")).expect("out"),
+        "a\n"
+    );
+    stack.stop().await;
+}
+
+/// Nobody but the workflow service registers `builtin:` handlers: neither
+/// an admin nor a registrar can relabel program execution as a LOW-risk
+/// read, or point a new id at it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_workflow_service_publishes_built_in_handlers() {
+    let stack = Stack::start(TestDb::sqlite(), ALLOW_ALL).await;
+    let mut client =
+        RegistryServiceClient::new(stack.registry.as_ref().expect("registry").channel().await);
+    let relabel = |id: &str| {
+        format!(
+            "id: {id}\nname: Harmless\noperation_type: READ\nrisk: {{level: LOW}}\n\
+             side_effects: {{reversible: true, scope: LOCAL}}\ncompensation: {{supported: true, strategy: AUTOMATIC}}\n\
+             parameters: [{{name: program, type: string, required: true}}]\n\
+             metadata: {{version: 9.0.0}}\nhandler: \"builtin:sys.exec.run\"\n"
+        )
+    };
+    for (principal, roles) in [("user:root", "admin"), ("service:ci", "registrar")] {
+        for id in ["sys.exec.run", "ops.harmless_read"] {
+            let refused = client
+                .register_capability(as_principal(
+                    registry::RegisterCapabilityRequest {
+                        source: Some(registry::register_capability_request::Source::SpecText(
+                            relabel(id),
+                        )),
+                        validate_only: false,
+                        request_id: String::new(),
+                    },
+                    principal,
+                    &[roles],
+                ))
+                .await
+                .expect_err("a relabelled built-in must be refused");
+            assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+            assert_eq!(
+                reason_of(&refused).as_deref(),
+                Some("BUILTIN_HANDLER_RESERVED")
+            );
+        }
+    }
+    stack.stop().await;
+}
+
+/// Durations beyond any sensible bound are refused at submission instead of
+/// overflowing the clock later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_durations_are_invalid_arguments() {
+    let stack = Stack::start(TestDb::sqlite(), ALLOW_ALL).await;
+    let mut client = WorkflowServiceClient::new(stack.workflow.channel().await);
+    for spec in [
+        "name: w\noptions: {max_duration: 18446744073709551615s}\nsteps:\n  - {name: a, capability: sys.info.get_time}\n",
+        "name: w\nsteps:\n  - {name: a, capability: sys.info.get_time, timeout: 18446744073709551615s}\n",
+        "name: w\nsteps:\n  - {name: a, capability: sys.info.get_time, timeout: 400d}\n",
+    ] {
+        let refused = client
+            .submit_workflow(as_principal(
+                pb::SubmitWorkflowRequest {
+                    source: Some(pb::submit_workflow_request::Source::SpecText(spec.into())),
+                    request_id: String::new(),
+                },
+                "user:mallory",
+                &[],
+            ))
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    }
+    stack.stop().await;
+}

@@ -8,6 +8,7 @@
 
 mod approvals;
 mod remote;
+mod undo;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -1743,36 +1744,27 @@ impl Engine {
                     }
                 }
                 None if !undo.is_null() => Some((step.capability.clone(), undo.clone(), false)),
-                None => None,
+                None => match self.implicit_undo(step, &row).await {
+                    undo::Undo::Nothing => None,
+                    undo::Undo::Run { capability, inputs } => Some((capability, inputs, true)),
+                    undo::Undo::Impossible(why) => {
+                        first_failure.get_or_insert((step.name.clone(), why.clone()));
+                        self.transition(
+                            &run.workflow_id,
+                            Transition::Step {
+                                step: step.name.clone(),
+                                status: StepStatus::CompensationFailed,
+                                attempt: None,
+                                error: why,
+                            },
+                        )
+                        .await?;
+                        continue;
+                    }
+                },
             };
             let Some((capability, inputs, explicit)) = plan else {
-                // Nothing recorded to undo: a read, or an action that cannot be undone.
-                let reversible = self
-                    .inner
-                    .registry
-                    .capability(&step.capability, Instant::now() + Duration::from_secs(10))
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|c| c.spec)
-                    .and_then(|s| s.side_effects)
-                    .is_some_and(|s| s.reversible);
-                if !reversible {
-                    first_failure.get_or_insert((
-                        step.name.clone(),
-                        format!("step {} cannot be undone: no compensation", step.name),
-                    ));
-                    self.transition(
-                        &run.workflow_id,
-                        Transition::Step {
-                            step: step.name.clone(),
-                            status: StepStatus::CompensationFailed,
-                            attempt: None,
-                            error: "no compensation".into(),
-                        },
-                    )
-                    .await?;
-                }
+                // It changed nothing: nothing to undo.
                 continue;
             };
             // A compensation the workflow names is an action of its own: the
@@ -1887,13 +1879,18 @@ impl Engine {
                 },
             )
             .await?;
-            let ctx = ExecutionContext::new(
+            let mut ctx = ExecutionContext::new(
                 &run.workflow_id,
                 &step.name,
                 attempt,
                 Instant::now() + self.inner.config.default_step_timeout,
                 self.inner.workspace.clone(),
             );
+            if explicit {
+                // An action of its own: a remote service must not mistake it
+                // for a retry of the step it undoes.
+                ctx.idempotency_key.push_str("/compensation");
+            }
             result = self
                 .compensate_once(&ctx, capability, inputs, explicit)
                 .await;
@@ -1957,14 +1954,22 @@ impl Engine {
                 .await
                 .map_err(|e| e.to_string());
         }
-        let spec = self
+        let found = self
             .inner
             .registry
             .capability(capability, ctx.deadline)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let lifecycle_reason = found.as_ref().map(|c| c.lifecycle_reason.clone());
+        let spec = found
             .and_then(|c| c.spec)
             .ok_or_else(|| format!("unknown compensation capability {capability}"))?;
+        if spec.lifecycle == registry::CapabilityLifecycle::Frozen as i32 {
+            return Err(format!(
+                "compensation capability {capability} is FROZEN: {}",
+                lifecycle_reason.unwrap_or_default()
+            ));
+        }
         let inputs = inputs.as_object().cloned().unwrap_or_default();
         let inputs = validate_inputs(&parameters_of(&spec), &inputs).map_err(|e| e.message)?;
         self.invoke(&spec, ctx, &inputs)

@@ -129,6 +129,8 @@ impl Authenticator {
                 validation.set_audience(&[&jwt.audience]);
                 validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
                 validation.leeway = jwt.leeway_secs;
+                // A token is not valid before its `nbf`.
+                validation.validate_nbf = true;
                 Mode::Jwt {
                     key: Arc::new(key),
                     validation: Arc::new(validation),

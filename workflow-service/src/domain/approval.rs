@@ -106,7 +106,7 @@ pub fn check_decision(
             approval.approver_roles.join(", ")
         )));
     }
-    if caller.to_string() == approval.requested_for {
+    if caller.same_person(approval.requested_for) {
         return Err(Refusal::SelfApproval(format!(
             "{caller} submitted the workflow and cannot decide its approvals"
         )));

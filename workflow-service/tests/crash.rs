@@ -462,7 +462,7 @@ async fn workflows_survive_kill_9_at_random_moments() {
         );
         if *kind == Kind::Failing {
             // Reverse completion order; each compensation DONE exactly once.
-            let first = |step: &str| erases[&format!("{id}/{step}")][0];
+            let first = |step: &str| erases[&format!("{id}/{step}/compensation")][0];
             assert!(first("w2") < first("w1"), "{id}: w2 is undone before w1");
             let records: Vec<(&str, i32, i32)> = workflow
                 .compensations

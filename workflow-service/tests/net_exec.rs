@@ -469,3 +469,48 @@ async fn arguments_of_allow_listed_programs_cannot_leave_the_workspace() {
         .expect("sort");
     assert_eq!(sorted.outputs["stdout"], "a\na\nb\n");
 }
+
+/// Every special-purpose range, and every IPv6 form that reaches an IPv4
+/// address through a translator or tunnel, is internal.
+#[test]
+fn special_purpose_and_embedded_ipv4_addresses_are_internal() {
+    use std::net::IpAddr;
+    use workflow_service::capabilities::net::is_internal;
+    for internal in [
+        "127.0.0.1",
+        "10.1.2.3",
+        "169.254.169.254",
+        "100.64.0.1",
+        "198.18.0.1",
+        "198.19.255.255",
+        "240.0.0.1",
+        "255.255.255.255",
+        "192.0.2.1",
+        "::1",
+        "::ffff:169.254.169.254",
+        "::169.254.169.254",
+        "::8.8.8.8",
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b::808:808",
+        "64:ff9b:1::1",
+        "2002:a9fe:a9fe::1",
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+        "2001:db8::1",
+        "fc00::1",
+        "fe80::1",
+        "fec0::1",
+        "100::1",
+    ] {
+        let ip: IpAddr = internal.parse().expect("address");
+        assert!(is_internal(ip), "{internal} must be internal");
+    }
+    for public in [
+        "8.8.8.8",
+        "1.1.1.1",
+        "2606:4700:4700::1111",
+        "::ffff:8.8.8.8",
+    ] {
+        let ip: IpAddr = public.parse().expect("address");
+        assert!(!is_internal(ip), "{public} is public");
+    }
+}

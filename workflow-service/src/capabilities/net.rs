@@ -87,7 +87,16 @@ impl NetworkPolicy {
     }
 }
 
-/// Loopback, private, link-local, multicast, unspecified and similar.
+/// Whether an address is not a public unicast one: loopback, private,
+/// shared (CGNAT), link-local, multicast, broadcast, unspecified,
+/// documentation, benchmarking (198.18.0.0/15), reserved (240.0.0.0/4),
+/// IETF protocol assignments, and — for IPv6 — unique-local, link- and
+/// site-local, documentation, discard-only, IPv4-mapped addresses (judged by
+/// the IPv4 address they carry), and the forms that reach an IPv4 address
+/// through a translator or tunnel (compatible `::a.b.c.d`, NAT64
+/// `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16`, Teredo
+/// `2001::/32`), refused outright. From the IANA special-purpose address
+/// registries.
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -98,20 +107,38 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_broadcast()
                 || v4.is_unspecified()
+                || v4.is_documentation()
                 || o[0] == 0
                 || (o[0] == 100 && (64..128).contains(&o[1]))
                 || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 198 && (o[1] == 18 || o[1] == 19))
+                || o[0] >= 240
         }
         IpAddr::V6(v6) => {
+            let s = v6.segments();
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_internal(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            // Forms that carry an IPv4 address and reach it through a
+            // translator or tunnel: refused outright (an allow-listed CIDR
+            // still opens them). IPv4-compatible `::a.b.c.d` (deprecated),
+            // NAT64 `64:ff9b::/96`, 6to4 `2002::/16`.
+            let compatible = s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified();
+            if compatible || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[0] == 0x2002 {
+                return true;
+            }
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link local
+                || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated)
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] == 0x3fff && s[1] < 0x1000) // documentation (2024)
+                || (s[0] == 0x2001 && s[1] == 0) // Teredo
+                || (s[0] == 0x2001 && s[1] < 0x200) // IETF protocol assignments
+                || (s[0] == 0x0064 && s[1] == 0xff9b) // local-use NAT64
+                || (s[0] == 0x0100 && s[1..4] == [0, 0, 0]) // discard only
         }
     }
 }
@@ -233,10 +260,12 @@ impl Handler for HttpCall {
             .parse()
             .map_err(|e| HandlerError::invalid_input(format!("url: {e}")))?;
         self.policy.check_url(&url).map_err(HandlerError::sandbox)?;
+        // The caller may ask for less than the server's ceiling, never more.
         let max_bytes = inputs
             .get("max_bytes")
             .and_then(Value::as_u64)
-            .unwrap_or(DEFAULT_MAX_RESPONSE);
+            .unwrap_or(DEFAULT_MAX_RESPONSE)
+            .min(DEFAULT_MAX_RESPONSE);
         let requested = Duration::from_millis(
             inputs
                 .get("timeout_ms")

@@ -72,15 +72,22 @@ impl RemoteCaller {
                 }
             })?;
         let status = response.status();
-        let bytes = response
-            .bytes()
+        // Streamed with a cap: a hostile endpoint cannot make the service
+        // buffer more than the ceiling.
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| HandlerError::new(ErrorKind::Transient, e.to_string()))?;
-        if bytes.len() > MAX_RESPONSE {
-            return Err(HandlerError::new(
-                ErrorKind::ActionFailed,
-                format!("response larger than {MAX_RESPONSE} bytes"),
-            ));
+            .map_err(|e| HandlerError::new(ErrorKind::Transient, e.to_string()))?
+        {
+            if bytes.len() + chunk.len() > MAX_RESPONSE {
+                return Err(HandlerError::new(
+                    ErrorKind::ActionFailed,
+                    format!("response larger than {MAX_RESPONSE} bytes"),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
         }
         let text = String::from_utf8_lossy(&bytes).into_owned();
         if !status.is_success() {

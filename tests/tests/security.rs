@@ -165,3 +165,48 @@ async fn absurd_durations_are_invalid_arguments() {
     }
     stack.stop().await;
 }
+
+/// Cancelling someone's workflow leaves an audit event naming who did it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancellation_is_audited_with_its_caller() {
+    use airt_proto::audit::v1 as audit;
+    use airt_proto::audit::v1::audit_service_client::AuditServiceClient;
+    let stack = Stack::start(TestDb::sqlite(), ALLOW_ALL).await;
+    let channel = stack.workflow.channel().await;
+    let mut client = WorkflowServiceClient::new(channel.clone());
+    let spec = "name: w\nsteps:\n  - {name: gate, type: HUMAN_APPROVAL, approval: {approver_roles: [approver]}}\n";
+    let paused = run_workflow(&mut client, "user:alice", spec).await;
+    assert_eq!(status(&paused), pb::WorkflowStatus::Paused, "{paused:?}");
+    client
+        .cancel_workflow(as_principal(
+            pb::CancelWorkflowRequest {
+                workflow_id: paused.workflow_id.clone(),
+                rollback: false,
+                reason: "no longer needed".into(),
+                ..Default::default()
+            },
+            "user:root",
+            &["admin"],
+        ))
+        .await
+        .expect("cancel");
+    let events = AuditServiceClient::new(channel)
+        .list_audit_events(as_principal(
+            audit::ListAuditEventsRequest {
+                action: "workflow.cancel_requested".into(),
+                ..Default::default()
+            },
+            "user:root",
+            &["admin"],
+        ))
+        .await
+        .expect("audit")
+        .into_inner()
+        .events;
+    let event = events
+        .iter()
+        .find(|e| e.resource_id == paused.workflow_id)
+        .expect("the cancellation is audited");
+    assert_eq!(event.actor, "user:root");
+    stack.stop().await;
+}

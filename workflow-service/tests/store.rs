@@ -424,7 +424,11 @@ async fn leases_fence_writes_and_expired_ones_are_taken_over() {
 
         // A cancellation requested anywhere reaches the holder with its lease.
         store
-            .request_cancel("wf-1", &json!({"rollback": true, "reason": "stop"}))
+            .request_cancel(
+                "wf-1",
+                "user:alice",
+                &json!({"rollback": true, "reason": "stop"}),
+            )
             .await
             .expect("cancel");
         let renewed = store.renew("wf-1", "a#1", later).await.expect("renew");

@@ -367,7 +367,7 @@ impl WorkflowService for WorkflowApi {
         };
         let row = self
             .engine
-            .cancel(&req.workflow_id, req.rollback, &reason)
+            .cancel(&req.workflow_id, &caller, req.rollback, &reason)
             .await?;
         tracing::info!(workflow_id = %row.workflow_id, %caller, rollback = req.rollback, "workflow cancelled");
         Ok(Response::new(pb::CancelWorkflowResponse {

@@ -1176,6 +1176,7 @@ impl Engine {
     pub async fn cancel(
         &self,
         workflow_id: &str,
+        caller: &Principal,
         rollback: bool,
         reason: &str,
     ) -> Result<WorkflowRow, WorkflowError> {
@@ -1191,6 +1192,7 @@ impl Engine {
             .store
             .request_cancel(
                 workflow_id,
+                &caller.to_string(),
                 &json!({"rollback": rollback, "reason": reason}),
             )
             .await?;

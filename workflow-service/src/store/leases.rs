@@ -7,6 +7,7 @@
 //! replicas scanning at once never wait for, or take, each other's rows; on
 //! SQLite the same statements run inside `BEGIN IMMEDIATE`.
 
+use airt_kit::audit::{AppendAudit as _, NewAuditEvent};
 use airt_kit::db::Database;
 
 use super::WorkflowStore;
@@ -110,10 +111,14 @@ impl WorkflowStore {
     pub async fn request_cancel(
         &self,
         workflow_id: &str,
+        actor: &str,
         request: &serde_json::Value,
     ) -> Result<(), WorkflowError> {
+        let event = NewAuditEvent::new(actor, "workflow.cancel_requested", "workflow", workflow_id)
+            .with_details(request.clone());
         airt_kit::write_tx!(&self.db, tx => {
             sqlx::query(REQUEST_CANCEL).bind(workflow_id).bind(request.to_string()).execute(&mut *tx).await?;
+            tx.append_audit(&event).await?;
         })?;
         Ok(())
     }

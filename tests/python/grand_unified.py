@@ -46,7 +46,7 @@ name: Shred a file
 operation_type: DELETE
 risk: {level: HIGH, justification: destroys data}
 side_effects: {reversible: true, scope: LOCAL}
-compensation: {supported: true, strategy: AUTOMATIC}
+compensation: {supported: true, strategy: MANUAL}
 parameters: [{name: path, type: string, required: true}]
 metadata: {version: 1.0.0}
 handler: "http:https://shredder.example/shred"

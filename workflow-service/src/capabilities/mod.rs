@@ -390,6 +390,24 @@ impl Catalogue {
         Ok(())
     }
 
+    /// [`Catalogue::check_pinned`] for a spec as the registry serves it.
+    pub fn check_pinned_spec(
+        &self,
+        spec: &airt_proto::registry::v1::CapabilitySpec,
+    ) -> Result<(), HandlerError> {
+        use airt_proto::common::v1::{OperationType, RiskLevel};
+        let operation = OperationType::try_from(spec.operation_type)
+            .map(|o| o.as_str_name().trim_start_matches("OPERATION_TYPE_"))
+            .unwrap_or("UNSPECIFIED");
+        let risk = spec
+            .risk
+            .as_ref()
+            .and_then(|r| RiskLevel::try_from(r.level).ok())
+            .map(|r| r.as_str_name().trim_start_matches("RISK_LEVEL_"))
+            .unwrap_or("UNSPECIFIED");
+        self.check_pinned(&spec.id, &spec.handler, operation, risk)
+    }
+
     /// The handler behind a `builtin:<name>` handler reference.
     pub fn handler(&self, builtin_name: &str) -> Option<Arc<dyn Handler>> {
         self.handlers.get(builtin_name).cloned()

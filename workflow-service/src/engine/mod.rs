@@ -1654,18 +1654,7 @@ impl Engine {
         inputs: &Map<String, Value>,
     ) -> Result<crate::capabilities::Execution, HandlerError> {
         if let Some(name) = spec.handler.strip_prefix("builtin:") {
-            let operation = common::OperationType::try_from(spec.operation_type)
-                .map(|o| o.as_str_name().trim_start_matches("OPERATION_TYPE_"))
-                .unwrap_or("UNSPECIFIED");
-            let risk = spec
-                .risk
-                .as_ref()
-                .and_then(|r| common::RiskLevel::try_from(r.level).ok())
-                .map(|r| r.as_str_name().trim_start_matches("RISK_LEVEL_"))
-                .unwrap_or("UNSPECIFIED");
-            self.inner
-                .catalogue
-                .check_pinned(&spec.id, &spec.handler, operation, risk)?;
+            self.inner.catalogue.check_pinned_spec(spec)?;
             let handler = self.inner.catalogue.handler(name).ok_or_else(|| {
                 HandlerError::new(
                     crate::capabilities::ErrorKind::NotFound,
@@ -1751,16 +1740,8 @@ impl Engine {
                     undo::Undo::Run { capability, inputs } => Some((capability, inputs, true)),
                     undo::Undo::Impossible(why) => {
                         first_failure.get_or_insert((step.name.clone(), why.clone()));
-                        self.transition(
-                            &run.workflow_id,
-                            Transition::Step {
-                                step: step.name.clone(),
-                                status: StepStatus::CompensationFailed,
-                                attempt: None,
-                                error: why,
-                            },
-                        )
-                        .await?;
+                        self.effect_stands(&run.workflow_id, &step.name, why)
+                            .await?;
                         continue;
                     }
                 },
@@ -1828,16 +1809,8 @@ impl Engine {
                         },
                     )
                     .await?;
-                    self.transition(
-                        &run.workflow_id,
-                        Transition::Step {
-                            step: step.name.clone(),
-                            status: StepStatus::CompensationFailed,
-                            attempt: None,
-                            error: error.clone(),
-                        },
-                    )
-                    .await?;
+                    self.effect_stands(&run.workflow_id, &step.name, error.clone())
+                        .await?;
                     first_failure.get_or_insert((step.name.clone(), error));
                 }
             }

@@ -20,8 +20,9 @@ use airt_proto::registry::v1 as registry;
 use serde_json::{Map, Value};
 
 use super::{Engine, parameters_of};
-use crate::domain::{StepSpec, StepType};
-use crate::store::StepRow;
+use crate::domain::{StepSpec, StepStatus, StepType};
+use crate::error::WorkflowError;
+use crate::store::{StepRow, Transition};
 
 /// How a completed step is undone when nothing was recorded for it.
 #[derive(Debug)]
@@ -35,6 +36,22 @@ pub(super) enum Undo {
 }
 
 impl Engine {
+    /// Records that a completed step's effect stands: COMPENSATION_FAILED, and why.
+    pub(super) async fn effect_stands(
+        &self,
+        workflow_id: &str,
+        step: &str,
+        why: String,
+    ) -> Result<(), WorkflowError> {
+        let transition = Transition::Step {
+            step: step.to_owned(),
+            status: StepStatus::CompensationFailed,
+            attempt: None,
+            error: why,
+        };
+        self.transition(workflow_id, transition).await
+    }
+
     pub(super) async fn implicit_undo(&self, step: &StepSpec, row: &StepRow) -> Undo {
         if step.step_type == StepType::HumanApproval {
             return Undo::Nothing;

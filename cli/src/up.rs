@@ -55,6 +55,10 @@ pub struct UpArgs {
     #[arg(long, env = "AIRT_WEBHOOK_SECRET_FILE")]
     webhook_secret_file: Option<PathBuf>,
 
+    /// This deployment's environment, as policies see it (e.g. `dev`).
+    #[arg(long, env = "AIRT_ENVIRONMENT", default_value = "")]
+    environment: String,
+
     /// How sys.exec.run confines programs (`landlock` or `none`).
     #[arg(
         long,
@@ -108,6 +112,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 .map(|p| (*p).to_owned())
                 .collect(),
             exec_sandbox: args.exec_sandbox,
+            environment: args.environment.clone(),
             approval_timeout: args.approval_timeout,
             webhook_urls: args.webhook_urls.clone(),
             webhook_secret: args.webhook_secret.clone(),

@@ -73,6 +73,7 @@ pub fn workflow_config(
         lease_ttl: Duration::from_secs(15),
         watch_poll: Duration::from_millis(100),
         max_active_workflows: 1024,
+        environment: String::new(),
     }
 }
 

@@ -210,3 +210,40 @@ async fn a_cancellation_is_audited_with_its_caller() {
     assert_eq!(event.actor, "user:root");
     stack.stop().await;
 }
+
+/// The environment a policy matches is the deployment's: a workflow cannot
+/// claim to run in another one to pass rules written for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environment_comes_from_the_deployment_not_the_caller() {
+    let policy = "escalate_high_risk: false\nrules:\n\
+      - {id: not-in-staging, when: {environment: staging, capability: sys.info.get_time}, decision: DENY}\n\
+      - {id: allow-all, decision: ALLOW}\n";
+    let stack = Stack::start_with(TestDb::sqlite(), policy, |config| {
+        config.environment = "staging".into();
+    })
+    .await;
+    let mut client = WorkflowServiceClient::new(stack.workflow.channel().await);
+    let unlabelled = "name: w\nsteps:\n  - {name: t, capability: sys.info.get_time}\n";
+    let denied = run_workflow(&mut client, "user:mallory", unlabelled).await;
+    assert_eq!(status(&denied), pb::WorkflowStatus::Failed, "{denied:?}");
+    assert!(
+        denied.failure_reason.contains("not-in-staging"),
+        "{}",
+        denied.failure_reason
+    );
+
+    let claiming = format!("metadata: {{environment: prod}}\n{unlabelled}");
+    let refused = client
+        .submit_workflow(as_principal(
+            pb::SubmitWorkflowRequest {
+                source: Some(pb::submit_workflow_request::Source::SpecText(claiming)),
+                request_id: String::new(),
+            },
+            "user:mallory",
+            &[],
+        ))
+        .await
+        .expect_err("another environment is refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    stack.stop().await;
+}

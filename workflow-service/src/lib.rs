@@ -87,6 +87,11 @@ pub struct WorkflowArgs {
     )]
     pub exec_allow: Vec<String>,
 
+    /// This deployment's environment (e.g. `prod`): what policies match with
+    /// `when.environment`. Workflows cannot choose it.
+    #[arg(long, env = "AIRT_ENVIRONMENT", default_value = "")]
+    pub environment: String,
+
     /// How sys.exec.run confines programs: `landlock` (only the workspace is
     /// writable, only system directories readable, only allow-listed programs
     /// executable; refused when the kernel cannot) or `none` (no OS sandbox).
@@ -167,6 +172,7 @@ pub struct WorkflowConfig {
     pub lease_ttl: Duration,
     pub watch_poll: Duration,
     pub max_active_workflows: usize,
+    pub environment: String,
 }
 
 /// `<hostname>:<port>`: stable across restarts of one replica, distinct
@@ -227,6 +233,7 @@ impl WorkflowConfig {
             lease_ttl: args.lease_ttl,
             watch_poll: args.watch_poll,
             max_active_workflows: args.max_active_workflows,
+            environment: args.environment.trim().to_owned(),
             approval_timeout: args.approval_timeout,
             webhooks: {
                 let config = webhooks::WebhookConfig {
@@ -318,6 +325,7 @@ pub async fn serve_on(
                 instance_id: workflow.instance_id.clone(),
                 lease_ttl: workflow.lease_ttl,
                 max_active_runs: workflow.max_active_workflows,
+                environment: workflow.environment.clone(),
                 ..engine::EngineConfig::default()
             },
         );

@@ -60,6 +60,9 @@ pub struct EngineConfig {
     /// Workflows this instance drives at once; more wait their turn, and
     /// the recovery scan claims only what it can start.
     pub max_active_runs: usize,
+    /// The deployment's environment (`prod`, `staging`, ...): what the
+    /// policy's `when.environment` matches. Configuration, never the caller.
+    pub environment: String,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +76,7 @@ impl Default for EngineConfig {
             lease_ttl: Duration::from_secs(15),
             recovery_interval: Duration::from_secs(1),
             max_active_runs: 1024,
+            environment: String::new(),
         }
     }
 }
@@ -347,7 +351,7 @@ impl Engine {
         submitter: Principal,
         request_id: Option<String>,
     ) -> Result<(WorkflowRow, bool), WorkflowError> {
-        let spec = validate_workflow(&draft).map_err(WorkflowError::InvalidWorkflow)?;
+        let spec = self.admit(&draft)?;
         let workflow_id = uuid::Uuid::now_v7().to_string();
         // Stored with this instance's lease: its first run claims nothing.
         let (row, created) = self
@@ -1242,8 +1246,27 @@ impl Engine {
                 .is_some_and(|r| r.requires_approval),
             operation_type: capability.map_or(0, |c| c.operation_type),
             inputs: Some(to_proto_struct(inputs)),
-            environment: run.spec.environment.clone(),
+            environment: self.inner.config.environment.clone(),
         }
+    }
+
+    /// A valid spec this deployment runs: its `metadata.environment`, a
+    /// label, may not claim another environment than the deployment's.
+    fn admit(&self, draft: &WorkflowDraft) -> Result<WorkflowSpec, WorkflowError> {
+        let spec = validate_workflow(draft).map_err(WorkflowError::InvalidWorkflow)?;
+        let deployed = &self.inner.config.environment;
+        if !spec.environment.is_empty() && !deployed.is_empty() && &spec.environment != deployed {
+            return Err(WorkflowError::InvalidWorkflow(vec![
+                airt_kit::status::FieldViolation::new(
+                    "spec.metadata.environment",
+                    format!(
+                        "this deployment is {deployed:?}, not {:?}; the environment comes from the service's configuration",
+                        spec.environment
+                    ),
+                ),
+            ]));
+        }
+        Ok(spec)
     }
 
     /// Looks up and evaluates one ACTION step with its statically known
@@ -1332,7 +1355,7 @@ impl Engine {
         draft: &WorkflowDraft,
         submitter: Principal,
     ) -> Result<Vec<StepPlan>, WorkflowError> {
-        let spec = validate_workflow(draft).map_err(WorkflowError::InvalidWorkflow)?;
+        let spec = self.admit(draft)?;
         let deadline = spec.options.max_duration.map(|d| Instant::now() + d);
         let run = Run {
             workflow_id: String::new(),

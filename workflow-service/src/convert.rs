@@ -203,6 +203,14 @@ pub fn workflow_to_proto(
                 error: step.error.clone(),
                 start_time: timestamp(step.started_at_us),
                 end_time: timestamp(step.ended_at_us),
+                warnings: json(&step.decision)["warnings"]
+                    .as_array()
+                    .map(|w| {
+                        w.iter()
+                            .filter_map(|w| w.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             })
             .collect(),
         compensations: compensations

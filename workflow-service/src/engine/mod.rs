@@ -7,6 +7,7 @@
 //! announces.
 
 mod approvals;
+mod recheck;
 mod remote;
 mod undo;
 
@@ -1417,12 +1418,19 @@ impl Engine {
             .and_then(|c| c.metadata.as_ref())
             .map(|m| m.version.clone())
             .unwrap_or_default();
+        let mut decision = decision_json(record);
+        if capability
+            .is_some_and(|c| c.lifecycle == registry::CapabilityLifecycle::Deprecated as i32)
+        {
+            // Flagged on the step, its event and its audit entry.
+            decision["warnings"] = json!([format!("capability {} is DEPRECATED", step.capability)]);
+        }
         Transition::StepDecided {
             step: step.name.clone(),
             risk_level: risk.to_owned(),
             capability_version: version,
             resolved_inputs: Value::Object(inputs),
-            decision: decision_json(record),
+            decision,
         }
     }
 
@@ -1567,12 +1575,12 @@ impl Engine {
             Ok(policy::Decision::Allow) => {}
             Ok(policy::Decision::RequireApproval) => {
                 let action = approvals::ActionFacts::new(step, spec.as_ref(), &inputs, &record);
-                match approval {
+                match &approval {
                     Some(granted) if granted.action_digest == action.digest(run, step) => {}
                     Some(granted) => {
                         let why = format!(
                             "the action changed after the request ({})",
-                            action.changes_since(&granted)
+                            action.changes_since(granted)
                         );
                         self.void_approval(run, &step.name, &granted.approval_id, &why)
                             .await?;
@@ -1598,7 +1606,15 @@ impl Engine {
         };
         // 6. Execute, retrying only what can succeed on retry.
         let mut backoff = step.retry.initial_backoff;
-        for attempt in first_attempt.max(1)..=step.retry.max_attempts.max(first_attempt) {
+        let first = first_attempt.max(1);
+        for attempt in first..=step.retry.max_attempts.max(first_attempt) {
+            if attempt > first
+                && let Some(outcome) = self
+                    .recheck(run, step, &inputs, approval.as_ref(), attempt, deadline)
+                    .await?
+            {
+                return Ok(outcome);
+            }
             let running = Transition::Step {
                 step: step.name.clone(),
                 status: StepStatus::Running,

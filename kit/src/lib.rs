@@ -22,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod json;
+pub mod limits;
 pub mod mask;
 pub mod principal;
 pub mod server;

@@ -124,6 +124,9 @@ impl GrpcServer {
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = Server::builder()
+            .layer(tower::util::MapResponseLayer::new(
+                malformed_is_invalid_argument,
+            ))
             .add_routes(routes.routes())
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -229,4 +232,23 @@ pub async fn shutdown_signal() {
     {
         let _ = interrupt.await;
     }
+}
+
+/// A request message that does not decode (invalid UTF-8 in a string, nesting
+/// beyond the decoder's limit, a truncated field) is the caller's fault:
+/// INVALID_ARGUMENT, not the INTERNAL the protobuf codec reports.
+fn malformed_is_invalid_argument<B>(mut response: http::Response<B>) -> http::Response<B> {
+    const DECODE_FAILURE: &str = "failed%20to%20decode%20Protobuf%20message";
+    let headers = response.headers_mut();
+    let internal = headers.get("grpc-status").is_some_and(|s| s == "13");
+    let malformed = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .is_some_and(|m| {
+            m.starts_with(DECODE_FAILURE) || m.starts_with("failed to decode Protobuf message")
+        });
+    if internal && malformed {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    response
 }

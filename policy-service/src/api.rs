@@ -23,6 +23,8 @@ pub const ADMIN_ROLES: &[&str] = &["admin"];
 pub const READER_ROLES: &[&str] = &["admin", "auditor"];
 const MAX_BATCH: usize = 1000;
 const MAX_SOURCE: usize = 1024 * 1024;
+/// Capability ids a policy test call may name for the linter.
+const MAX_KNOWN_IDS: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct PolicyApi {
@@ -68,15 +70,21 @@ fn reader(caller: &Principal) -> Result<(), Status> {
     require_any_role(caller, READER_ROLES)
 }
 
-fn compile(source: &str) -> Result<CompiledPolicySet, PolicyError> {
+/// Parses and compiles a policy set on the blocking pool.
+async fn compile(source: String) -> Result<CompiledPolicySet, Status> {
     if source.len() > MAX_SOURCE {
         return Err(PolicyError::invalid(
             "source_yaml",
             format!("is larger than {MAX_SOURCE} bytes"),
-        ));
+        )
+        .into());
     }
-    let set = parse_policy_set(source).map_err(|e| PolicyError::InvalidPolicySet(e.0))?;
-    Ok(CompiledPolicySet::compile(set))
+    airt_kit::limits::off_runtime(move || {
+        let set = parse_policy_set(&source).map_err(|e| PolicyError::InvalidPolicySet(e.0))?;
+        Ok(CompiledPolicySet::compile(set))
+    })
+    .await?
+    .map_err(|e: PolicyError| e.into())
 }
 
 #[tonic::async_trait]
@@ -144,7 +152,7 @@ impl PolicyService for PolicyApi {
         let caller = principal(&request)?;
         require_any_role(&caller, ADMIN_ROLES)?;
         let req = request.into_inner();
-        let set = Arc::new(compile(&req.source_yaml)?);
+        let set = Arc::new(compile(req.source_yaml.clone()).await?);
         let lint_findings = lint(set.rules(), &[]).iter().map(lint_to_proto).collect();
         if req.validate_only {
             return Ok(Response::new(pb::PutPolicySetResponse {
@@ -274,7 +282,7 @@ impl PolicyService for PolicyApi {
         let req = request.into_inner();
         let set: Arc<CompiledPolicySet> = match req.target {
             Some(pb::test_policy_set_request::Target::SourceYaml(source)) => {
-                Arc::new(compile(&source)?)
+                Arc::new(compile(source).await?)
             }
             Some(pb::test_policy_set_request::Target::Revision(revision)) => {
                 let stored = self
@@ -282,7 +290,7 @@ impl PolicyService for PolicyApi {
                     .get(&revision)
                     .await?
                     .ok_or(PolicyError::NotFound(revision))?;
-                Arc::new(compile(&stored.source_yaml)?)
+                Arc::new(compile(stored.source_yaml).await?)
             }
             Some(pb::test_policy_set_request::Target::Active(true)) => self.active.current(),
             Some(pb::test_policy_set_request::Target::Active(false)) | None => {
@@ -293,8 +301,29 @@ impl PolicyService for PolicyApi {
                 .into());
             }
         };
-        let cases = parse_test_cases(&req.tests_yaml).map_err(PolicyError::InvalidRequest)?;
-        let report = run_tests(&set, &cases, &req.known_capability_ids);
+        if req.tests_yaml.len() > MAX_SOURCE {
+            return Err(PolicyError::invalid(
+                "tests_yaml",
+                format!("is larger than {MAX_SOURCE} bytes"),
+            )
+            .into());
+        }
+        if req.known_capability_ids.len() > MAX_KNOWN_IDS
+            || req.known_capability_ids.iter().any(|id| id.len() > 256)
+        {
+            return Err(PolicyError::invalid(
+                "known_capability_ids",
+                format!("at most {MAX_KNOWN_IDS} ids of at most 256 bytes"),
+            )
+            .into());
+        }
+        let tested = set.clone();
+        let report = airt_kit::limits::off_runtime(move || {
+            let cases = parse_test_cases(&req.tests_yaml).map_err(PolicyError::InvalidRequest)?;
+            Ok(run_tests(&tested, &cases, &req.known_capability_ids))
+        })
+        .await?
+        .map_err(|e: PolicyError| Status::from(e))?;
         let failed = report.failed();
         Ok(Response::new(pb::TestPolicySetResponse {
             passed: failed == 0,

@@ -98,7 +98,9 @@ impl RegistryService for RegistryApi {
                         format!("is larger than {MAX_SPEC_TEXT} bytes"),
                     ));
                 }
-                SpecDraft::from_text(&text).map_err(|e| invalid(&e.field, e.message))?
+                airt_kit::limits::off_runtime(move || SpecDraft::from_text(&text))
+                    .await?
+                    .map_err(|e| invalid(&e.field, e.message))?
             }
             None => return Err(invalid("spec", "is required (spec or spec_text)")),
         };

@@ -191,13 +191,8 @@ impl Problems {
 
 /// Parses and validates a policy set.
 pub fn parse_policy_set(yaml: &str) -> Result<PolicySet, ParseError> {
-    let doc: PolicySetDoc = serde_norway::from_str(yaml).map_err(|error| {
-        let description = match error.location() {
-            Some(at) => format!("line {} column {}: {error}", at.line(), at.column()),
-            None => error.to_string(),
-        };
-        ParseError(vec![FieldViolation::new("source_yaml", description)])
-    })?;
+    let doc: PolicySetDoc = airt_kit::limits::parse_yaml(yaml)
+        .map_err(|description| ParseError(vec![FieldViolation::new("source_yaml", description)]))?;
     let mut problems = Problems(Vec::new());
     const DECISIONS: &str = "ALLOW, DENY or REQUIRE_APPROVAL";
 

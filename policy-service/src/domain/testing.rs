@@ -79,13 +79,8 @@ pub struct TestCase {
 
 /// Parses a test file; every problem is reported with its field.
 pub fn parse_test_cases(yaml: &str) -> Result<Vec<TestCase>, Vec<FieldViolation>> {
-    let file: TestFile = serde_norway::from_str(yaml).map_err(|error| {
-        let description = match error.location() {
-            Some(at) => format!("line {} column {}: {error}", at.line(), at.column()),
-            None => error.to_string(),
-        };
-        vec![FieldViolation::new("tests_yaml", description)]
-    })?;
+    let file: TestFile = airt_kit::limits::parse_yaml(yaml)
+        .map_err(|description| vec![FieldViolation::new("tests_yaml", description)])?;
     let mut problems = Vec::new();
     let mut cases = Vec::new();
     for (i, case) in file.cases.into_iter().enumerate() {

@@ -210,15 +210,9 @@ impl SpecDraft {
     /// Parses the YAML (or JSON, a subset of YAML) form of a capability.
     /// Unknown fields and unknown enum values are errors with line and column.
     pub fn from_text(text: &str) -> Result<Self, ParseError> {
-        serde_norway::from_str::<Self>(text).map_err(|error| {
-            let message = match error.location() {
-                Some(at) => format!("line {} column {}: {error}", at.line(), at.column()),
-                None => error.to_string(),
-            };
-            ParseError {
-                field: "spec_text".to_owned(),
-                message,
-            }
+        airt_kit::limits::parse_yaml(text).map_err(|message| ParseError {
+            field: "spec_text".to_owned(),
+            message,
         })
     }
 }

@@ -92,14 +92,21 @@ fn invalid_workflow(field: &str, description: &str) -> Status {
     WorkflowError::InvalidWorkflow(vec![FieldViolation::new(field, description)]).into()
 }
 
-fn draft_of(spec: Option<pb::WorkflowSpec>, text: Option<String>) -> Result<WorkflowDraft, Status> {
+/// The draft a request carries; text is parsed on the blocking pool.
+async fn draft_of(
+    spec: Option<pb::WorkflowSpec>,
+    text: Option<String>,
+) -> Result<WorkflowDraft, Status> {
     match (spec, text) {
         (Some(spec), _) => Ok(draft_from_proto(spec)),
         (None, Some(text)) if text.len() > MAX_SPEC_TEXT => {
             Err(invalid_workflow("spec_text", "is larger than 1 MiB"))
         }
-        (None, Some(text)) => WorkflowDraft::from_text(&text)
-            .map_err(|v| WorkflowError::InvalidWorkflow(vec![v]).into()),
+        (None, Some(text)) => {
+            airt_kit::limits::off_runtime(move || WorkflowDraft::from_text(&text))
+                .await?
+                .map_err(|v| WorkflowError::InvalidWorkflow(vec![v]).into())
+        }
         (None, None) => Err(invalid_workflow("spec", "is required (spec or spec_text)")),
     }
 }
@@ -115,11 +122,13 @@ impl WorkflowService for WorkflowApi {
         let caller = principal(&request)?;
         let req = request.into_inner();
         let draft = match req.source {
-            Some(pb::submit_workflow_request::Source::Spec(spec)) => draft_of(Some(spec), None)?,
-            Some(pb::submit_workflow_request::Source::SpecText(text)) => {
-                draft_of(None, Some(text))?
+            Some(pb::submit_workflow_request::Source::Spec(spec)) => {
+                draft_of(Some(spec), None).await?
             }
-            None => draft_of(None, None)?,
+            Some(pb::submit_workflow_request::Source::SpecText(text)) => {
+                draft_of(None, Some(text)).await?
+            }
+            None => draft_of(None, None).await?,
         };
         let request_id = (!req.request_id.is_empty()).then_some(req.request_id);
         let (row, created) = self
@@ -141,9 +150,13 @@ impl WorkflowService for WorkflowApi {
     ) -> Result<Response<pb::PlanWorkflowResponse>, Status> {
         let caller = principal(&request)?;
         let draft = match request.into_inner().source {
-            Some(pb::plan_workflow_request::Source::Spec(spec)) => draft_of(Some(spec), None)?,
-            Some(pb::plan_workflow_request::Source::SpecText(text)) => draft_of(None, Some(text))?,
-            None => draft_of(None, None)?,
+            Some(pb::plan_workflow_request::Source::Spec(spec)) => {
+                draft_of(Some(spec), None).await?
+            }
+            Some(pb::plan_workflow_request::Source::SpecText(text)) => {
+                draft_of(None, Some(text)).await?
+            }
+            None => draft_of(None, None).await?,
         };
         let plans = self.engine.plan(&draft, caller).await?;
         let deny = airt_proto::policy::v1::Decision::Deny as i32;

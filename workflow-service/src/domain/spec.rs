@@ -107,13 +107,8 @@ impl WorkflowDraft {
     /// Parses the YAML (or JSON) form; unknown fields are refused with line
     /// and column.
     pub fn from_text(text: &str) -> Result<Self, FieldViolation> {
-        serde_norway::from_str(text).map_err(|error| {
-            let description = match error.location() {
-                Some(at) => format!("line {} column {}: {error}", at.line(), at.column()),
-                None => error.to_string(),
-            };
-            FieldViolation::new("spec_text", description)
-        })
+        airt_kit::limits::parse_yaml(text)
+            .map_err(|description| FieldViolation::new("spec_text", description))
     }
 }
 

@@ -12,6 +12,40 @@ pub const MAX_DEPTH: usize = 64;
 /// Deepest indentation (in columns, block indicators counting two) accepted.
 pub const MAX_INDENT: usize = 512;
 
+/// Largest JSON a step may store as its outputs or resolved inputs: what a
+/// `GetWorkflow` can still carry under gRPC's default 4 MiB message limit.
+pub const MAX_STORED_BYTES: usize = 1536 * 1024;
+/// Deepest JSON a step may store: each level costs a protobuf `Value`, a
+/// `Struct` and a map entry, and decoders stop at 100 levels of messages.
+pub const MAX_STORED_DEPTH: usize = 32;
+
+/// Whether `value` can be stored and served back: at most `max_bytes` of
+/// JSON and `max_depth` levels of nesting.
+pub fn check_storable(
+    value: &serde_json::Value,
+    max_bytes: usize,
+    max_depth: usize,
+) -> Result<(), String> {
+    let mut stack = vec![(value, 1usize)];
+    while let Some((value, depth)) = stack.pop() {
+        if depth > max_depth {
+            return Err(format!("it is nested deeper than {max_depth} levels"));
+        }
+        match value {
+            serde_json::Value::Array(items) => stack.extend(items.iter().map(|v| (v, depth + 1))),
+            serde_json::Value::Object(map) => stack.extend(map.values().map(|v| (v, depth + 1))),
+            _ => {}
+        }
+    }
+    let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
+    if size > max_bytes {
+        return Err(format!(
+            "it is {size} bytes of JSON, more than the {max_bytes} a step may store"
+        ));
+    }
+    Ok(())
+}
+
 /// Runs CPU-bound work on a request's text (parsing, compiling, testing)
 /// on the blocking pool, so the async threads keep answering other calls.
 /// A panic in `work` becomes an INTERNAL status, not a crash.
@@ -110,6 +144,19 @@ fn flow_depth(line: &str, mut depth: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_values_are_bounded_in_size_and_depth() {
+        let small = serde_json::json!({"a": [1, 2, {"b": "c"}]});
+        assert_eq!(check_storable(&small, 100, 4), Ok(()));
+        assert!(check_storable(&small, 100, 3).is_err(), "depth 4");
+        assert!(check_storable(&small, 10, 4).is_err(), "size");
+        let mut deep = serde_json::json!(1);
+        for _ in 0..MAX_STORED_DEPTH * 2 {
+            deep = serde_json::json!([deep]);
+        }
+        assert!(check_storable(&deep, usize::MAX, MAX_STORED_DEPTH).is_err());
+    }
 
     #[test]
     fn ordinary_documents_pass() {

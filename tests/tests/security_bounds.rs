@@ -260,3 +260,107 @@ async fn malformed_messages_are_invalid_arguments() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     stack.stop().await;
 }
+
+/// What a step stores must be servable: an output nested too deep fails the
+/// step with a clear reason, an initial state too deep is refused at
+/// submission, and workflows of a megabyte each never break listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_values_stay_servable() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let deep = format!("{}1{}", "{\"a\":".repeat(40), "}".repeat(40));
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buffer = [0u8; 65536];
+            let _ = stream.read(&mut buffer).await;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{deep}",
+                deep.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        }
+    });
+    let stack = Stack::start_with(TestDb::sqlite(), ALLOW_ALL, |config| {
+        config.catalogue.network =
+            workflow_service::capabilities::net::NetworkPolicy::parse(&["127.0.0.1".to_owned()])
+                .expect("allow");
+    })
+    .await;
+    let registry_channel = stack.registry.as_ref().expect("registry").channel().await;
+    airt_system_tests::register_capability(
+        registry_channel,
+        format!(
+            "id: agent.deep\nname: Deep\noperation_type: READ\nrisk: {{level: LOW}}\n\
+             side_effects: {{reversible: true, scope: NETWORK}}\ncompensation: {{supported: false, strategy: NONE}}\n\
+             metadata: {{version: 1.0.0}}\nhandler: \"http:http://127.0.0.1:{port}/deep\"\n"
+        ),
+    )
+    .await;
+    let mut client = WorkflowServiceClient::new(stack.workflow.channel().await);
+    let deep = airt_system_tests::run_workflow(
+        &mut client,
+        "user:root",
+        "name: deep\nsteps:\n  - {name: d, capability: agent.deep}\n",
+    )
+    .await;
+    assert_eq!(deep.status, pb::WorkflowStatus::Failed as i32, "{deep:?}");
+    assert!(
+        deep.failure_reason.contains("cannot be stored"),
+        "{}",
+        deep.failure_reason
+    );
+
+    let too_deep = format!(
+        "name: w\ninitial_state: {{x: {}1{}}}\nsteps:\n  - {{name: t, capability: sys.info.get_time}}\n",
+        "[".repeat(40),
+        "]".repeat(40)
+    );
+    let refused = client
+        .submit_workflow(admin(pb::SubmitWorkflowRequest {
+            source: Some(pb::submit_workflow_request::Source::SpecText(too_deep)),
+            request_id: String::new(),
+        }))
+        .await
+        .expect_err("too deep to serve back");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+
+    let big = format!(
+        "name: big\ninitial_state: {{blob: \"{}\"}}\nsteps:\n  - {{name: t, capability: sys.info.get_time}}\n",
+        "x".repeat(1000 * 1024)
+    );
+    for _ in 0..5 {
+        client
+            .submit_workflow(admin(pb::SubmitWorkflowRequest {
+                source: Some(pb::submit_workflow_request::Source::SpecText(big.clone())),
+                request_id: String::new(),
+            }))
+            .await
+            .expect("a 1 MB workflow is accepted");
+    }
+    let mut seen = 0;
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_workflows(admin(pb::ListWorkflowsRequest {
+                page_token: page_token.clone(),
+                ..Default::default()
+            }))
+            .await
+            .expect("listing never outgrows a message")
+            .into_inner();
+        seen += page
+            .workflows
+            .iter()
+            .filter(|w| w.spec.as_ref().is_some_and(|s| s.name == "big"))
+            .count();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(seen, 5);
+    stack.stop().await;
+}

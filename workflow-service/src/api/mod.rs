@@ -25,6 +25,8 @@ use crate::error::WorkflowError;
 use crate::store::{ListFilter, WorkflowRow};
 
 const MAX_SPEC_TEXT: usize = 1024 * 1024;
+/// Encoded size at which a ListWorkflows page ends.
+const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct WorkflowApi {
@@ -247,12 +249,22 @@ impl WorkflowService for WorkflowApi {
             .store()
             .list(&filter, &req.page_token, limit)
             .await?;
+        // A page ends early rather than outgrow what clients decode (4 MiB
+        // by default): one large workflow cannot break listing for others.
         let mut workflows = Vec::with_capacity(rows.len());
+        let mut bytes = 0;
         for row in &rows {
-            workflows.push(self.snapshot(row).await?);
+            let workflow = self.snapshot(row).await?;
+            bytes += prost::Message::encoded_len(&workflow);
+            if bytes > MAX_PAGE_BYTES && !workflows.is_empty() {
+                break;
+            }
+            workflows.push(workflow);
         }
-        let next_page_token = match rows.last() {
-            Some(last) if rows.len() as i64 == limit => last.workflow_id.clone(),
+        let next_page_token = match workflows.last() {
+            Some(last) if workflows.len() < rows.len() || rows.len() as i64 == limit => {
+                last.workflow_id.clone()
+            }
             _ => String::new(),
         };
         Ok(Response::new(pb::ListWorkflowsResponse {

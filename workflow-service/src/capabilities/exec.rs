@@ -88,8 +88,9 @@ const FORBIDDEN: &[&str] = &[
     "docker",
     "kubectl",
 ];
-/// Largest stdout and stderr kept, each.
-pub const MAX_OUTPUT: usize = 1024 * 1024;
+/// Largest stdout and stderr kept, each (together within what a step may
+/// store).
+pub const MAX_OUTPUT: usize = 512 * 1024;
 
 fn forbidden(name: &str) -> bool {
     FORBIDDEN.contains(&name)

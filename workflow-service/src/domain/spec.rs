@@ -256,6 +256,21 @@ pub fn validate_workflow(draft: &WorkflowDraft) -> Result<WorkflowSpec, Vec<Fiel
         max_parallel,
     };
 
+    // What is stored must be servable: bounded in size and depth.
+    {
+        use airt_kit::limits::{MAX_STORED_BYTES, MAX_STORED_DEPTH, check_storable};
+        let state = Value::Object(draft.initial_state.clone());
+        if let Err(why) = check_storable(&state, MAX_STORED_BYTES, MAX_STORED_DEPTH) {
+            p.add("initial_state", why);
+        }
+        for (i, step) in draft.steps.iter().enumerate() {
+            let inputs = Value::Object(step.inputs.clone());
+            if let Err(why) = check_storable(&inputs, MAX_STORED_BYTES, MAX_STORED_DEPTH) {
+                p.add(format!("steps[{i}].inputs"), why);
+            }
+        }
+    }
+
     // Names and dependencies.
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, step) in draft.steps.iter().enumerate() {

@@ -294,6 +294,12 @@ fn parameters_of(spec: &registry::CapabilitySpec) -> Vec<ParameterSpec> {
         .collect()
 }
 
+/// Whether a step's inputs or outputs can be stored and served back.
+fn storable(value: &Value) -> Result<(), String> {
+    use airt_kit::limits::{MAX_STORED_BYTES, MAX_STORED_DEPTH, check_storable};
+    check_storable(value, MAX_STORED_BYTES, MAX_STORED_DEPTH)
+}
+
 fn decision_json(record: &policy::DecisionRecord) -> Value {
     json!({
         "decision": policy::Decision::try_from(record.decision).map_or("UNSPECIFIED", |d| d.as_str_name().trim_start_matches("DECISION_")),
@@ -1489,6 +1495,10 @@ impl Engine {
             outputs: &outputs,
         };
         let inputs = match resolve(&Value::Object(step.inputs.clone()), scope) {
+            Ok(value) if let Err(why) = storable(&value) => {
+                let why = format!("inputs cannot be stored: {why}");
+                return self.fail(run, step, StepStatus::Failed, why).await;
+            }
             Ok(Value::Object(map)) => map,
             Ok(_) => Map::new(),
             Err(error) => {
@@ -1643,6 +1653,10 @@ impl Engine {
                     .retryable(false)),
                 };
             match result {
+                Ok(execution) if let Err(why) = storable(&execution.outputs) => {
+                    let why = format!("the action ran, but its output cannot be stored: {why}");
+                    return self.fail(run, step, StepStatus::Failed, why).await;
+                }
                 Ok(execution) => {
                     // 7. Outputs and the undo record, committed with SUCCEEDED
                     // (deferred: with the driver's next write).

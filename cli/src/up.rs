@@ -121,6 +121,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             instance_id: None,
             lease_ttl: Duration::from_secs(15),
             watch_poll: Duration::from_millis(100),
+            max_watchers: 10_000,
+            max_watchers_per_principal: 64,
             max_active_workflows: 1024,
             webhook_initial_backoff: Duration::from_secs(1),
         },

@@ -74,6 +74,7 @@ pub fn workflow_config(
         watch_poll: Duration::from_millis(100),
         max_active_workflows: 1024,
         environment: String::new(),
+        max_watchers: (10_000, 64),
     }
 }
 

@@ -247,3 +247,50 @@ async fn the_environment_comes_from_the_deployment_not_the_caller() {
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     stack.stop().await;
 }
+
+/// One principal cannot hold more than its share of watch streams; closing
+/// one frees its place, and others are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_are_bounded_per_principal() {
+    let stack = Stack::start_with(TestDb::sqlite(), ALLOW_ALL, |config| {
+        config.max_watchers = (100, 2);
+    })
+    .await;
+    let mut client = WorkflowServiceClient::new(stack.workflow.channel().await);
+    let spec = "name: w\nsteps:\n  - {name: gate, type: HUMAN_APPROVAL, approval: {approver_roles: [approver]}}\n";
+    let paused = run_workflow(&mut client, "user:mallory", spec).await;
+    let watch = |client: &mut WorkflowServiceClient<tonic::transport::Channel>, who: &str| {
+        let request = as_principal(
+            pb::WatchWorkflowRequest {
+                workflow_id: paused.workflow_id.clone(),
+            },
+            who,
+            &["admin"],
+        );
+        let mut client = client.clone();
+        async move { client.watch_workflow(request).await }
+    };
+    let first = watch(&mut client, "user:mallory").await.expect("first");
+    let _second = watch(&mut client, "user:mallory").await.expect("second");
+    let refused = watch(&mut client, "user:mallory").await.expect_err("third");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert_eq!(reason_of(&refused).as_deref(), Some("TOO_MANY_WATCHERS"));
+    watch(&mut client, "user:root")
+        .await
+        .expect("another principal");
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..100 {
+        if let Ok(stream) = watch(&mut client, "user:mallory").await {
+            reopened = Some(stream);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(reopened.is_some(), "a closed stream frees its place");
+    stack.stop().await;
+}

@@ -153,6 +153,14 @@ pub struct WorkflowArgs {
     #[arg(long, env = "AIRT_WATCH_POLL", default_value = "100ms", value_parser = airt_kit::config::parse_duration)]
     pub watch_poll: Duration,
 
+    /// WatchWorkflow streams this replica keeps open at once.
+    #[arg(long, env = "AIRT_MAX_WATCHERS", default_value_t = 10_000)]
+    pub max_watchers: usize,
+
+    /// WatchWorkflow streams one principal keeps open at once.
+    #[arg(long, env = "AIRT_MAX_WATCHERS_PER_PRINCIPAL", default_value_t = 64)]
+    pub max_watchers_per_principal: usize,
+
     /// Wait before the first retry of a webhook; doubles per attempt up to 5m.
     #[arg(long, env = "AIRT_WEBHOOK_INITIAL_BACKOFF", default_value = "1s", value_parser = airt_kit::config::parse_duration)]
     pub webhook_initial_backoff: Duration,
@@ -173,6 +181,8 @@ pub struct WorkflowConfig {
     pub watch_poll: Duration,
     pub max_active_workflows: usize,
     pub environment: String,
+    /// Open WatchWorkflow streams: in all, and per principal.
+    pub max_watchers: (usize, usize),
 }
 
 /// `<hostname>:<port>`: stable across restarts of one replica, distinct
@@ -234,6 +244,7 @@ impl WorkflowConfig {
             watch_poll: args.watch_poll,
             max_active_workflows: args.max_active_workflows,
             environment: args.environment.trim().to_owned(),
+            max_watchers: (args.max_watchers, args.max_watchers_per_principal),
             approval_timeout: args.approval_timeout,
             webhooks: {
                 let config = webhooks::WebhookConfig {
@@ -335,7 +346,8 @@ pub async fn serve_on(
         let deadlines = tokio::spawn(engine.clone().run_deadlines(stopped.clone()));
         let recovery = tokio::spawn(engine.clone().run_recovery(stopped.clone()));
         let approvals = api::ApprovalApi::new(engine.clone());
-        let api = api::WorkflowApi::new(engine, stopped, workflow.watch_poll);
+        let watchers = api::watchers::Watchers::new(workflow.max_watchers.0, workflow.max_watchers.1);
+        let api = api::WorkflowApi::new(engine, stopped, workflow.watch_poll, watchers);
         Ok(server
             .add_service(airt_proto::workflow::v1::workflow_service_server::WorkflowServiceServer::with_interceptor(
                 api,

@@ -3,6 +3,7 @@
 //! encode.
 
 mod approvals;
+pub mod watchers;
 
 pub use approvals::ApprovalApi;
 
@@ -35,15 +36,22 @@ pub struct WorkflowApi {
     /// How often a watcher looks for changes committed by other replicas
     /// (this replica's own commits wake it at once).
     watch_poll: Duration,
+    watchers: watchers::Watchers,
 }
 
 impl WorkflowApi {
     /// `shutdown` turning true ends every open WatchWorkflow stream.
-    pub fn new(engine: Engine, shutdown: watch::Receiver<bool>, watch_poll: Duration) -> Self {
+    pub fn new(
+        engine: Engine,
+        shutdown: watch::Receiver<bool>,
+        watch_poll: Duration,
+        watchers: watchers::Watchers,
+    ) -> Self {
         Self {
             engine,
             shutdown,
             watch_poll,
+            watchers,
         }
     }
 
@@ -283,9 +291,12 @@ impl WorkflowService for WorkflowApi {
         let row = self
             .visible(&caller, &request.into_inner().workflow_id)
             .await?;
+        let slot = self.watchers.open(&caller.to_string())?;
         let (tx, rx) = mpsc::channel(16);
         let api = self.clone();
         tokio::spawn(async move {
+            // Held while the stream is open.
+            let _slot = slot;
             let mut shutdown = api.shutdown.clone();
             let mut last_seq = -1;
             let id = row.workflow_id.clone();

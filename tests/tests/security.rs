@@ -294,3 +294,37 @@ async fn watch_streams_are_bounded_per_principal() {
     assert!(reopened.is_some(), "a closed stream frees its place");
     stack.stop().await;
 }
+
+/// The policy judges the path the sandbox will use: a rule protecting
+/// `config.yaml` cannot be passed with `./config.yaml` or `.//config.yaml`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_inputs_are_judged_as_the_sandbox_resolves_them() {
+    let policy = "escalate_high_risk: false\nrules:\n\
+      - {id: protect-config, when: {capability: io.fs.write_file, inputs: {path: config.yaml}}, decision: DENY}\n\
+      - {id: allow-all, decision: ALLOW}\n";
+    let stack = Stack::start(TestDb::sqlite(), policy).await;
+    let mut client = WorkflowServiceClient::new(stack.workflow.channel().await);
+    for path in [
+        "config.yaml",
+        "./config.yaml",
+        ".//config.yaml",
+        "././config.yaml",
+    ] {
+        let spec = format!(
+            "name: w\nsteps:\n  - {{name: w, capability: io.fs.write_file, inputs: {{path: \"{path}\", content: pwned}}}}\n"
+        );
+        let workflow = run_workflow(&mut client, "user:mallory", &spec).await;
+        assert_eq!(
+            status(&workflow),
+            pb::WorkflowStatus::Failed,
+            "{path}: {workflow:?}"
+        );
+        assert!(
+            workflow.failure_reason.contains("protect-config"),
+            "{path}: {}",
+            workflow.failure_reason
+        );
+    }
+    assert!(!stack.root().join("config.yaml").exists());
+    stack.stop().await;
+}

@@ -390,6 +390,24 @@ impl Catalogue {
         Ok(())
     }
 
+    /// Puts the workspace-path inputs of a built-in (`path`, `from`, `to` of
+    /// `io.fs.*`, `cwd` of `sys.exec.run`) in the form the sandbox resolves
+    /// them to, before the policy judges them.
+    pub fn normalise_paths(handler: &str, inputs: &mut Map<String, Value>) {
+        let keys: &[&str] = if handler.starts_with("builtin:io.fs.") {
+            &["path", "from", "to"]
+        } else if handler == "builtin:sys.exec.run" {
+            &["cwd"]
+        } else {
+            return;
+        };
+        for key in keys {
+            if let Some(Value::String(path)) = inputs.get_mut(*key) {
+                *path = Workspace::normalise(path);
+            }
+        }
+    }
+
     /// [`Catalogue::check_pinned`] for a spec as the registry serves it.
     pub fn check_pinned_spec(
         &self,

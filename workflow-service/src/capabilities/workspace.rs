@@ -66,6 +66,24 @@ impl Workspace {
         hex::encode(&Sha256::digest(idempotency_key.as_bytes())[..16])
     }
 
+    /// The lexical form [`Workspace::check_path`] resolves a path to: `.`
+    /// components and repeated or trailing `/` dropped (`./a//b/` is `a/b`).
+    /// What the sandbox refuses (`..`, absolute paths) is left as it is, to
+    /// be refused there. The policy sees this form, so a rule on `a/b`
+    /// cannot be passed with `./a/b`.
+    pub fn normalise(path: &str) -> String {
+        let absolute = path.starts_with('/');
+        let parts: Vec<&str> = path
+            .split('/')
+            .filter(|part| !part.is_empty() && *part != ".")
+            .collect();
+        match (absolute, parts.is_empty()) {
+            (true, _) => format!("/{}", parts.join("/")),
+            (false, true) => ".".to_owned(),
+            (false, false) => parts.join("/"),
+        }
+    }
+
     /// Validates a user path: relative, no `..`, not in `.airt/`, not empty.
     /// Returns it normalised (`.` components removed).
     pub fn check_path(&self, path: &str) -> Result<PathBuf, HandlerError> {

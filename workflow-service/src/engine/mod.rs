@@ -1301,6 +1301,9 @@ impl Engine {
             .capability(&step.capability, deadline)
             .await?;
         let spec = capability.as_ref().and_then(|c| c.spec.clone());
+        if let Some(spec) = &spec {
+            Catalogue::normalise_paths(&spec.handler, &mut known);
+        }
         let context = self.policy_context(run, step, spec.as_ref(), &known);
         let decision = self.inner.policy.evaluate(context, deadline).await?;
         Ok(Assessment {
@@ -1542,7 +1545,10 @@ impl Engine {
         // 3. Inputs against the parameters.
         let inputs = match &spec {
             Some(spec) => match validate_inputs(&parameters_of(spec), &inputs) {
-                Ok(inputs) => inputs,
+                Ok(mut inputs) => {
+                    Catalogue::normalise_paths(&spec.handler, &mut inputs);
+                    inputs
+                }
                 Err(error) => {
                     return self
                         .fail(

@@ -88,7 +88,6 @@ fn duration_proto(text: &Option<String>) -> Option<prost_types::Duration> {
 
 /// The submitted spec as the proto message.
 pub fn draft_to_proto(draft: &WorkflowDraft) -> pb::WorkflowSpec {
-    use airt_kit::json::to_proto_struct;
     pb::WorkflowSpec {
         name: draft.name.clone(),
         version: draft.version.clone(),
@@ -98,7 +97,7 @@ pub fn draft_to_proto(draft: &WorkflowDraft) -> pb::WorkflowSpec {
             environment: draft.metadata.environment.clone(),
             tags: draft.metadata.tags.clone(),
         }),
-        initial_state: Some(to_proto_struct(&draft.initial_state)),
+        initial_state: Some(masked(&draft.initial_state)),
         options: Some(pb::WorkflowOptions {
             auto_rollback: draft.options.auto_rollback,
             preflight: draft.options.preflight,
@@ -116,11 +115,11 @@ pub fn draft_to_proto(draft: &WorkflowDraft) -> pb::WorkflowSpec {
                 } as i32,
                 agent: step.agent.clone(),
                 capability: step.capability.clone(),
-                inputs: Some(to_proto_struct(&step.inputs)),
+                inputs: Some(masked(&step.inputs)),
                 depends_on: step.depends_on.clone(),
                 compensation: step.compensation.as_ref().map(|c| pb::StepCompensation {
                     capability: c.capability.clone(),
-                    inputs: Some(to_proto_struct(&c.inputs)),
+                    inputs: Some(masked(&c.inputs)),
                 }),
                 retry: step.retry.as_ref().map(|r| pb::RetryPolicy {
                     max_attempts: r.max_attempts.unwrap_or(0) as i32,
@@ -141,6 +140,13 @@ pub fn draft_to_proto(draft: &WorkflowDraft) -> pb::WorkflowSpec {
 
 fn timestamp(micros: i64) -> Option<prost_types::Timestamp> {
     (micros > 0).then(|| airt_kit::clock::timestamp_from_micros(micros))
+}
+
+/// Inputs, state and outputs as every read path serves them: secret-named
+/// values (`password`, `api_key`, `token`, ...) replaced by `***`
+/// (`airt_kit::mask`, the same rule as webhooks and the decision log).
+fn masked(map: &serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    airt_kit::json::to_proto_struct(&airt_kit::mask::mask_map(map))
 }
 
 /// A stored decision record (JSON) as the proto message.
@@ -169,7 +175,7 @@ pub fn workflow_to_proto(
     steps: &[crate::store::StepRow],
     compensations: &[crate::store::CompensationRow],
 ) -> pb::Workflow {
-    use airt_kit::json::{to_proto_struct, to_proto_value};
+    use airt_kit::json::to_proto_value;
     let json = |text: &str| {
         serde_json::from_str::<serde_json::Value>(text).unwrap_or(serde_json::Value::Null)
     };
@@ -196,8 +202,10 @@ pub fn workflow_to_proto(
                 capability_version: step.capability_version.clone(),
                 risk_level: airt_kit::vocabulary::RiskLevel::parse(&step.risk_level)
                     .map_or(0, |r| r.to_proto() as i32),
-                resolved_inputs: json(&step.resolved_inputs).as_object().map(to_proto_struct),
-                outputs: Some(to_proto_value(&json(&step.outputs))),
+                resolved_inputs: json(&step.resolved_inputs).as_object().map(masked),
+                outputs: Some(to_proto_value(&airt_kit::mask::mask_secrets(&json(
+                    &step.outputs,
+                )))),
                 decision: decision_from_json(&json(&step.decision)),
                 approval_id: step.approval_id.clone(),
                 error: step.error.clone(),
@@ -218,7 +226,7 @@ pub fn workflow_to_proto(
             .map(|c| pb::CompensationRecord {
                 step_name: c.step_name.clone(),
                 capability_id: c.capability_id.clone(),
-                inputs: json(&c.inputs).as_object().map(to_proto_struct),
+                inputs: json(&c.inputs).as_object().map(masked),
                 status: pb::CompensationStatus::from_str_name(&format!(
                     "COMPENSATION_STATUS_{}",
                     c.status
@@ -244,7 +252,6 @@ pub fn approval_to_proto(
     row: &crate::store::ApprovalRow,
     deliveries: &[crate::store::DeliveryRow],
 ) -> pb::Approval {
-    use airt_kit::json::to_proto_struct;
     let json = |text: &str| {
         serde_json::from_str::<serde_json::Value>(text).unwrap_or(serde_json::Value::Null)
     };
@@ -262,7 +269,7 @@ pub fn approval_to_proto(
         capability_version: row.capability_version.clone(),
         risk_level: airt_kit::vocabulary::RiskLevel::parse(&row.risk_level)
             .map_or(0, |r| r.to_proto() as i32),
-        resolved_inputs: json(&row.resolved_inputs).as_object().map(to_proto_struct),
+        resolved_inputs: json(&row.resolved_inputs).as_object().map(masked),
         decision: decision_from_json(&json(&row.decision)),
         action_digest: row.action_digest.clone(),
         approver_roles: row.approver_roles(),

@@ -1,7 +1,8 @@
-//! A rollback never claims more than happened: a remote capability's effect
-//! is undone by the capability its spec names (or the workflow ends
-//! COMPENSATION_FAILED naming the step), a passed human approval needs no
-//! undo, and a FROZEN capability is not run as a compensation.
+//! Remote capabilities, tried as an attacker would. A rollback never claims
+//! more than happened: a remote effect is undone by the capability its spec
+//! names (or the workflow ends COMPENSATION_FAILED naming the step), a
+//! passed human approval needs no undo, and a FROZEN capability is not run
+//! as a compensation. Secret-named inputs are masked on every read path.
 
 use std::time::Duration;
 
@@ -209,5 +210,107 @@ async fn a_passed_human_approval_needs_no_undo() {
         "{rested:?}"
     );
     assert_eq!(recorder.requests("/delete").len(), 1);
+    stack.stop().await;
+}
+
+/// Secret-named inputs are masked on every read path — the workflow, its
+/// watch stream, the approval inbox — while the handler still gets them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_masked_on_every_read_path() {
+    let recorder = Recorder::start().await;
+    let stack = Stack::start_with(
+        TestDb::sqlite(),
+        "escalate_high_risk: false\nrules:\n  - {id: ask, when: {capability: crm.login}, decision: REQUIRE_APPROVAL}\n  - {id: allow-all, decision: ALLOW}\n",
+        |config| {
+            config.catalogue.network =
+                NetworkPolicy::parse(&["127.0.0.1".to_owned()]).expect("allow");
+        },
+    )
+    .await;
+    let channel = stack.registry.as_ref().expect("registry").channel().await;
+    register_capability(
+        channel,
+        remote(
+            "crm.login",
+            "READ",
+            "LOW",
+            "side_effects: {reversible: true, scope: EXTERNAL}\ncompensation: {supported: false, strategy: NONE}\n\
+             parameters: [{name: api_token, type: string, required: true}]",
+            recorder.url("/login"),
+        ),
+    )
+    .await;
+    let workflow_channel = stack.workflow.channel().await;
+    let mut client = WorkflowServiceClient::new(workflow_channel.clone());
+    let spec = "name: login\ninitial_state: {password: s3cr3t-value}\nsteps:\n  - {name: login, capability: crm.login, inputs: {api_token: \"{{password}}\"}}\n";
+    let paused = run_workflow(&mut client, "user:alice", spec).await;
+    assert_eq!(status(&paused), pb::WorkflowStatus::Paused, "{paused:?}");
+    let mut approvals = ApprovalServiceClient::new(workflow_channel);
+    let inbox = approvals
+        .list_approvals(as_principal(
+            pb::ListApprovalsRequest {
+                workflow_id: paused.workflow_id.clone(),
+                ..Default::default()
+            },
+            "user:bob",
+            &["approver"],
+        ))
+        .await
+        .expect("inbox")
+        .into_inner();
+    let approval_id = inbox.approvals[0].approval_id.clone();
+    let shown = approvals
+        .get_approval(as_principal(
+            pb::GetApprovalRequest {
+                approval_id: approval_id.clone(),
+            },
+            "user:bob",
+            &["approver"],
+        ))
+        .await
+        .expect("approval")
+        .into_inner();
+    let fetched = client
+        .get_workflow(as_principal(
+            pb::GetWorkflowRequest {
+                workflow_id: paused.workflow_id.clone(),
+            },
+            "user:alice",
+            &[],
+        ))
+        .await
+        .expect("get")
+        .into_inner();
+    for (what, text) in [
+        ("watch", format!("{paused:?}")),
+        ("inbox", format!("{inbox:?}")),
+        ("approval", format!("{shown:?}")),
+        ("workflow", format!("{fetched:?}")),
+    ] {
+        assert!(
+            !text.contains("s3cr3t-value"),
+            "{what} shows the secret: {text}"
+        );
+        assert!(text.contains("***"), "{what} shows no mask");
+    }
+    approvals
+        .approve_step(as_principal(
+            pb::ApproveStepRequest {
+                approval_id,
+                comment: String::new(),
+                request_id: String::new(),
+            },
+            "user:bob",
+            &["approver"],
+        ))
+        .await
+        .expect("approve");
+    let call = recorder
+        .wait_for("/login", 1, Duration::from_secs(10))
+        .await;
+    assert!(
+        call.body.contains("s3cr3t-value"),
+        "the handler gets the real value"
+    );
     stack.stop().await;
 }

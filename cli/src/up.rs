@@ -47,7 +47,7 @@ pub struct UpArgs {
     )]
     webhook_urls: Vec<String>,
 
-    /// HMAC key of the webhooks' `X-Airt-Signature`.
+    /// HMAC key of the webhooks' `webhook-signature`.
     #[arg(long, env = "AIRT_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<airt_kit::config::Secret>,
 

@@ -723,10 +723,21 @@ async fn webhooks_are_signed_retried_and_visible() {
         let failed = &hooks.requests("/hooks")[0];
         assert_eq!(failed.body, delivered.body, "a retry sends the same body");
 
+        // Standard Webhooks: HMAC over "<id>.<timestamp>.<body>", base64.
+        let webhook_id = &delivered.headers["webhook-id"];
+        let timestamp: i64 = delivered.headers["webhook-timestamp"]
+            .parse()
+            .expect("seconds");
+        let now = airt_kit::clock::now_micros() / 1_000_000;
+        assert!((now - timestamp).abs() < 60, "signed at delivery time");
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").expect("key");
-        mac.update(delivered.body.as_bytes());
-        let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-        assert_eq!(delivered.headers.get("x-airt-signature"), Some(&expected));
+        mac.update(format!("{webhook_id}.{timestamp}.{}", delivered.body).as_bytes());
+        use base64::Engine as _;
+        let expected = format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        );
+        assert_eq!(delivered.headers.get("webhook-signature"), Some(&expected));
         assert_eq!(
             delivered.headers.get("x-airt-event").map(String::as_str),
             Some("approval.requested")

@@ -118,7 +118,7 @@ pub struct WorkflowArgs {
     )]
     pub webhook_urls: Vec<String>,
 
-    /// HMAC-SHA256 key of the `X-Airt-Signature` header; required with
+    /// HMAC-SHA256 key of the `webhook-signature` header; required with
     /// webhook URLs.
     #[arg(long, env = "AIRT_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<airt_kit::config::Secret>,

@@ -2,8 +2,8 @@
 //!
 //! Deliveries are written in the transaction of the event they announce
 //! (`approval.requested`, `approval.decided`, `workflow.finished`); the
-//! [`Dispatcher`] sends each as a JSON POST signed with
-//! `X-Airt-Signature: sha256=<hex HMAC-SHA256 of the body>`, retries
+//! [`Dispatcher`] sends each as a JSON POST signed the Standard Webhooks way
+//! (`webhook-id`, `webhook-timestamp`, `webhook-signature`), retries
 //! failures with exponential backoff and jitter, and records every attempt
 //! (visible through `GetApproval`, audited). A down endpoint delays only its
 //! own deliveries: nothing in a workflow waits for them.
@@ -26,7 +26,7 @@ use crate::store::{ApprovalRow, DeliveryRow, NewDelivery, WorkflowStore};
 pub struct WebhookConfig {
     /// Every event goes to each of these.
     pub urls: Vec<String>,
-    /// HMAC key of `X-Airt-Signature`; required when `urls` is not empty.
+    /// HMAC key of `webhook-signature`; required when `urls` is not empty.
     pub secret: Option<Secret>,
     /// Attempts per delivery before it is FAILED.
     pub max_attempts: u32,
@@ -118,11 +118,22 @@ pub fn display_url(url: &str) -> String {
     }
 }
 
-/// `sha256=<hex HMAC-SHA256(secret, body)>`: the `X-Airt-Signature` header.
-pub fn signature(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+/// The `webhook-signature` header of the Standard Webhooks scheme:
+/// `v1,<base64 HMAC-SHA256(key, "<webhook-id>.<webhook-timestamp>.<body>")>`.
+/// The key is the secret's bytes, or — for a `whsec_<base64>` secret as
+/// Standard Webhooks libraries generate them — the decoded bytes. Signing
+/// the timestamp lets a receiver refuse a captured delivery replayed later.
+pub fn signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let key = secret
+        .strip_prefix("whsec_")
+        .and_then(|encoded| engine.decode(encoded).ok())
+        .unwrap_or_else(|| secret.as_bytes().to_vec());
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key");
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
     mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!("v1,{}", engine.encode(mac.finalize().into_bytes()))
 }
 
 /// The `approval.requested` payload: what a human needs to decide, with
@@ -330,13 +341,16 @@ async fn send(
     delivery: &DeliveryRow,
 ) -> Result<(), String> {
     let body = delivery.payload.clone().into_bytes();
+    let timestamp = airt_kit::clock::now_micros() / 1_000_000;
     let mut request = client
         .post(&delivery.url)
         .header("content-type", "application/json")
         .header("x-airt-event", &delivery.event)
-        .header("x-airt-delivery", &delivery.delivery_id);
+        .header("webhook-id", &delivery.delivery_id)
+        .header("webhook-timestamp", timestamp.to_string());
     if let Some(secret) = secret {
-        request = request.header("x-airt-signature", signature(secret.expose(), &body));
+        let signed = signature(secret.expose(), &delivery.delivery_id, timestamp, &body);
+        request = request.header("webhook-signature", signed);
     }
     let response = request
         .body(body)
@@ -367,11 +381,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_signature_is_the_hmac_of_the_body() {
-        // RFC 4231 test case 2.
+    fn the_signature_follows_standard_webhooks() {
+        // Expected value computed with the reference implementation
+        // (PyPI `standardwebhooks` 1.1.0, `Webhook(secret).sign(...)`).
+        let body = br#"{"type":"contact.created","timestamp":"2022-11-03T20:26:10.344522Z","data":{"id":"1f81eb52-5198-4599-803e-771906343485","type":"contact"}}"#;
         assert_eq!(
-            signature("Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            signature(
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                body
+            ),
+            "v1,2csYhO6DE+ON4sTEaWR5zxNH19RBXckt40TJtrQ0QgU="
+        );
+        // A plain secret is used as it is.
+        assert_ne!(
+            signature("s3cret", "id", 1, b"{}"),
+            signature("s3cret", "id", 2, b"{}")
         );
     }
 

@@ -17,7 +17,10 @@ pub struct TokenArgs {
     ttl: Duration,
     /// The services' `--jwt-hs256-secret`.
     #[arg(long, env = "AIRT_JWT_HS256_SECRET", hide_env_values = true)]
-    secret: airt_kit::config::Secret,
+    secret: Option<airt_kit::config::Secret>,
+    /// A file holding it (keeps the secret off the command line).
+    #[arg(long, env = "AIRT_JWT_HS256_SECRET_FILE")]
+    secret_file: Option<std::path::PathBuf>,
     #[arg(long, env = "AIRT_JWT_ISSUER", default_value = "airt")]
     issuer: String,
     #[arg(long, env = "AIRT_JWT_AUDIENCE", default_value = "airt")]
@@ -35,13 +38,21 @@ struct Claims<'a> {
 }
 
 pub fn run(args: &TokenArgs) -> anyhow::Result<ExitCode> {
-    airt_kit::Principal::parse(&args.subject, Vec::new())
-        .map_err(|e| anyhow::anyhow!("--subject: {e}"))?;
+    // The canonical form: what the services will compare.
+    let subject = airt_kit::Principal::parse(&args.subject, Vec::new())
+        .map_err(|e| anyhow::anyhow!("--subject: {e}"))?
+        .to_string();
+    let secret = airt_kit::config::Secret::from_value_or_file(
+        "secret",
+        args.secret.as_ref(),
+        args.secret_file.as_deref(),
+    )?
+    .ok_or_else(|| anyhow::anyhow!("give --secret or --secret-file"))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let claims = Claims {
-        sub: &args.subject,
+        sub: &subject,
         roles: args
             .roles
             .iter()
@@ -56,7 +67,7 @@ pub fn run(args: &TokenArgs) -> anyhow::Result<ExitCode> {
     let token = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(args.secret.expose().as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(secret.expose().as_bytes()),
     )?;
     out!("{token}");
     Ok(ExitCode::SUCCESS)

@@ -514,3 +514,63 @@ fn special_purpose_and_embedded_ipv4_addresses_are_internal() {
         assert!(!is_internal(ip), "{public} is public");
     }
 }
+
+/// Where the kernel has no Landlock, `sys.exec.run` is refused with a clear
+/// reason instead of running unconfined. Proven in a child process whose
+/// `landlock_create_ruleset` is made to fail with ENOSYS, as on a kernel
+/// without Landlock.
+#[test]
+fn without_landlock_program_execution_fails_closed() {
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "landlock_unavailable_child", "--nocapture"])
+        .env("AIRT_TEST_NO_LANDLOCK", "1")
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("refused without Landlock"), "{stdout}");
+}
+
+/// The child of the test above (does nothing unless asked to).
+#[test]
+fn landlock_unavailable_child() {
+    if std::env::var_os("AIRT_TEST_NO_LANDLOCK").is_none() {
+        return;
+    }
+    let arch = if cfg!(target_arch = "aarch64") {
+        seccompiler::TargetArch::aarch64
+    } else {
+        seccompiler::TargetArch::x86_64
+    };
+    let filter: seccompiler::BpfProgram = seccompiler::SeccompFilter::new(
+        [(libc::SYS_landlock_create_ruleset, vec![])].into(),
+        seccompiler::SeccompAction::Allow,
+        seccompiler::SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .expect("filter")
+    .try_into()
+    .expect("compile");
+    // This thread only: the runtime below runs on it.
+    seccompiler::apply_filter(&filter).expect("apply");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let refused = runtime.block_on(async {
+        let f = Fixture::new(&[]);
+        f.run("sys.exec.run", json!({"program": "echo", "args": ["ran"]}))
+            .await
+            .expect_err("must not run unconfined")
+    });
+    assert_eq!(refused.kind, ErrorKind::SandboxViolation, "{refused}");
+    assert!(
+        refused.message.contains("cannot be established"),
+        "{refused}"
+    );
+    println!("refused without Landlock: {}", refused.message);
+}

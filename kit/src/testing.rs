@@ -391,6 +391,11 @@ impl ServiceProcess {
         format!("http://{}", self.addr)
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `kill -9`: the process gets no chance to clean up.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -294,6 +294,15 @@ fn parameters_of(spec: &registry::CapabilitySpec) -> Vec<ParameterSpec> {
         .collect()
 }
 
+/// A background task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Whether a step's inputs or outputs can be stored and served back.
 fn storable(value: &Value) -> Result<(), String> {
     use airt_kit::limits::{MAX_STORED_BYTES, MAX_STORED_DEPTH, check_storable};
@@ -647,12 +656,14 @@ impl Engine {
         }
         slot.cancel.set_lost(false);
         slot.cancel.absorb(&lease.cancel_request);
-        let renewer = tokio::spawn(
+        // Aborted however this run ends: also when its future is dropped (a
+        // caller that went away) or panics, so no renewer outlives its run.
+        let renewer = AbortOnDrop(tokio::spawn(
             self.clone()
                 .renew_lease(workflow_id.to_owned(), slot.clone()),
-        );
+        ));
         let result = self.advance(workflow_id, &slot.cancel).await;
-        renewer.abort();
+        drop(renewer);
         // Whatever is still deferred belongs to a run that stopped on an
         // error: it is lost as in a crash, and recovery repeats the step.
         let dropped = self.take_deferred(workflow_id);

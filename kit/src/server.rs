@@ -236,19 +236,21 @@ pub async fn shutdown_signal() {
 
 /// A request message that does not decode (invalid UTF-8 in a string, nesting
 /// beyond the decoder's limit, a truncated field) is the caller's fault:
-/// INVALID_ARGUMENT, not the INTERNAL the protobuf codec reports.
+/// INVALID_ARGUMENT, not the INTERNAL the protobuf codec reports. A message
+/// over the size limit is RESOURCE_EXHAUSTED, as gRPC specifies for it, not
+/// the codec's OUT_OF_RANGE.
 fn malformed_is_invalid_argument<B>(mut response: http::Response<B>) -> http::Response<B> {
-    const DECODE_FAILURE: &str = "failed%20to%20decode%20Protobuf%20message";
     let headers = response.headers_mut();
-    let internal = headers.get("grpc-status").is_some_and(|s| s == "13");
-    let malformed = headers
+    let message = headers
         .get("grpc-message")
         .and_then(|m| m.to_str().ok())
-        .is_some_and(|m| {
-            m.starts_with(DECODE_FAILURE) || m.starts_with("failed to decode Protobuf message")
-        });
-    if internal && malformed {
-        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
-    }
+        .unwrap_or_default()
+        .replace("%20", " ");
+    let code = match headers.get("grpc-status").and_then(|s| s.to_str().ok()) {
+        Some("13") if message.starts_with("failed to decode Protobuf message") => "3",
+        Some("11") if message.starts_with("Error, decoded message length too large") => "8",
+        _ => return response,
+    };
+    headers.insert("grpc-status", http::HeaderValue::from_static(code));
     response
 }

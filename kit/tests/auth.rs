@@ -129,6 +129,37 @@ fn an_expired_token_is_unauthenticated() {
 }
 
 #[test]
+fn a_token_not_yet_valid_is_unauthenticated() {
+    let mut early = claims("user:alice", &["admin"]);
+    early["nbf"] = json!(get_current_timestamp() + 3600);
+    assert_eq!(
+        unauthenticated(hs256().authenticate(&bearer(&hs_token(&early, SECRET)))),
+        "INVALID_TOKEN"
+    );
+}
+
+#[test]
+fn look_alike_subjects_are_refused_and_types_are_canonical() {
+    let token = hs_token(&claims("User:alice", &[]), SECRET);
+    let principal = hs256()
+        .authenticate(&bearer(&token))
+        .expect("authenticated");
+    assert_eq!(principal.to_string(), "user:alice");
+    for subject in [
+        "user:alice\u{200b}",
+        "user:\u{202e}ecila",
+        "user:al\u{0}ice",
+    ] {
+        let token = hs_token(&claims(subject, &[]), SECRET);
+        assert_eq!(
+            unauthenticated(hs256().authenticate(&bearer(&token))),
+            "INVALID_TOKEN",
+            "{subject:?}"
+        );
+    }
+}
+
+#[test]
 fn a_token_without_expiry_is_unauthenticated() {
     let mut no_exp = claims("user:alice", &["admin"]);
     no_exp.as_object_mut().expect("object").remove("exp");

@@ -328,3 +328,42 @@ async fn path_inputs_are_judged_as_the_sandbox_resolves_them() {
     assert!(!stack.root().join("config.yaml").exists());
     stack.stop().await;
 }
+
+/// A submitter cannot approve their own workflow by spelling their name
+/// differently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_approval_is_refused_whatever_the_spelling() {
+    use airt_proto::workflow::v1::approval_service_client::ApprovalServiceClient;
+    let stack = Stack::start(TestDb::sqlite(), ALLOW_ALL).await;
+    let channel = stack.workflow.channel().await;
+    let mut client = WorkflowServiceClient::new(channel.clone());
+    let spec = "name: w\nsteps:\n  - {name: gate, type: HUMAN_APPROVAL, approval: {approver_roles: [approver]}}\n";
+    let paused = run_workflow(&mut client, "user:alice", spec).await;
+    let approval_id = paused.steps[0].approval_id.clone();
+    let mut approvals = ApprovalServiceClient::new(channel);
+    for alias in ["User:alice", "user:Alice", "USER:ALICE"] {
+        let refused = approvals
+            .approve_step(as_principal(
+                pb::ApproveStepRequest {
+                    approval_id: approval_id.clone(),
+                    comment: String::new(),
+                    request_id: String::new(),
+                },
+                alias,
+                &["approver"],
+            ))
+            .await
+            .expect_err("self-approval");
+        assert_eq!(
+            refused.code(),
+            tonic::Code::PermissionDenied,
+            "{alias}: {refused:?}"
+        );
+        assert_eq!(
+            reason_of(&refused).as_deref(),
+            Some("SELF_APPROVAL"),
+            "{alias}"
+        );
+    }
+    stack.stop().await;
+}

@@ -364,3 +364,24 @@ async fn stored_values_stay_servable() {
     assert_eq!(seen, 5);
     stack.stop().await;
 }
+
+/// A message over the size limit is RESOURCE_EXHAUSTED and costs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_are_resource_exhausted() {
+    use prost::Message as _;
+    let stack = Stack::start(TestDb::sqlite(), ALLOW_ALL).await;
+    let status = call_raw(
+        stack.workflow.channel().await,
+        "/airt.workflow.v1.WorkflowService/SubmitWorkflow",
+        pb::SubmitWorkflowRequest {
+            source: Some(pb::submit_workflow_request::Source::SpecText(
+                "x".repeat(5 << 20),
+            )),
+            request_id: String::new(),
+        }
+        .encode_to_vec(),
+    )
+    .await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    stack.stop().await;
+}

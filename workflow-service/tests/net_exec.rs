@@ -253,6 +253,15 @@ async fn failures_are_typed_errors_with_details() {
         .await
         .expect_err("too big");
     assert_eq!(big.kind, ErrorKind::ActionFailed);
+    // The caller cannot raise the server's ceiling.
+    let asked_for_more = f
+        .run(
+            "net.http.get",
+            json!({"url": format!("{base}/big"), "max_bytes": 10_000_000_000_u64}),
+        )
+        .await
+        .expect_err("still too big");
+    assert_eq!(asked_for_more.details["max_bytes"], 1024 * 1024, "{asked_for_more}");
     // A POST that failed on the server is not retried blindly.
     let post = f
         .run(

@@ -272,6 +272,9 @@ impl RegistryService for RegistryApi {
                 "is required: say why the lifecycle changes",
             ));
         }
+        if req.reason.len() > 4096 {
+            return Err(invalid("reason", "is longer than 4096 bytes"));
+        }
         let version = (!req.version.is_empty()).then_some(req.version.as_str());
         let stored = self
             .store

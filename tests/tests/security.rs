@@ -367,3 +367,54 @@ async fn self_approval_is_refused_whatever_the_spelling() {
     }
     stack.stop().await;
 }
+
+/// Free-text fields that are stored are bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_long_text_fields_are_invalid_arguments() {
+    let stack = Stack::start(TestDb::sqlite(), ALLOW_ALL).await;
+    let mut client = WorkflowServiceClient::new(stack.workflow.channel().await);
+    let spec = "name: w\nsteps:\n  - {name: t, capability: sys.info.get_time}\n";
+    let refused = client
+        .submit_workflow(as_principal(
+            pb::SubmitWorkflowRequest {
+                source: Some(pb::submit_workflow_request::Source::SpecText(spec.into())),
+                request_id: "r".repeat(300),
+            },
+            "user:mallory",
+            &[],
+        ))
+        .await
+        .expect_err("request_id too long");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let workflow = run_workflow(&mut client, "user:mallory", spec).await;
+    let refused = client
+        .cancel_workflow(as_principal(
+            pb::CancelWorkflowRequest {
+                workflow_id: workflow.workflow_id,
+                reason: "x".repeat(5000),
+                ..Default::default()
+            },
+            "user:mallory",
+            &[],
+        ))
+        .await
+        .expect_err("reason too long");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let mut registry =
+        RegistryServiceClient::new(stack.registry.as_ref().expect("registry").channel().await);
+    let refused = registry
+        .set_capability_lifecycle(as_principal(
+            registry::SetCapabilityLifecycleRequest {
+                capability_id: "sys.info.get_time".into(),
+                lifecycle: registry::CapabilityLifecycle::Deprecated as i32,
+                reason: "x".repeat(5000),
+                ..Default::default()
+            },
+            "user:root",
+            &["admin"],
+        ))
+        .await
+        .expect_err("reason too long");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    stack.stop().await;
+}

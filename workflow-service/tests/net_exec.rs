@@ -261,7 +261,11 @@ async fn failures_are_typed_errors_with_details() {
         )
         .await
         .expect_err("still too big");
-    assert_eq!(asked_for_more.details["max_bytes"], 1024 * 1024, "{asked_for_more}");
+    assert_eq!(
+        asked_for_more.details["max_bytes"],
+        1024 * 1024,
+        "{asked_for_more}"
+    );
     // A POST that failed on the server is not retried blindly.
     let post = f
         .run(

@@ -131,6 +131,9 @@ impl WorkflowService for WorkflowApi {
     ) -> Result<Response<pb::SubmitWorkflowResponse>, Status> {
         let caller = principal(&request)?;
         let req = request.into_inner();
+        if req.request_id.len() > 256 {
+            return Err(invalid("request_id", "is longer than 256 bytes"));
+        }
         let draft = match req.source {
             Some(pb::submit_workflow_request::Source::Spec(spec)) => {
                 draft_of(Some(spec), None).await?
@@ -395,6 +398,9 @@ impl WorkflowService for WorkflowApi {
                 ),
             }
             .into());
+        }
+        if req.reason.len() > 4096 {
+            return Err(invalid("reason", "is longer than 4096 bytes"));
         }
         let reason = if req.reason.is_empty() {
             format!("by {caller}")

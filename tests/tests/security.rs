@@ -418,3 +418,55 @@ async fn over_long_text_fields_are_invalid_arguments() {
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     stack.stop().await;
 }
+
+/// An approver sees the whole command line a program-execution step runs,
+/// every argument quoted, not just the program's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_of_program_execution_shows_the_whole_command_line() {
+    let programs = vec!["sort".to_owned()];
+    let stack = Stack::start_with(
+        TestDb::sqlite(),
+        "rules:\n  - {id: allow-all, decision: ALLOW}\n",
+        move |config| {
+            let path = std::env::var("PATH").unwrap_or_default();
+            config.catalogue.exec = ExecPolicy::resolve(&programs, &path).expect("programs");
+        },
+    )
+    .await;
+    let mut client = WorkflowServiceClient::new(stack.workflow.channel().await);
+    let spec = exec_workflow(
+        "sort",
+        "sort",
+        &[
+            "-S".into(),
+            "16K".into(),
+            "--compress-program=sh".into(),
+            "my file.txt".into(),
+        ],
+    );
+    let paused = run_workflow(&mut client, "user:alice", &spec).await;
+    assert_eq!(status(&paused), pb::WorkflowStatus::Paused, "{paused:?}");
+    let approval = airt_proto::workflow::v1::approval_service_client::ApprovalServiceClient::new(
+        stack.workflow.channel().await,
+    )
+    .get_approval(as_principal(
+        pb::GetApprovalRequest {
+            approval_id: paused.steps[0].approval_id.clone(),
+        },
+        "user:bob",
+        &["approver"],
+    ))
+    .await
+    .expect("approval")
+    .into_inner()
+    .approval
+    .expect("approval");
+    assert!(
+        approval
+            .message
+            .contains(r#"runs: sort "-S" "16K" "--compress-program=sh" "my file.txt""#),
+        "{}",
+        approval.message
+    );
+    stack.stop().await;
+}

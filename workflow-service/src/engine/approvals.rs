@@ -39,6 +39,23 @@ pub(crate) struct ActionFacts {
     reason: String,
 }
 
+/// The full command line of a program-execution action, each argument
+/// quoted so spaces and options are visible as the program will see them.
+fn command_line(inputs: &Map<String, Value>) -> Option<String> {
+    let program = inputs.get("program")?.as_str()?;
+    let args = inputs.get("args").and_then(Value::as_array);
+    let words = args.into_iter().flatten().map(|a| match a.as_str() {
+        Some(word) => format!("{word:?}"),
+        None => a.to_string(),
+    });
+    Some(
+        std::iter::once(program.to_owned())
+            .chain(words)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
 impl ActionFacts {
     pub(crate) fn new(
         step: &StepSpec,
@@ -121,10 +138,16 @@ impl Engine {
         action: ActionFacts,
     ) -> Result<Outcome, WorkflowError> {
         let digest = action.digest(run, step);
-        let message = format!(
+        let mut message = format!(
             "{} ({} risk) for {}: rule {}: {}",
             action.capability_id, action.risk_level, run.submitter, action.rule_id, action.reason
         );
+        if action.capability_id == "sys.exec.run"
+            && let Some(command) = command_line(&action.inputs)
+        {
+            // What will run, word for word: an approver decides on this.
+            message.push_str(&format!("; runs: {command}"));
+        }
         let now = airt_kit::clock::now_micros();
         let approval = ApprovalRow {
             approval_id: uuid::Uuid::now_v7().to_string(),

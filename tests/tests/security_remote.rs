@@ -314,3 +314,66 @@ async fn secrets_are_masked_on_every_read_path() {
     );
     stack.stop().await;
 }
+
+/// A remote endpoint that streams an endless answer is cut off at the cap
+/// as the bytes arrive; the service never waits to buffer all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_remote_answer_is_cut_off_at_the_cap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 65536];
+                let _ = stream.read(&mut request).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                // 5 MiB, then nothing: the answer never ends on its own.
+                let chunk = vec![b' '; 64 * 1024];
+                for _ in 0..80 {
+                    if stream.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            });
+        }
+    });
+    let recorder = Recorder::start().await;
+    let stack = stack(&recorder).await;
+    let channel = stack.registry.as_ref().expect("registry").channel().await;
+    register_capability(
+        channel,
+        remote(
+            "agent.flood",
+            "READ",
+            "LOW",
+            "side_effects: {reversible: true, scope: NETWORK}\ncompensation: {supported: false, strategy: NONE}",
+            format!("http://127.0.0.1:{port}/flood"),
+        ),
+    )
+    .await;
+    let mut client = WorkflowServiceClient::new(stack.workflow.channel().await);
+    let workflow = run_workflow(
+        &mut client,
+        "user:alice",
+        "name: flood\nsteps:\n  - {name: f, capability: agent.flood, timeout: 20s}\n",
+    )
+    .await;
+    assert_eq!(
+        status(&workflow),
+        pb::WorkflowStatus::Failed,
+        "{workflow:?}"
+    );
+    assert!(
+        workflow.failure_reason.contains("larger than"),
+        "{}",
+        workflow.failure_reason
+    );
+    stack.stop().await;
+}

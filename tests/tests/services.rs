@@ -315,6 +315,28 @@ async fn with_jwt_auth_only_valid_tokens_get_through() {
         .await
         .expect_err("audience");
     assert_eq!(audience.code(), Code::Unauthenticated);
+    // Not yet valid, or a subject that only looks like an admin's.
+    let signed = |claims: serde_json::Value| {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .expect("encode")
+    };
+    let early = signed(
+        serde_json::json!({"sub": "user:root", "roles": ["admin"], "iss": "airt", "aud": "airt", "exp": now + 7200, "nbf": now + 3600}),
+    );
+    let look_alike = signed(
+        serde_json::json!({"sub": "user:root\u{200b}", "roles": ["admin"], "iss": "airt", "aud": "airt", "exp": now + 600}),
+    );
+    for (what, token) in [("nbf", early), ("zero-width", look_alike)] {
+        let refused = client
+            .verify_audit_chain(with_token(&token))
+            .await
+            .expect_err(what);
+        assert_eq!(refused.code(), Code::Unauthenticated, "{what}");
+    }
     let report = client
         .verify_audit_chain(with_token(&token(now + 600, "airt")))
         .await

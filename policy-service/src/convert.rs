@@ -18,6 +18,9 @@ pub fn decision_to_proto(decision: Decision) -> pb::Decision {
 
 /// Validates a wire context. `field` prefixes violation paths
 /// (`context` or `contexts[3]`).
+/// Longest identifier-like text a policy context may carry.
+const MAX_CONTEXT_TEXT: usize = 256;
+
 pub fn context_from_proto(
     field: &str,
     ctx: pb::PolicyContext,
@@ -37,6 +40,45 @@ pub fn context_from_proto(
         problems.push(FieldViolation::new(
             format!("{field}.capability_id"),
             "is required",
+        ));
+    }
+    // Every text is bounded, and the inputs (kept, masked, in the decision
+    // log) no larger than a step may store.
+    for (name, value) in [
+        ("capability_id", &ctx.capability_id),
+        ("agent", &ctx.agent),
+        ("workflow_id", &ctx.workflow_id),
+        ("step_name", &ctx.step_name),
+        ("environment", &ctx.environment),
+    ] {
+        if value.len() > MAX_CONTEXT_TEXT {
+            problems.push(FieldViolation::new(
+                format!("{field}.{name}"),
+                format!("is longer than {MAX_CONTEXT_TEXT} bytes"),
+            ));
+        }
+    }
+    if ctx.principal.as_ref().is_some_and(|p| {
+        p.r#type.len() + p.id.len() > airt_kit::principal::MAX_PRINCIPAL_LEN
+            || p.roles.len() > 256
+            || p.roles.iter().any(|r| r.len() > MAX_CONTEXT_TEXT)
+    }) {
+        problems.push(FieldViolation::new(
+            format!("{field}.principal"),
+            "is too long (type:id at most 256 bytes, at most 256 roles of at most 256 bytes)",
+        ));
+    }
+    if ctx
+        .inputs
+        .as_ref()
+        .is_some_and(|i| prost::Message::encoded_len(i) > airt_kit::limits::MAX_STORED_BYTES)
+    {
+        problems.push(FieldViolation::new(
+            format!("{field}.inputs"),
+            format!(
+                "are larger than {} bytes",
+                airt_kit::limits::MAX_STORED_BYTES
+            ),
         ));
     }
     let risk_level = RiskLevel::from_proto(ctx.risk_level);

@@ -385,3 +385,46 @@ async fn oversized_messages_are_resource_exhausted() {
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     stack.stop().await;
 }
+
+/// A policy question is bounded too: its texts, and its inputs (kept in the
+/// decision log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_policy_questions_are_invalid_arguments() {
+    let stack = Stack::start(TestDb::sqlite(), ALLOW_ALL).await;
+    let mut policies =
+        PolicyServiceClient::new(stack.policy.as_ref().expect("policy").channel().await);
+    let context = |capability_id: String, blob: usize| policy::PolicyContext {
+        principal: Some(airt_proto::common::v1::Principal {
+            r#type: "agent".into(),
+            id: "flooder".into(),
+            roles: vec![],
+        }),
+        capability_id,
+        risk_level: airt_proto::common::v1::RiskLevel::Low as i32,
+        inputs: Some(prost_types::Struct {
+            fields: [(
+                "blob".to_owned(),
+                prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StringValue("x".repeat(blob))),
+                },
+            )]
+            .into(),
+        }),
+        ..Default::default()
+    };
+    for context in [context("c".repeat(300), 1), context("a.b".into(), 2 << 20)] {
+        let refused = policies
+            .evaluate(as_principal(
+                policy::EvaluateRequest {
+                    context: Some(context),
+                    explain: false,
+                },
+                "agent:flooder",
+                &[],
+            ))
+            .await
+            .expect_err("too large");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    }
+    stack.stop().await;
+}

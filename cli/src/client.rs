@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use tonic::metadata::MetadataValue;
+pub use airt_kit::credentials::Credentials;
+use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Status};
 
 /// Where the services are and who is calling.
 #[derive(Debug, Clone, clap::Args)]
@@ -82,44 +82,22 @@ impl ConnectionArgs {
         &self,
         service: ServiceName,
     ) -> anyhow::Result<InterceptedService<Channel, Credentials>> {
-        let credentials = Credentials::from_args(self)?;
-        Ok(InterceptedService::new(self.channel(service)?, credentials))
+        Ok(InterceptedService::new(
+            self.channel(service)?,
+            self.credentials()?,
+        ))
     }
-}
 
-/// Adds `authorization` (token) or `x-airt-principal`/`x-airt-roles`
-/// (development mode) metadata to each call.
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    headers: Vec<(&'static str, MetadataValue<tonic::metadata::Ascii>)>,
-}
-
-impl Credentials {
-    fn from_args(args: &ConnectionArgs) -> anyhow::Result<Self> {
-        let ascii = |value: String| {
-            MetadataValue::try_from(value).map_err(|_| anyhow::anyhow!("credentials must be ASCII"))
-        };
-        let mut headers = Vec::new();
-        if let Some(token) = &args.token {
-            headers.push(("authorization", ascii(format!("Bearer {token}"))?));
+    /// The caller's token and/or development-mode identity.
+    pub fn credentials(&self) -> anyhow::Result<Credentials> {
+        let mut credentials = Credentials::none();
+        if let Some(token) = &self.token {
+            credentials = credentials.with_bearer(token)?;
         }
-        if let Some(principal) = &args.principal {
-            headers.push((
-                airt_kit::auth::DEV_PRINCIPAL_HEADER,
-                ascii(principal.clone())?,
-            ));
-            headers.push((airt_kit::auth::DEV_ROLES_HEADER, ascii(args.roles.clone())?));
+        if let Some(principal) = &self.principal {
+            credentials = credentials.with_development(principal, &self.roles)?;
         }
-        Ok(Self { headers })
-    }
-}
-
-impl tonic::service::Interceptor for Credentials {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        for (key, value) in &self.headers {
-            request.metadata_mut().insert(*key, value.clone());
-        }
-        Ok(request)
+        Ok(credentials)
     }
 }
 

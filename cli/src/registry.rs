@@ -281,17 +281,8 @@ pub async fn run(args: &ConnectionArgs, command: RegistryCommand) -> anyhow::Res
             }
         }
         RegistryCommand::Seed => {
-            use workflow_service::capabilities::publish::{ServiceCredentials, publish_all};
-            let credentials = match (&args.token, &args.principal) {
-                (Some(token), _) => {
-                    ServiceCredentials::Bearer(airt_kit::config::Secret::new(token.clone()))
-                }
-                (None, Some(principal)) => ServiceCredentials::Development {
-                    principal: principal.clone(),
-                    roles: args.roles.clone(),
-                },
-                (None, None) => ServiceCredentials::None,
-            };
+            use workflow_service::publish::publish_all;
+            let credentials = args.credentials()?;
             let catalogue = workflow_service::capabilities::Catalogue::new(&Default::default());
             let published = publish_all(
                 &catalogue,

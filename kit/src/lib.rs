@@ -5,6 +5,7 @@
 //! - [`server`] and [`bootstrap`]: one way to start a service — its gRPC
 //!   services, `AuditService`, health, reflection (v1 and v1alpha) and graceful
 //!   shutdown.
+//! - [`credentials`]: how a client identifies itself (token or development identity).
 //! - [`auth`]: bearer JWT (HS256, EdDSA) or explicit development mode →
 //!   [`Principal`]; role checks.
 //! - [`db`]: the database connection manager (SQLite or PostgreSQL from the URL).
@@ -17,9 +18,11 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backoff;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;
+pub mod credentials;
 pub mod db;
 pub mod json;
 pub mod limits;

@@ -66,7 +66,10 @@ async fn write_batches(audit: AuditLog, mut receiver: mpsc::Receiver<NewAuditEve
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
         // A failed write is retried, never dropped: the entries were acknowledged.
-        let mut delay = std::time::Duration::from_millis(50);
+        let mut backoff = airt_kit::backoff::Backoff::doubling(
+            std::time::Duration::from_millis(50),
+            std::time::Duration::from_secs(5),
+        );
         while let Err(error) = audit.append_batch(&batch).await {
             if receiver.is_closed() && matches!(error, sqlx::Error::PoolClosed) {
                 tracing::error!(
@@ -76,8 +79,7 @@ async fn write_batches(audit: AuditLog, mut receiver: mpsc::Receiver<NewAuditEve
                 return;
             }
             tracing::warn!(%error, pending = batch.len(), "decision log write failed; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            tokio::time::sleep(backoff.next_delay()).await;
         }
         batch.clear();
     }

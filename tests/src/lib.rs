@@ -65,7 +65,7 @@ pub fn workflow_config(
         registry_addr: registry_url.to_owned(),
         policy_addr: policy_url.to_owned(),
         workspace: workspace.to_path_buf(),
-        credentials: workflow_service::capabilities::publish::ServiceCredentials::development(),
+        credentials: workflow_service::publish::development_credentials(),
         catalogue: Default::default(),
         approval_timeout: Duration::from_secs(3600),
         webhooks: Default::default(),

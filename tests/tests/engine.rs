@@ -17,12 +17,12 @@ use airt_system_tests::{register_capability, start_policy, start_registry};
 use serde_json::Value;
 use tonic::transport::Endpoint;
 use workflow_service::capabilities::net::NetworkPolicy;
-use workflow_service::capabilities::publish::{ServiceCredentials, publish_all};
 use workflow_service::capabilities::{Catalogue, CatalogueConfig, Workspace};
 use workflow_service::domain::{WorkflowDraft, WorkflowStatus};
 use workflow_service::engine::{Engine, EngineConfig};
 use workflow_service::gate::policy::PolicyGate;
 use workflow_service::gate::registry::RegistryGate;
+use workflow_service::publish::{development_credentials, publish_all};
 use workflow_service::store::{MIGRATIONS, WorkflowRow, WorkflowStore};
 
 const POLICY: &str = r#"
@@ -68,7 +68,7 @@ async fn stack_with(db: TestDb, step_timeout: Duration, network: NetworkPolicy) 
     publish_all(
         &catalogue,
         registry_channel.clone(),
-        &ServiceCredentials::development(),
+        &development_credentials(),
     )
     .await
     .expect("publish built-ins");
@@ -111,12 +111,12 @@ async fn stack_with(db: TestDb, step_timeout: Duration, network: NetworkPolicy) 
         WorkflowStore::new(database.clone()),
         catalogue,
         workspace,
-        RegistryGate::new(registry_channel, ServiceCredentials::development()),
+        RegistryGate::new(registry_channel, development_credentials()),
         PolicyGate::new(
             Endpoint::from_shared(policy_server.url())
                 .expect("url")
                 .connect_lazy(),
-            ServiceCredentials::development(),
+            development_credentials(),
         ),
         Arc::new(network),
         EngineConfig {

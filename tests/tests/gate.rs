@@ -11,10 +11,10 @@ use airt_proto::registry::v1 as registry;
 use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
 use airt_system_tests::{register_capability, start_policy, start_registry};
 use tonic::transport::Endpoint;
-use workflow_service::capabilities::publish::ServiceCredentials;
 use workflow_service::gate::GateError;
 use workflow_service::gate::policy::PolicyGate;
 use workflow_service::gate::registry::RegistryGate;
+use workflow_service::publish::development_credentials;
 
 fn lazy(url: &str) -> tonic::transport::Channel {
     Endpoint::from_shared(url.to_owned())
@@ -63,7 +63,7 @@ fn capability_yaml(version: &str) -> String {
 async fn registry_answers_stay_exact_through_the_cache() {
     let db = TestDb::sqlite();
     let server = start_registry(&db).await;
-    let gate = RegistryGate::new(lazy(&server.url()), ServiceCredentials::development());
+    let gate = RegistryGate::new(lazy(&server.url()), development_credentials());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(gate.clone().follow(stopped));
     until("the cache goes live", || gate.cache_is_live()).await;
@@ -167,7 +167,7 @@ async fn a_partitioned_registry_is_not_trusted_beyond_its_heartbeats() {
     let db = TestDb::sqlite();
     let server = start_registry(&db).await;
     let (proxy_url, partition) = partitionable_proxy(server.addr()).await;
-    let gate = RegistryGate::new(lazy(&proxy_url), ServiceCredentials::development())
+    let gate = RegistryGate::new(lazy(&proxy_url), development_credentials())
         .with_heartbeat(Duration::from_millis(200));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(gate.clone().follow(stopped));
@@ -214,7 +214,7 @@ async fn a_partitioned_registry_is_not_trusted_beyond_its_heartbeats() {
 async fn policy_decisions_or_a_fail_closed_error() {
     let db = TestDb::sqlite();
     let server = start_policy(&db).await;
-    let gate = PolicyGate::new(lazy(&server.url()), ServiceCredentials::development());
+    let gate = PolicyGate::new(lazy(&server.url()), development_credentials());
     let context = policy::PolicyContext {
         principal: Some(Principal {
             r#type: "user".into(),

@@ -14,10 +14,12 @@ use airt_kit::config::{ServiceConfig, ServiceIdentity};
 use tokio::net::TcpListener;
 use tonic::transport::Endpoint;
 
-pub mod capabilities;
+/// The standard capabilities (their own crate, re-exported).
+pub use airt_capabilities as capabilities;
 
-use capabilities::publish::{ServiceCredentials, publish_until_done};
+use airt_kit::credentials::Credentials;
 use capabilities::{Catalogue, CatalogueConfig, Workspace};
+use publish::publish_until_done;
 
 /// Name, default port and default SQLite file of this service.
 pub const IDENTITY: ServiceIdentity = ServiceIdentity {
@@ -172,7 +174,7 @@ pub struct WorkflowConfig {
     pub registry_addr: String,
     pub policy_addr: String,
     pub workspace: PathBuf,
-    pub credentials: ServiceCredentials,
+    pub credentials: Credentials,
     pub catalogue: CatalogueConfig,
     pub approval_timeout: Duration,
     pub webhooks: webhooks::WebhookConfig,
@@ -216,9 +218,11 @@ impl WorkflowConfig {
             args.webhook_secret_file.as_deref(),
         )?;
         let credentials = match (&service_token, &server.auth) {
-            (Some(token), _) => ServiceCredentials::Bearer(token.clone()),
-            (None, airt_kit::auth::AuthSettings::Development) => ServiceCredentials::development(),
-            (None, _) => ServiceCredentials::None,
+            (Some(token), _) => {
+                Credentials::bearer(token).map_err(|e| anyhow::anyhow!("--service-token: {e}"))?
+            }
+            (None, airt_kit::auth::AuthSettings::Development) => publish::development_credentials(),
+            (None, _) => Credentials::none(),
         };
         anyhow::ensure!(
             args.watch_poll >= Duration::from_millis(10),
@@ -302,7 +306,7 @@ pub async fn serve_on(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    if matches!(workflow.credentials, ServiceCredentials::None) {
+    if workflow.credentials.is_empty() {
         tracing::warn!(
             "no credentials for the registry and policy services (set AIRT_SERVICE_TOKEN); built-in capabilities cannot be published and no step can be decided"
         );
@@ -376,5 +380,6 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod gate;
+pub mod publish;
 pub mod store;
 pub mod webhooks;

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use airt_capabilities::outbound::{Poster, check_http_url, display_origin};
 use airt_kit::config::Secret;
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
@@ -53,12 +54,7 @@ impl WebhookConfig {
     /// Refuses URLs that are not http(s) and URLs without a signing secret.
     pub fn validate(&self) -> Result<(), String> {
         for url in &self.urls {
-            let parsed = reqwest::Url::parse(url).map_err(|e| format!("webhook URL {url}: {e}"))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(format!(
-                    "webhook URL {url}: only http and https are supported"
-                ));
-            }
+            check_http_url(url).map_err(|e| format!("webhook URL {e}"))?;
         }
         if !self.urls.is_empty() && self.secret.as_ref().is_none_or(|s| s.expose().is_empty()) {
             return Err("webhooks need a signing secret (AIRT_WEBHOOK_SECRET)".into());
@@ -91,31 +87,16 @@ impl WebhookConfig {
     }
 
     fn backoff(&self, attempts: i64) -> Duration {
-        let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
-        let base = self
-            .initial_backoff
-            .saturating_mul(2u32.saturating_pow(exponent))
-            .min(self.max_backoff);
-        // Up to 20% jitter, so retries of many deliveries spread out.
-        let jitter = (airt_kit::clock::now_micros().rem_euclid(1000) as f64) / 5000.0;
-        base.mul_f64(1.0 + jitter)
+        let retry = u32::try_from(attempts.saturating_sub(1).max(0)).unwrap_or(u32::MAX);
+        let backoff = airt_kit::backoff::Backoff::doubling(self.initial_backoff, self.max_backoff);
+        airt_kit::backoff::jittered(backoff.nth(retry))
     }
 }
 
 /// A webhook URL as shown to API callers: its origin only, since paths and
 /// queries of webhook URLs often carry credentials.
 pub fn display_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(parsed) => {
-            let origin = parsed.origin().ascii_serialization();
-            if parsed.path() == "/" && parsed.query().is_none() {
-                format!("{origin}/")
-            } else {
-                format!("{origin}/…")
-            }
-        }
-        Err(_) => "(invalid URL)".into(),
-    }
+    display_origin(url)
 }
 
 /// The `webhook-signature` header of the Standard Webhooks scheme:
@@ -218,7 +199,7 @@ pub fn workflow_finished(f: Finished<'_>) -> Value {
 pub struct Dispatcher {
     store: WorkflowStore,
     config: WebhookConfig,
-    client: reqwest::Client,
+    client: Poster,
     wake: Arc<Notify>,
 }
 
@@ -235,11 +216,11 @@ impl Dispatcher {
         config: WebhookConfig,
         wake: Arc<Notify>,
     ) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("airt-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = Poster::new(
+            config.request_timeout,
+            concat!("airt-webhooks/", env!("CARGO_PKG_VERSION")),
+        )
+        .map_err(anyhow::Error::msg)?;
         Ok(Self {
             store,
             config,
@@ -336,44 +317,26 @@ impl Dispatcher {
 
 /// One attempt: a 2xx answer is delivered; anything else is an error.
 async fn send(
-    client: &reqwest::Client,
+    client: &Poster,
     secret: Option<&Secret>,
     delivery: &DeliveryRow,
 ) -> Result<(), String> {
     let body = delivery.payload.clone().into_bytes();
     let timestamp = airt_kit::clock::now_micros() / 1_000_000;
-    let mut request = client
-        .post(&delivery.url)
-        .header("content-type", "application/json")
-        .header("x-airt-event", &delivery.event)
-        .header("webhook-id", &delivery.delivery_id)
-        .header("webhook-timestamp", timestamp.to_string());
+    let mut headers = vec![
+        ("content-type", "application/json".to_owned()),
+        ("x-airt-event", delivery.event.clone()),
+        ("webhook-id", delivery.delivery_id.clone()),
+        ("webhook-timestamp", timestamp.to_string()),
+    ];
     if let Some(secret) = secret {
         let signed = signature(secret.expose(), &delivery.delivery_id, timestamp, &body);
-        request = request.header("webhook-signature", signed);
+        headers.push(("webhook-signature", signed));
     }
-    let response = request
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| format!("request failed: {}", error_chain(&e)))?;
-    let status = response.status();
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("endpoint answered HTTP {}", status.as_u16()))
+    match client.post(&delivery.url, &headers, body).await? {
+        200..=299 => Ok(()),
+        status => Err(format!("endpoint answered HTTP {status}")),
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]

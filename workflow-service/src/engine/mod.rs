@@ -8,7 +8,6 @@
 
 mod approvals;
 mod recheck;
-mod remote;
 mod undo;
 
 use std::collections::{HashMap, HashSet};
@@ -89,7 +88,7 @@ struct Inner {
     workspace: Arc<Workspace>,
     registry: RegistryGate,
     policy: PolicyGate,
-    remote: remote::RemoteCaller,
+    remote: crate::capabilities::remote::RemoteCaller,
     config: EngineConfig,
     /// One slot per unfinished workflow this process has touched: only the
     /// holder of its lock drives it, so a workflow never runs twice here.
@@ -329,7 +328,7 @@ impl Engine {
         network: Arc<crate::capabilities::net::NetworkPolicy>,
         config: EngineConfig,
     ) -> Self {
-        let remote = remote::RemoteCaller::new(network);
+        let remote = crate::capabilities::remote::RemoteCaller::new(network);
         Self {
             inner: Arc::new(Inner {
                 store,

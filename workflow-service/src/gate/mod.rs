@@ -43,12 +43,6 @@ fn retryable(status: &Status) -> bool {
     )
 }
 
-/// 50-100% of `delay`, varied by the clock's sub-millisecond digits, so
-/// callers that failed together do not retry in lockstep.
-pub(crate) fn jittered(delay: Duration) -> Duration {
-    delay.mul_f64(0.5 + (airt_kit::clock::now_micros().rem_euclid(1000) as f64) / 2000.0)
-}
-
 /// Calls `attempt` until it succeeds, fails for good, or `deadline` passes,
 /// sleeping with exponential backoff and jitter between tries.
 pub(crate) async fn with_retry<T, F, Fut>(
@@ -60,7 +54,8 @@ where
     F: FnMut(Duration) -> Fut,
     Fut: std::future::Future<Output = Result<T, Status>>,
 {
-    let mut delay = Duration::from_millis(50);
+    let mut backoff =
+        airt_kit::backoff::Backoff::doubling(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
@@ -79,8 +74,7 @@ where
                         last_error: format!("{:?}: {}", status.code(), status.message()),
                     });
                 }
-                tokio::time::sleep(jittered(delay).min(remaining)).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+                tokio::time::sleep(backoff.next_delay().min(remaining)).await;
             }
             Err(status) => {
                 return Err(GateError::Refused {

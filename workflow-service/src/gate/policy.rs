@@ -7,16 +7,16 @@ use airt_proto::policy::v1::policy_service_client::PolicyServiceClient;
 use tonic::transport::Channel;
 
 use super::{GateError, with_retry};
-use crate::capabilities::publish::ServiceCredentials;
+use airt_kit::credentials::Credentials;
 
 #[derive(Debug, Clone)]
 pub struct PolicyGate {
     client: PolicyServiceClient<Channel>,
-    credentials: ServiceCredentials,
+    credentials: Credentials,
 }
 
 impl PolicyGate {
-    pub fn new(channel: Channel, credentials: ServiceCredentials) -> Self {
+    pub fn new(channel: Channel, credentials: Credentials) -> Self {
         Self {
             client: PolicyServiceClient::new(channel),
             credentials,

@@ -24,7 +24,8 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use super::{GateError, with_retry};
-use crate::capabilities::publish::ServiceCredentials;
+use airt_kit::backoff::Backoff;
+use airt_kit::credentials::Credentials;
 
 #[derive(Debug, Default)]
 struct Cache {
@@ -47,13 +48,13 @@ const MISSED_HEARTBEATS: u32 = 3;
 #[derive(Debug, Clone)]
 pub struct RegistryGate {
     client: RegistryServiceClient<Channel>,
-    credentials: ServiceCredentials,
+    credentials: Credentials,
     cache: Arc<RwLock<Cache>>,
     heartbeat: Duration,
 }
 
 impl RegistryGate {
-    pub fn new(channel: Channel, credentials: ServiceCredentials) -> Self {
+    pub fn new(channel: Channel, credentials: Credentials) -> Self {
         Self {
             client: RegistryServiceClient::new(channel),
             credentials,
@@ -166,7 +167,8 @@ impl RegistryGate {
     pub async fn follow(self, mut stop: watch::Receiver<bool>) {
         use pb::watch_capabilities_response::Event;
         let mut since = 0;
-        let mut delay = Duration::from_millis(100);
+        let restart = || Backoff::doubling(Duration::from_millis(100), Duration::from_secs(5));
+        let mut backoff = restart();
         loop {
             let mut client = self.client.clone();
             let mut request = tonic::Request::new(pb::WatchCapabilitiesRequest {
@@ -218,7 +220,7 @@ impl RegistryGate {
                         })) => {
                             since = since.max(caught_up.registry_revision);
                             self.set_live(true);
-                            delay = Duration::from_millis(100);
+                            backoff = restart();
                         }
                         Ok(Some(pb::WatchCapabilitiesResponse {
                             event: Some(Event::Heartbeat(heartbeat)),
@@ -233,10 +235,9 @@ impl RegistryGate {
             // The stream broke (or never opened): answers are no longer exact.
             self.set_live(false);
             tokio::select! {
-                () = tokio::time::sleep(delay) => {}
+                () = tokio::time::sleep(backoff.next_delay()) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 }

@@ -4,51 +4,16 @@ use std::time::Duration;
 
 use airt_proto::registry::v1 as pb;
 use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
-use super::Catalogue;
+use airt_capabilities::Catalogue;
+use airt_kit::backoff::Backoff;
+use airt_kit::credentials::Credentials;
 
-/// How the workflow service identifies itself to the other services.
-#[derive(Debug, Clone)]
-pub enum ServiceCredentials {
-    /// Development mode: `x-airt-principal` / `x-airt-roles`.
-    Development { principal: String, roles: String },
-    /// A bearer token issued for `service:workflow`.
-    Bearer(airt_kit::config::Secret),
-    /// Nothing: calls will be refused (and publishing retried).
-    None,
-}
-
-impl ServiceCredentials {
-    /// Development-mode identity of the workflow service.
-    pub fn development() -> Self {
-        Self::Development {
-            principal: "service:workflow".into(),
-            roles: "registrar".into(),
-        }
-    }
-
-    pub fn apply<T>(&self, request: &mut tonic::Request<T>) {
-        let metadata = request.metadata_mut();
-        match self {
-            Self::Development { principal, roles } => {
-                if let (Ok(p), Ok(r)) = (
-                    MetadataValue::try_from(principal.as_str()),
-                    MetadataValue::try_from(roles.as_str()),
-                ) {
-                    metadata.insert(airt_kit::auth::DEV_PRINCIPAL_HEADER, p);
-                    metadata.insert(airt_kit::auth::DEV_ROLES_HEADER, r);
-                }
-            }
-            Self::Bearer(token) => {
-                if let Ok(value) = MetadataValue::try_from(format!("Bearer {}", token.expose())) {
-                    metadata.insert("authorization", value);
-                }
-            }
-            Self::None => {}
-        }
-    }
+/// The development-mode identity of the workflow service towards the
+/// registry and the policy service.
+pub fn development_credentials() -> Credentials {
+    Credentials::development("service:workflow", "registrar").expect("a constant ASCII identity")
 }
 
 /// What one publishing pass did.
@@ -62,7 +27,7 @@ pub struct Published {
 pub async fn publish_all(
     catalogue: &Catalogue,
     registry: Channel,
-    credentials: &ServiceCredentials,
+    credentials: &Credentials,
 ) -> Result<Published, tonic::Status> {
     let mut client = RegistryServiceClient::new(registry);
     let mut published = Published::default();
@@ -94,9 +59,9 @@ pub async fn publish_all(
 pub async fn publish_until_done(
     catalogue: &Catalogue,
     registry: Channel,
-    credentials: &ServiceCredentials,
+    credentials: &Credentials,
 ) -> Published {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::doubling(Duration::from_millis(200), Duration::from_secs(30));
     loop {
         match publish_all(catalogue, registry.clone(), credentials).await {
             Ok(published) => {
@@ -108,9 +73,9 @@ pub async fn publish_until_done(
                 return published;
             }
             Err(status) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(code = ?status.code(), message = status.message(), retry_in = ?delay, "cannot publish built-in capabilities yet");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
     }

@@ -12,27 +12,27 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
-use crate::capabilities::net::{NetworkPolicy, client};
-use crate::capabilities::{ErrorKind, Execution, ExecutionContext, HandlerError};
+use crate::net::{NetworkPolicy, client};
+use crate::{ErrorKind, Execution, ExecutionContext, HandlerError};
 
 /// Largest response body accepted from a remote capability.
 const MAX_RESPONSE: usize = 4 * 1024 * 1024;
 
 #[derive(Debug)]
-pub(super) struct RemoteCaller {
+pub struct RemoteCaller {
     client: reqwest::Client,
     policy: Arc<NetworkPolicy>,
 }
 
 impl RemoteCaller {
-    pub(super) fn new(policy: Arc<NetworkPolicy>) -> Self {
+    pub fn new(policy: Arc<NetworkPolicy>) -> Self {
         Self {
             client: client(policy.clone()),
             policy,
         }
     }
 
-    pub(super) async fn call(
+    pub async fn call(
         &self,
         url: &str,
         ctx: &ExecutionContext,

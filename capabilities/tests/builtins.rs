@@ -5,10 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use workflow_service::capabilities::{
+use airt_capabilities::{
     Catalogue, CatalogueConfig, ErrorKind, Execution, ExecutionContext, HandlerError, Workspace,
 };
+use serde_json::{Value, json};
 
 struct Fixture {
     /// Holds the workspace root and, beside it, an "outside" directory.
@@ -734,7 +734,7 @@ fn every_builtin_has_a_handler_and_reversible_writers_undo_automatically() {
         if changes_things && yaml["side_effects"]["reversible"] == true {
             assert_eq!(yaml["compensation"]["strategy"], "AUTOMATIC", "{}", spec.id);
         }
-        assert!(Path::new(&format!("src/capabilities/specs/{}.yaml", spec.id)).exists());
+        assert!(Path::new(&format!("src/specs/{}.yaml", spec.id)).exists());
     }
 }
 

@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use workflow_service::capabilities::exec::ExecPolicy;
-use workflow_service::capabilities::net::NetworkPolicy;
-use workflow_service::capabilities::{
+use airt_capabilities::exec::ExecPolicy;
+use airt_capabilities::net::NetworkPolicy;
+use airt_capabilities::{
     Catalogue, CatalogueConfig, ErrorKind, Execution, ExecutionContext, HandlerError, Workspace,
 };
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 that answers by path.
 async fn http_server() -> SocketAddr {
@@ -487,8 +487,8 @@ async fn arguments_of_allow_listed_programs_cannot_leave_the_workspace() {
 /// address through a translator or tunnel, is internal.
 #[test]
 fn special_purpose_and_embedded_ipv4_addresses_are_internal() {
+    use airt_capabilities::net::is_internal;
     use std::net::IpAddr;
-    use workflow_service::capabilities::net::is_internal;
     for internal in [
         "127.0.0.1",
         "10.1.2.3",

@@ -1,7 +1,9 @@
 //! The workflow engine's logic in plain Rust: the workflow spec, its
-//! validation at submit, templating, and the rules of approvals. No IO.
+//! validation at submit, templating, the rules of approvals, and what
+//! happens next to a workflow (`progress`). No IO.
 
 pub mod approval;
+pub mod progress;
 pub mod spec;
 pub mod status;
 pub mod template;

@@ -170,7 +170,14 @@ fn ready_steps_respect_dependencies_capacity_and_pauses() {
     );
     assert!(ready(&steps, &set(&["a", "b"]), &set(&["a"]), false, &none, 8).is_empty());
     assert_eq!(
-        names(ready(&steps, &set(&["a", "b"]), &set(&["a", "b"]), false, &none, 8)),
+        names(ready(
+            &steps,
+            &set(&["a", "b"]),
+            &set(&["a", "b"]),
+            false,
+            &none,
+            8
+        )),
         ["c"]
     );
     // Paused: only approved steps start.

@@ -20,7 +20,7 @@ pub use assess::StepPlan;
 use lease::{CancelFlag, Claim, Slot};
 use step::StepStart;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,11 +30,11 @@ use airt_proto::registry::v1 as registry;
 use serde_json::{Map, Value, json};
 
 use crate::capabilities::{Catalogue, ParameterSpec, Workspace};
-use crate::domain::{StepStatus, WorkflowDraft, WorkflowSpec};
+use crate::domain::{WorkflowDraft, WorkflowSpec};
 use crate::error::WorkflowError;
 use crate::gate::policy::PolicyGate;
 use crate::gate::registry::RegistryGate;
-use crate::store::{ApprovalRow, Transition, WorkflowRow, WorkflowStore};
+use crate::store::{Transition, WorkflowRow, WorkflowStore};
 use crate::webhooks::WebhookConfig;
 
 /// How the engine behaves where a spec says nothing.
@@ -134,35 +134,6 @@ pub(crate) struct Run {
     submitter: Principal,
     deadline: Option<Instant>,
     outputs: Mutex<Map<String, Value>>,
-}
-
-/// Where a workflow stands, from its stored steps and approvals.
-#[derive(Debug, Default)]
-struct Progress {
-    /// Succeeded steps.
-    done: HashSet<String>,
-    /// Steps not to schedule again (done, waiting, or settled below).
-    started: HashSet<String>,
-    /// Steps whose approval was granted: they run now.
-    approved: HashMap<String, ApprovalRow>,
-    /// Steps whose approval was rejected or expired: status and reason.
-    settled: Vec<(String, StepStatus, String)>,
-    /// A step still waits for a decision.
-    waiting: bool,
-    /// A waiting step's approval was voided before a new one was requested.
-    orphaned: bool,
-    /// A step that had already failed (DENIED, FAILED, ...), with its error.
-    failed: Option<(String, String)>,
-    /// Steps interrupted while RUNNING, with their attempt: re-executed
-    /// from that attempt, under the same idempotency key.
-    interrupted: HashMap<String, u32>,
-}
-
-impl Progress {
-    /// Whether anything can happen to a paused workflow now.
-    fn actionable(&self) -> bool {
-        !self.approved.is_empty() || !self.settled.is_empty() || self.orphaned
-    }
 }
 
 impl Run {

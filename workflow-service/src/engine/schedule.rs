@@ -8,10 +8,20 @@ use std::time::{Duration, Instant};
 use airt_kit::Principal;
 use serde_json::{Map, Value, json};
 
-use super::{CancelFlag, Claim, Engine, Outcome, Progress, Run, StepStart};
-use crate::domain::{StepStatus, WorkflowStatus, validate_workflow};
+use super::{CancelFlag, Claim, Engine, Outcome, Run, StepStart};
+use crate::domain::approval::rfc3339;
+use crate::domain::progress::{self, ApprovalState, Ending, Entry, Progress, StepState};
+use crate::domain::{StepSpec, StepStatus, WorkflowStatus, validate_workflow};
 use crate::error::WorkflowError;
 use crate::store::{ApprovalRow, Transition, WorkflowRow};
+
+/// Where a run picks a workflow up: its progress and the granted approvals
+/// the approved steps run with.
+#[derive(Debug, Default)]
+pub(super) struct Resumed {
+    progress: Progress,
+    approvals: HashMap<String, ApprovalRow>,
+}
 
 impl Engine {
     /// One step forward for a workflow whose slot is held.
@@ -22,143 +32,83 @@ impl Engine {
     ) -> Result<WorkflowStatus, WorkflowError> {
         let row = self.workflow_row(workflow_id).await?;
         let status = row.status()?;
-        if status.is_terminal() {
+        let cancel = flag.requested();
+        let entry = progress::entry(status, cancel.is_some());
+        if entry == Entry::Finished {
             return Ok(status);
         }
         let run = Arc::new(self.load_run(&row).await?);
-        if status == WorkflowStatus::RollingBack {
+        let progress = match entry {
             // Interrupted rollback: continue at the first unfinished compensation.
-            return self
-                .rollback(&run, &row.failure_reason, &row.failed_step)
-                .await;
-        }
-        if let Some((rollback, why)) = flag.requested()
-            && status != WorkflowStatus::Running
-        {
-            return self.settle_cancel(&run, rollback, &why).await;
-        }
-        // PENDING means no step was touched: the first step write commits
-        // RUNNING with it.
-        let progress = if status == WorkflowStatus::Pending {
-            Progress::default()
-        } else {
-            self.progress(&run).await?
+            Entry::ContinueRollback => {
+                return self
+                    .rollback(&run, &row.failure_reason, &row.failed_step)
+                    .await;
+            }
+            // Cancelled while nobody drove it: skip what has not run, then
+            // roll back or stop.
+            Entry::SettleCancel => {
+                let completed_any = !run.outputs().is_empty();
+                return self.finish(&run, flag, None, completed_any, false).await;
+            }
+            // No step was touched: the first step write commits RUNNING with it.
+            Entry::Start => Resumed::default(),
+            Entry::Resume | Entry::Finished => self.progress(&run).await?,
         };
-        if status == WorkflowStatus::Paused && !progress.actionable() {
+        if status == WorkflowStatus::Paused && !progress.progress.actionable() {
             return Ok(status);
         }
         self.drive(&run, flag, status, progress).await
     }
 
-    /// Stops a workflow that is not being driven: skips what has not run,
-    /// then rolls back (ROLLED_BACK / COMPENSATION_FAILED) or stops
-    /// (CANCELLED).
-    pub(super) async fn settle_cancel(
-        &self,
-        run: &Run,
-        rollback: bool,
-        why: &str,
-    ) -> Result<WorkflowStatus, WorkflowError> {
-        let reason = format!("cancelled: {why}");
-        self.skip_remaining(run, &reason).await?;
-        if rollback && !run.outputs().is_empty() {
-            return self.rollback(run, &reason, "").await;
-        }
-        self.set_status(run, WorkflowStatus::Cancelled, &reason, "")
-            .await?;
-        Ok(WorkflowStatus::Cancelled)
-    }
-
     /// Where a workflow stands: its steps, and the state of the approvals
-    /// its waiting steps wait for.
-    pub(super) async fn progress(&self, run: &Run) -> Result<Progress, WorkflowError> {
-        let mut progress = Progress::default();
-        let approvals: HashMap<String, ApprovalRow> = self
-            .inner
-            .store
-            .approvals_of(&run.workflow_id)
-            .await?
-            .into_iter()
-            .map(|a| (a.approval_id.clone(), a))
-            .collect();
-        for step in self.inner.store.steps(&run.workflow_id).await? {
-            let name = step.step_name.clone();
-            match step.status()? {
-                StepStatus::Succeeded => {
-                    progress.done.insert(name.clone());
-                    progress.started.insert(name);
-                }
-                StepStatus::Pending => {}
-                // Interrupted by a crash: run again from that attempt.
-                StepStatus::Running => {
-                    let attempt = u32::try_from(step.attempt.max(1)).unwrap_or(1);
-                    // An approved step interrupted while executing keeps its
-                    // approval (its digest is checked again).
-                    if let Some(approval) = approvals.get(&step.approval_id)
-                        && approval.status()? == crate::domain::ApprovalStatus::Approved
-                    {
-                        progress.approved.insert(name.clone(), approval.clone());
-                    }
-                    progress.interrupted.insert(name, attempt);
-                }
-                StepStatus::Failed
-                | StepStatus::Denied
-                | StepStatus::Rejected
-                | StepStatus::Expired => {
-                    progress
-                        .failed
-                        .get_or_insert((name.clone(), step.error.clone()));
-                    progress.started.insert(name);
-                }
-                StepStatus::AwaitingApproval => {
-                    let approval = approvals.get(&step.approval_id);
-                    match approval.map(ApprovalRow::status).transpose()? {
-                        Some(crate::domain::ApprovalStatus::Approved) => {
-                            progress
-                                .approved
-                                .insert(name, approval.cloned().expect("checked above"));
-                        }
-                        Some(crate::domain::ApprovalStatus::Pending) => {
-                            progress.waiting = true;
-                            progress.started.insert(name);
-                        }
-                        Some(crate::domain::ApprovalStatus::Rejected) => {
-                            let a = approval.expect("checked above");
-                            let comment = if a.comment.is_empty() {
-                                String::new()
-                            } else {
-                                format!(": {}", a.comment)
-                            };
-                            let reason = format!(
-                                "approval {} rejected by {}{comment}",
-                                a.approval_id, a.decided_by
-                            );
-                            progress.started.insert(name.clone());
-                            progress.settled.push((name, StepStatus::Rejected, reason));
-                        }
-                        Some(crate::domain::ApprovalStatus::Expired) => {
-                            let a = approval.expect("checked above");
-                            let reason = format!(
-                                "approval {} expired at {} without a decision",
-                                a.approval_id,
-                                crate::domain::approval::rfc3339(a.expires_at_us)
-                            );
-                            progress.started.insert(name.clone());
-                            progress.settled.push((name, StepStatus::Expired, reason));
-                        }
-                        // Voided before its replacement was requested: run
-                        // the step again, which requests a new approval.
-                        Some(crate::domain::ApprovalStatus::Void) | None => {
-                            progress.orphaned = true;
-                        }
-                    }
-                }
-                _ => {
-                    progress.started.insert(name);
-                }
-            }
+    /// its waiting steps wait for (see [`progress::progress`]).
+    pub(super) async fn progress(&self, run: &Run) -> Result<Resumed, WorkflowError> {
+        let approvals = self.inner.store.approvals_of(&run.workflow_id).await?;
+        let steps = self.inner.store.steps(&run.workflow_id).await?;
+        let mut approval_states = HashMap::new();
+        for approval in &approvals {
+            approval_states.insert(
+                approval.approval_id.as_str(),
+                (approval.status()?, rfc3339(approval.expires_at_us)),
+            );
         }
-        Ok(progress)
+        let states = steps
+            .iter()
+            .map(|step| {
+                Ok(StepState {
+                    name: &step.step_name,
+                    status: step.status()?,
+                    attempt: step.attempt,
+                    error: &step.error,
+                    approval_id: &step.approval_id,
+                })
+            })
+            .collect::<Result<Vec<_>, WorkflowError>>()?;
+        let by_id: HashMap<&str, &ApprovalRow> = approvals
+            .iter()
+            .map(|a| (a.approval_id.as_str(), a))
+            .collect();
+        let progress = progress::progress(&states, |id| {
+            let row = by_id.get(id)?;
+            let (status, expires_at) = approval_states.get(id)?;
+            Some(ApprovalState {
+                status: *status,
+                decided_by: &row.decided_by,
+                comment: &row.comment,
+                expires_at,
+            })
+        });
+        let approvals = progress
+            .approved
+            .values()
+            .filter_map(|id| by_id.get(id.as_str()))
+            .map(|row| (row.approval_id.clone(), (*row).clone()))
+            .collect();
+        Ok(Resumed {
+            progress,
+            approvals,
+        })
     }
 
     /// A run's context from its stored row, with the outputs of the steps
@@ -210,7 +160,7 @@ impl Engine {
         run: &Arc<Run>,
         flag: &CancelFlag,
         from: WorkflowStatus,
-        progress: Progress,
+        resumed: Resumed,
     ) -> Result<WorkflowStatus, WorkflowError> {
         let workflow_id = run.workflow_id.as_str();
         if from != WorkflowStatus::Running {
@@ -224,7 +174,6 @@ impl Engine {
                 },
             );
         }
-
         if from == WorkflowStatus::Pending
             && run.spec.options.preflight
             && let Some((step, reason)) = self
@@ -239,65 +188,62 @@ impl Engine {
                 .await?;
             return Ok(WorkflowStatus::Failed);
         }
-
-        let Progress {
-            mut done,
-            mut started,
-            mut approved,
-            settled,
-            waiting,
-            failed,
-            interrupted,
-            ..
-        } = progress;
+        let Resumed {
+            mut progress,
+            mut approvals,
+        } = resumed;
         // A step that failed before an interruption fails the workflow.
-        let mut failure: Option<(String, String)> = failed;
+        let mut failure = progress.failed.take();
         // Rejected or expired approvals fail their steps.
-        for (step, status, reason) in settled {
-            self.transition(
-                workflow_id,
-                Transition::Step {
-                    step: step.clone(),
-                    status,
-                    attempt: None,
-                    error: reason.clone(),
-                },
-            )
-            .await?;
+        for (step, status, reason) in std::mem::take(&mut progress.settled) {
+            let error = reason.clone();
+            let settled = Transition::Step {
+                step: step.clone(),
+                status,
+                attempt: None,
+                error,
+            };
+            self.transition(workflow_id, settled).await?;
             failure.get_or_insert((step, reason));
         }
         let max_parallel = run.spec.options.max_parallel as usize;
         let mut running = tokio::task::JoinSet::new();
         // While a step waits for a human no new step starts, except the
         // approved ones.
-        let mut paused = waiting;
+        let mut paused = progress.waiting;
         loop {
-            let mut spawned = false;
+            let mut started_now = false;
             if failure.is_none() && flag.requested().is_none() && !flag.lost() {
-                for step in &run.spec.steps {
-                    if running.len() >= max_parallel {
-                        break;
-                    }
-                    let ready = !started.contains(&step.name)
-                        && step.depends_on.iter().all(|d| done.contains(d))
-                        && (!paused || approved.contains_key(&step.name));
-                    if ready {
-                        started.insert(step.name.clone());
-                        let start = StepStart {
-                            approval: approved.remove(&step.name),
-                            first_attempt: interrupted.get(&step.name).copied().unwrap_or(1),
-                        };
-                        let (engine, run, step) = (self.clone(), run.clone(), step.clone());
-                        running.spawn(async move {
-                            let outcome = engine.run_step(&run, &step, start).await;
-                            (step.name, outcome)
-                        });
-                        spawned = true;
-                    }
+                let capacity = max_parallel.saturating_sub(running.len());
+                let ready: Vec<StepSpec> = progress::ready(
+                    &run.spec.steps,
+                    &progress.started,
+                    &progress.done,
+                    paused,
+                    &progress.approved,
+                    capacity,
+                )
+                .into_iter()
+                .cloned()
+                .collect();
+                for step in ready {
+                    progress.started.insert(step.name.clone());
+                    let start = StepStart {
+                        approval: progress
+                            .approved
+                            .remove(&step.name)
+                            .and_then(|id| approvals.remove(&id)),
+                        first_attempt: progress.interrupted.get(&step.name).copied().unwrap_or(1),
+                    };
+                    let (engine, run) = (self.clone(), run.clone());
+                    running.spawn(async move {
+                        let outcome = engine.run_step(&run, &step, start).await;
+                        (step.name, outcome)
+                    });
+                    started_now = true;
                 }
             }
-            if !spawned && !running.is_empty() {
-                // No step starts now whose first commit could carry them.
+            if progress::must_flush(started_now, running.len(), false) {
                 self.flush(workflow_id).await?;
             }
             let Some(joined) = running.join_next().await else {
@@ -311,7 +257,7 @@ impl Engine {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(name.clone(), outputs);
-                    done.insert(name);
+                    progress.done.insert(name);
                 }
                 Outcome::Failed { reason, .. } => {
                     failure.get_or_insert((name, reason));
@@ -319,44 +265,61 @@ impl Engine {
                 Outcome::AwaitingApproval => paused = true,
             }
         }
-
         if flag.lost() {
             return Err(WorkflowError::LeaseLost(run.workflow_id.clone()));
         }
+        let completed_any = !progress.done.is_empty();
+        self.finish(run, flag, failure, completed_any, paused).await
+    }
+
+    /// Ends a drive with nothing in flight: FAILED or rolled back after a
+    /// failure, CANCELLED or rolled back after a cancellation, PAUSED, or
+    /// COMPLETED (see [`progress::ending`]).
+    async fn finish(
+        &self,
+        run: &Run,
+        flag: &CancelFlag,
+        failure: Option<(String, String)>,
+        completed_any: bool,
+        paused: bool,
+    ) -> Result<WorkflowStatus, WorkflowError> {
+        let cancel = flag.requested();
+        let ending = progress::ending(
+            failure.is_some(),
+            cancel.as_ref().map(|(rollback, _)| *rollback),
+            completed_any,
+            run.spec.options.auto_rollback,
+            paused,
+        );
         // What is still deferred rides with the final status, unless the
         // stored steps are read first (skipping what is left, rolling back).
-        if failure.is_some() || flag.requested().is_some() {
-            self.flush(workflow_id).await?;
+        let stopping = matches!(ending, Ending::Fail { .. } | Ending::Cancel { .. });
+        if progress::must_flush(false, 0, stopping) {
+            self.flush(&run.workflow_id).await?;
         }
-        if let Some((rollback, why)) = flag.requested()
-            && failure.is_none()
-        {
-            let reason = format!("cancelled: {why}");
-            self.skip_remaining(run, &reason).await?;
-            if rollback && !done.is_empty() {
-                return self.rollback(run, &reason, "").await;
+        let (status, reason, step) = match ending {
+            Ending::Fail { rollback } => {
+                let (step, reason) = failure.unwrap_or_default();
+                self.skip_remaining(run, &reason).await?;
+                if rollback {
+                    return self.rollback(run, &reason, &step).await;
+                }
+                (WorkflowStatus::Failed, reason, step)
             }
-            self.set_status(run, WorkflowStatus::Cancelled, &reason, "")
-                .await?;
-            return Ok(WorkflowStatus::Cancelled);
-        }
-        if let Some((step, reason)) = failure {
-            self.skip_remaining(run, &reason).await?;
-            // With nothing completed there is nothing to roll back: FAILED.
-            if run.spec.options.auto_rollback && !done.is_empty() {
-                return self.rollback(run, &reason, &step).await;
+            Ending::Cancel { rollback } => {
+                let why = cancel.map(|(_, why)| why).unwrap_or_default();
+                let reason = format!("cancelled: {why}");
+                self.skip_remaining(run, &reason).await?;
+                if rollback {
+                    return self.rollback(run, &reason, "").await;
+                }
+                (WorkflowStatus::Cancelled, reason, String::new())
             }
-            self.set_status(run, WorkflowStatus::Failed, &reason, &step)
-                .await?;
-            return Ok(WorkflowStatus::Failed);
-        }
-        if paused {
-            self.set_status(run, WorkflowStatus::Paused, "", "").await?;
-            return Ok(WorkflowStatus::Paused);
-        }
-        self.set_status(run, WorkflowStatus::Completed, "", "")
-            .await?;
-        Ok(WorkflowStatus::Completed)
+            Ending::Pause => (WorkflowStatus::Paused, String::new(), String::new()),
+            Ending::Complete => (WorkflowStatus::Completed, String::new(), String::new()),
+        };
+        self.set_status(run, status, &reason, &step).await?;
+        Ok(status)
     }
 
     /// Marks every step that has not started, or waits for approval,

@@ -238,45 +238,76 @@ fn type_matches(param_type: &str, value: &Value) -> bool {
     }
 }
 
-/// Checks inputs against parameters: every required one present, every
-/// value of its type, no unknown names; fills in defaults. Errors name the
-/// parameter and are not retryable.
+/// One thing wrong with a step's inputs, by parameter name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputProblem {
+    pub parameter: String,
+    pub problem: String,
+}
+
+/// Everything wrong with `inputs` against `parameters`: unknown names,
+/// values of the wrong type, required parameters missing. Names in
+/// `pending` are inputs whose values are not known yet (they need earlier
+/// steps' outputs): they count as present and their type is not checked.
+pub fn input_problems(
+    parameters: &[ParameterSpec],
+    inputs: &Map<String, Value>,
+    pending: &[String],
+) -> Vec<InputProblem> {
+    let problem = |parameter: &str, problem: String| InputProblem {
+        parameter: parameter.to_owned(),
+        problem,
+    };
+    let mut problems = Vec::new();
+    for name in inputs.keys().chain(pending) {
+        if !parameters.iter().any(|p| &p.name == name) {
+            problems.push(problem(name, format!("unknown parameter {name:?}")));
+        }
+    }
+    for parameter in parameters {
+        let name = &parameter.name;
+        match inputs.get(name) {
+            Some(value) if !type_matches(&parameter.param_type, value) => problems.push(problem(
+                name,
+                format!(
+                    "parameter {name:?} must be of type {}",
+                    parameter.param_type
+                ),
+            )),
+            Some(_) => {}
+            None if parameter.required
+                && parameter.default.is_none()
+                && !pending.contains(name) =>
+            {
+                problems.push(problem(
+                    name,
+                    format!("missing required parameter {name:?}"),
+                ));
+            }
+            None => {}
+        }
+    }
+    problems
+}
+
+/// Checks inputs against parameters ([`input_problems`]) and fills in
+/// defaults. The error names every problem and is not retryable.
 pub fn validate_inputs(
     parameters: &[ParameterSpec],
     inputs: &Map<String, Value>,
 ) -> Result<Map<String, Value>, HandlerError> {
-    let mut problems = Vec::new();
-    for name in inputs.keys() {
-        if !parameters.iter().any(|p| &p.name == name) {
-            problems.push(format!("unknown parameter {name:?}"));
-        }
+    let problems = input_problems(parameters, inputs, &[]);
+    if !problems.is_empty() {
+        let text: Vec<String> = problems.into_iter().map(|p| p.problem).collect();
+        return Err(HandlerError::invalid_input(text.join("; ")));
     }
     let mut resolved = inputs.clone();
     for parameter in parameters {
-        match inputs.get(&parameter.name) {
-            Some(value) if !type_matches(&parameter.param_type, value) => {
-                problems.push(format!(
-                    "parameter {:?} must be of type {}",
-                    parameter.name, parameter.param_type
-                ));
-            }
-            Some(_) => {}
-            None => match &parameter.default {
-                Some(default) => {
-                    resolved.insert(parameter.name.clone(), default.clone());
-                }
-                None if parameter.required => {
-                    problems.push(format!("missing required parameter {:?}", parameter.name))
-                }
-                None => {}
-            },
+        if let (None, Some(default)) = (inputs.get(&parameter.name), &parameter.default) {
+            resolved.insert(parameter.name.clone(), default.clone());
         }
     }
-    if problems.is_empty() {
-        Ok(resolved)
-    } else {
-        Err(HandlerError::invalid_input(problems.join("; ")))
-    }
+    Ok(resolved)
 }
 
 /// The spec files of every built-in, embedded in the binary.

@@ -44,6 +44,27 @@ pub fn error_with_metadata(
     Status::with_error_details(code, message, details)
 }
 
+/// Every violation in one line: `field: description; field: description`.
+pub fn violations_message(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// INVALID_ARGUMENT whose message is `<what>: ` and every violation
+/// ([`violations_message`]), with the violations as details.
+pub fn invalid(reason: &str, what: &str, violations: Vec<FieldViolation>) -> Status {
+    let message = violations_message(&violations);
+    let message = if what.is_empty() {
+        message
+    } else {
+        format!("{what}: {message}")
+    };
+    invalid_argument(reason, message, violations)
+}
+
 /// INVALID_ARGUMENT with every field violation at once.
 pub fn invalid_argument(
     reason: &str,

@@ -25,24 +25,14 @@ impl PolicyError {
     }
 }
 
-fn joined(violations: &[FieldViolation]) -> String {
-    violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 impl From<PolicyError> for Status {
     fn from(error: PolicyError) -> Self {
         match error {
-            PolicyError::InvalidPolicySet(violations) => status::invalid_argument(
-                "INVALID_POLICY_SET",
-                format!("invalid policy set: {}", joined(&violations)),
-                violations,
-            ),
+            PolicyError::InvalidPolicySet(violations) => {
+                status::invalid("INVALID_POLICY_SET", "invalid policy set", violations)
+            }
             PolicyError::InvalidRequest(violations) => {
-                status::invalid_argument("INVALID_ARGUMENT", joined(&violations), violations)
+                status::invalid("INVALID_ARGUMENT", "", violations)
             }
             PolicyError::NotFound(revision) => status::error(
                 Code::NotFound,

@@ -26,18 +26,9 @@ pub enum RegistryError {
 impl From<RegistryError> for Status {
     fn from(error: RegistryError) -> Self {
         match error {
-            RegistryError::Invalid(violations) => status::invalid_argument(
-                "INVALID_CAPABILITY",
-                format!(
-                    "invalid capability: {}",
-                    violations
-                        .iter()
-                        .map(|v| format!("{}: {}", v.field, v.description))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
-                violations,
-            ),
+            RegistryError::Invalid(violations) => {
+                status::invalid("INVALID_CAPABILITY", "invalid capability", violations)
+            }
             RegistryError::InvalidRequest(violation) => status::invalid_argument(
                 "INVALID_ARGUMENT",
                 format!("{}: {}", violation.field, violation.description),

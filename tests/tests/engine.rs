@@ -382,25 +382,23 @@ async fn a_deny_at_step_two_rolls_back_step_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_capabilities_are_high_risk_and_escalated_steps_pause_without_running() {
+async fn unknown_capabilities_are_refused_at_submit_and_escalated_steps_pause_without_running() {
     let s = stack(TestDb::sqlite(), Duration::from_secs(10)).await;
-    let unknown = s.run("name: u\noptions: {preflight: false}\nsteps:\n  - {name: mystery, capability: ghost.thing}\n", None).await;
-    assert_eq!(
-        status(&unknown),
-        WorkflowStatus::Failed,
-        "nothing ran, so nothing to roll back"
-    );
-    let steps = s
+    let draft = WorkflowDraft::from_text(
+        "name: u\noptions: {preflight: false}\nsteps:\n  - {name: mystery, capability: ghost.thing}\n",
+    )
+    .expect("yaml");
+    let refused = s
         .engine
-        .store()
-        .steps(&unknown.workflow_id)
+        .submit(draft, Principal::new("user", "alice", vec![]), None)
         .await
-        .expect("steps");
-    assert_eq!(
-        (steps[0].status.as_str(), steps[0].risk_level.as_str()),
-        ("DENIED", "HIGH"),
-        "unknown means HIGH"
-    );
+        .expect_err("an unknown capability is refused before anything is stored");
+    let workflow_service::error::WorkflowError::InvalidWorkflow(violations) = refused else {
+        panic!("INVALID_ARGUMENT, not {refused}");
+    };
+    assert_eq!(violations.len(), 1);
+    assert_eq!(violations[0].field, "steps[0].capability");
+    assert!(violations[0].description.contains("ghost.thing"));
 
     let paused = s
         .run(

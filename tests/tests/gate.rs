@@ -242,14 +242,14 @@ async fn policy_decisions_or_a_fail_closed_error() {
         .evaluate(incomplete, soon())
         .await
         .expect_err("invalid");
+    let GateError::Refused { code, reason, .. } = &refused else {
+        panic!("refused, not {refused}");
+    };
+    assert_eq!(*code, tonic::Code::InvalidArgument);
+    // The service's ErrorInfo reason survives into the step's failure text.
+    let reason = reason.as_deref().expect("the policy service's reason");
     assert!(
-        matches!(
-            refused,
-            GateError::Refused {
-                code: tonic::Code::InvalidArgument,
-                ..
-            }
-        ),
+        refused.to_string().contains(&format!("[{reason}]")),
         "{refused}"
     );
 

@@ -42,28 +42,10 @@ impl From<WorkflowError> for Status {
     fn from(error: WorkflowError) -> Self {
         match error {
             WorkflowError::InvalidWorkflow(violations) => {
-                let message = violations
-                    .iter()
-                    .map(|v| format!("{}: {}", v.field, v.description))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                status::invalid_argument(
-                    "INVALID_WORKFLOW",
-                    format!("invalid workflow: {message}"),
-                    violations,
-                )
+                status::invalid("INVALID_WORKFLOW", "invalid workflow", violations)
             }
             WorkflowError::InvalidRequest(violations) => {
-                let message = violations
-                    .iter()
-                    .map(|v| format!("{}: {}", v.field, v.description))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                status::invalid_argument(
-                    "INVALID_REQUEST",
-                    format!("invalid request: {message}"),
-                    violations,
-                )
+                status::invalid("INVALID_REQUEST", "invalid request", violations)
             }
             WorkflowError::NotFound(id) => status::error(
                 Code::NotFound,

@@ -131,7 +131,7 @@ impl Serialize for Pattern {
 /// Why a policy set was refused: every problem, each with its field (and
 /// line when the YAML itself is malformed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid policy set: {}", .0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
+#[error("invalid policy set: {}", airt_kit::status::violations_message(.0))]
 pub struct ParseError(pub Vec<FieldViolation>);
 
 struct Problems(Vec<FieldViolation>);

@@ -7,6 +7,7 @@ pub mod progress;
 pub mod spec;
 pub mod status;
 pub mod template;
+pub mod verdict;
 
 pub use spec::{StepSpec, StepType, WorkflowDraft, WorkflowSpec, validate_workflow};
 pub use status::{ApprovalStatus, CompensationStatus, DeliveryStatus, StepStatus, WorkflowStatus};

@@ -1,47 +1,113 @@
 //! The gate, once for run, preflight and plan: resolve the inputs, ask the
 //! registry, check the inputs against the spec, ask the policy.
 
-use std::sync::Mutex;
 use std::time::Instant;
 
-use airt_kit::Principal;
 use airt_kit::json::to_proto_struct;
 use airt_proto::common::v1 as common;
 use airt_proto::policy::v1 as policy;
 use airt_proto::registry::v1 as registry;
 use serde_json::{Map, Value, json};
 
-use super::{Engine, Run, decision_json, risk_name};
+use super::{Engine, Run, decision_json, parameters_of, risk_name};
 use crate::capabilities::Catalogue;
+use crate::capabilities::input_problems;
+use crate::domain::StepSpec;
 use crate::domain::template::{Scope, resolve};
-use crate::domain::{
-    StepSpec, StepStatus, StepType, WorkflowDraft, WorkflowSpec, validate_workflow,
-};
+use crate::domain::verdict::{Refusal, Verdict};
 use crate::error::WorkflowError;
 use crate::gate::GateError;
 use crate::store::Transition;
 
-/// The registry's answer and the policy decision for one step, from its
-/// statically known inputs.
-#[derive(Debug)]
-pub(super) struct Assessment {
-    capability: Option<registry::Capability>,
-    known: Map<String, Value>,
-    deferred: Vec<String>,
-    decision: policy::DecisionRecord,
+/// A step's inputs as far as they are known: all of them when it runs;
+/// before anything runs, those that need no earlier step's output, with
+/// the names of the others.
+#[derive(Debug, Default)]
+pub(super) struct StepInputs {
+    pub(super) known: Map<String, Value>,
+    pub(super) pending: Vec<String>,
 }
 
-/// What preflight says of one step.
-#[derive(Debug, Clone)]
-pub struct StepPlan {
-    pub step_name: String,
-    /// `None` for an unknown capability (treated as HIGH risk) or a
-    /// HUMAN_APPROVAL step.
-    pub capability: Option<registry::Capability>,
-    /// `None` for HUMAN_APPROVAL steps.
-    pub decision: Option<policy::DecisionRecord>,
-    /// Inputs that depend on earlier steps' outputs.
-    pub deferred_inputs: Vec<String>,
+impl StepInputs {
+    /// Every input, resolved.
+    pub(super) fn resolved(known: Map<String, Value>) -> Self {
+        Self {
+            known,
+            pending: Vec::new(),
+        }
+    }
+
+    /// What can be resolved from the initial state alone.
+    pub(super) fn statically(run: &Run, step: &StepSpec) -> Self {
+        let empty = Map::new();
+        let scope = Scope {
+            initial_state: &run.spec.initial_state,
+            outputs: &empty,
+        };
+        let mut inputs = Self::default();
+        for (key, value) in &step.inputs {
+            match resolve(value, scope) {
+                Ok(value) => {
+                    inputs.known.insert(key.clone(), value);
+                }
+                Err(_) => inputs.pending.push(key.clone()),
+            }
+        }
+        inputs
+    }
+}
+
+/// The registry's answer for a step whose capability and inputs pass.
+#[derive(Debug)]
+pub(super) struct Examined {
+    pub(super) capability: registry::Capability,
+    pub(super) spec: registry::CapabilitySpec,
+    /// The known inputs with defaults filled in and paths normalised.
+    pub(super) inputs: Map<String, Value>,
+    pub(super) pending: Vec<String>,
+}
+
+/// The gate's answer for one ACTION step: the registry's, then the policy's.
+#[derive(Debug)]
+pub(super) struct Assessment {
+    pub(super) examined: Examined,
+    pub(super) record: policy::DecisionRecord,
+    pub(super) verdict: Verdict,
+}
+
+/// The decision as the engine obeys it: anything but ALLOW or
+/// REQUIRE_APPROVAL (an unset or unknown decision) is DENY.
+fn verdict_of(record: &policy::DecisionRecord) -> Verdict {
+    let (rule, reason) = (record.rule_id.clone(), record.reason.clone());
+    match policy::Decision::try_from(record.decision) {
+        Ok(policy::Decision::Allow) => Verdict::Allow,
+        Ok(policy::Decision::RequireApproval) => Verdict::RequireApproval { rule, reason },
+        _ => Verdict::Deny { rule, reason },
+    }
+}
+
+/// Why the gate gave no verdict: a refusal of the step, or an engine
+/// error (storage, lease) while committing deferred writes.
+#[derive(Debug)]
+pub(super) enum GateFailure {
+    Refused(Refusal),
+    Engine(WorkflowError),
+}
+
+impl From<Refusal> for GateFailure {
+    fn from(refusal: Refusal) -> Self {
+        Self::Refused(refusal)
+    }
+}
+
+impl From<WorkflowError> for GateFailure {
+    fn from(error: WorkflowError) -> Self {
+        Self::Engine(error)
+    }
+}
+
+fn unanswered(error: GateError) -> Refusal {
+    Refusal::Unanswered(error.to_string())
 }
 
 impl Engine {
@@ -79,149 +145,81 @@ impl Engine {
         }
     }
 
-    /// A valid spec this deployment runs: its `metadata.environment`, a
-    /// label, may not claim another environment than the deployment's.
-    pub(super) fn admit(&self, draft: &WorkflowDraft) -> Result<WorkflowSpec, WorkflowError> {
-        let spec = validate_workflow(draft).map_err(WorkflowError::InvalidWorkflow)?;
-        let deployed = &self.inner.config.environment;
-        if !spec.environment.is_empty() && !deployed.is_empty() && &spec.environment != deployed {
-            return Err(WorkflowError::InvalidWorkflow(vec![
-                airt_kit::status::FieldViolation::new(
-                    "spec.metadata.environment",
-                    format!(
-                        "this deployment is {deployed:?}, not {:?}; the environment comes from the service's configuration",
-                        spec.environment
-                    ),
-                ),
-            ]));
-        }
-        Ok(spec)
-    }
-
-    /// Looks up and evaluates one ACTION step with its statically known
-    /// inputs (those that need earlier steps' outputs are deferred).
-    pub(super) async fn assess(&self, run: &Run, step: &StepSpec) -> Result<Assessment, GateError> {
-        let deadline = self.step_deadline(run, step);
-        let empty = Map::new();
-        let scope = Scope {
-            initial_state: &run.spec.initial_state,
-            outputs: &empty,
+    /// The registry's half of the gate: the capability is registered and
+    /// not FROZEN, and the inputs fit its parameters (inputs still
+    /// `pending` count as present). With `journal`, writes deferred by that
+    /// workflow's driver are committed while the registry is slow.
+    pub(super) async fn examine(
+        &self,
+        step: &StepSpec,
+        inputs: StepInputs,
+        deadline: Instant,
+        journal: Option<&str>,
+    ) -> Result<Examined, GateFailure> {
+        let lookup = self.inner.registry.capability(&step.capability, deadline);
+        let found = match journal {
+            Some(workflow_id) => self.flushing_if_slow(workflow_id, lookup).await?,
+            None => lookup.await,
         };
-        let mut known = Map::new();
-        let mut deferred = Vec::new();
-        for (key, value) in &step.inputs {
-            match resolve(value, scope) {
-                Ok(value) => {
-                    known.insert(key.clone(), value);
-                }
-                Err(_) => deferred.push(key.clone()),
+        let unknown = || Refusal::Unknown {
+            capability: step.capability.clone(),
+        };
+        let capability = found.map_err(unanswered)?.ok_or_else(unknown)?;
+        let spec = capability.spec.clone().ok_or_else(unknown)?;
+        if spec.lifecycle == registry::CapabilityLifecycle::Frozen as i32 {
+            return Err(Refusal::Frozen {
+                capability: step.capability.clone(),
+                reason: capability.lifecycle_reason.clone(),
+            }
+            .into());
+        }
+        let parameters = parameters_of(&spec);
+        let problems = input_problems(&parameters, &inputs.known, &inputs.pending);
+        if !problems.is_empty() {
+            let problems = problems.into_iter().map(|p| (p.parameter, p.problem));
+            return Err(Refusal::Inputs(problems.collect()).into());
+        }
+        let mut known = inputs.known;
+        for parameter in &parameters {
+            if let (false, Some(default)) = (
+                known.contains_key(&parameter.name) || inputs.pending.contains(&parameter.name),
+                &parameter.default,
+            ) {
+                known.insert(parameter.name.clone(), default.clone());
             }
         }
-        let capability = self
-            .inner
-            .registry
-            .capability(&step.capability, deadline)
-            .await?;
-        let spec = capability.as_ref().and_then(|c| c.spec.clone());
-        if let Some(spec) = &spec {
-            Catalogue::normalise_paths(&spec.handler, &mut known);
-        }
-        let context = self.policy_context(run, step, spec.as_ref(), &known);
-        let decision = self.inner.policy.evaluate(context, deadline).await?;
-        Ok(Assessment {
+        Catalogue::normalise_paths(&spec.handler, &mut known);
+        Ok(Examined {
             capability,
-            known,
-            deferred,
-            decision,
+            spec,
+            inputs: known,
+            pending: inputs.pending,
         })
     }
 
-    /// Preflight: the first step that would be denied fails the workflow
-    /// before anything runs. Returns that step and the reason.
-    pub(super) async fn preflight(
+    /// The gate, one way for run, retry, preflight and plan: [`Self::examine`],
+    /// then the policy with the registry's risk and the known inputs.
+    pub(super) async fn assess(
         &self,
         run: &Run,
-    ) -> Result<Option<(String, String)>, WorkflowError> {
-        for step in run
-            .spec
-            .steps
-            .iter()
-            .filter(|s| s.step_type == StepType::Action)
-        {
-            let assessment = match self.assess(run, step).await {
-                Ok(assessment) => assessment,
-                Err(error) => {
-                    return Ok(Some((
-                        step.name.clone(),
-                        format!("preflight: step {}: {error}", step.name),
-                    )));
-                }
-            };
-            let record = &assessment.decision;
-            if record.decision == policy::Decision::Deny as i32 {
-                let reason = format!(
-                    "preflight: step {}: policy denied: rule {}: {}",
-                    step.name, record.rule_id, record.reason
-                );
-                let spec = assessment.capability.as_ref().and_then(|c| c.spec.as_ref());
-                self.record_decision(run, step, spec, assessment.known.clone(), record)
-                    .await?;
-                self.transition(
-                    &run.workflow_id,
-                    Transition::Step {
-                        step: step.name.clone(),
-                        status: StepStatus::Denied,
-                        attempt: None,
-                        error: reason.clone(),
-                    },
-                )
-                .await?;
-                return Ok(Some((step.name.clone(), reason)));
-            }
-        }
-        Ok(None)
-    }
-
-    /// What would happen to each step of `draft` if `submitter` submitted
-    /// it now: capability, risk and policy decision per step, from the
-    /// statically known inputs. Nothing is stored or executed.
-    pub async fn plan(
-        &self,
-        draft: &WorkflowDraft,
-        submitter: Principal,
-    ) -> Result<Vec<StepPlan>, WorkflowError> {
-        let spec = self.admit(draft)?;
-        let deadline = spec.options.max_duration.map(|d| Instant::now() + d);
-        let run = Run {
-            workflow_id: String::new(),
-            spec,
-            submitter,
-            deadline,
-            outputs: Mutex::default(),
+        step: &StepSpec,
+        inputs: StepInputs,
+        deadline: Instant,
+        journal: Option<&str>,
+    ) -> Result<Assessment, GateFailure> {
+        let examined = self.examine(step, inputs, deadline, journal).await?;
+        let context = self.policy_context(run, step, Some(&examined.spec), &examined.inputs);
+        let question = self.inner.policy.evaluate(context, deadline);
+        let answer = match journal {
+            Some(workflow_id) => self.flushing_if_slow(workflow_id, question).await?,
+            None => question.await,
         };
-        let mut plans = Vec::new();
-        for step in &run.spec.steps {
-            if step.step_type == StepType::HumanApproval {
-                plans.push(StepPlan {
-                    step_name: step.name.clone(),
-                    capability: None,
-                    decision: None,
-                    deferred_inputs: Vec::new(),
-                });
-                continue;
-            }
-            let assessment = self
-                .assess(&run, step)
-                .await
-                .map_err(|e| WorkflowError::Unavailable(e.to_string()))?;
-            plans.push(StepPlan {
-                step_name: step.name.clone(),
-                capability: assessment.capability,
-                decision: Some(assessment.decision),
-                deferred_inputs: assessment.deferred,
-            });
-        }
-        Ok(plans)
+        let record = answer.map_err(unanswered)?;
+        Ok(Assessment {
+            examined,
+            verdict: verdict_of(&record),
+            record,
+        })
     }
 
     /// Records the registry's answer and the decision, with the exact

@@ -10,14 +10,15 @@ mod approvals;
 mod assess;
 mod journal;
 mod lease;
+mod plan;
 mod recheck;
 mod rollback;
 mod schedule;
 mod step;
 mod undo;
 
-pub use assess::StepPlan;
 use lease::{CancelFlag, Claim, Slot};
+pub use plan::StepPlan;
 use step::StepStart;
 
 use std::collections::HashMap;
@@ -137,6 +138,17 @@ pub(crate) struct Run {
 }
 
 impl Run {
+    /// A run of nothing yet: for checks before a workflow is stored.
+    fn checking(spec: WorkflowSpec, submitter: &Principal) -> Self {
+        Self {
+            workflow_id: String::new(),
+            spec,
+            submitter: submitter.clone(),
+            deadline: None,
+            outputs: Mutex::default(),
+        }
+    }
+
     fn outputs(&self) -> Map<String, Value> {
         self.outputs
             .lock()
@@ -230,6 +242,9 @@ impl Engine {
         request_id: Option<String>,
     ) -> Result<(WorkflowRow, bool), WorkflowError> {
         let spec = self.admit(&draft)?;
+        let run = Run::checking(spec, &submitter);
+        self.check_statically(&run).await?;
+        let spec = run.spec;
         let workflow_id = uuid::Uuid::now_v7().to_string();
         // Stored with this instance's lease: its first run claims nothing.
         let (row, created) = self

@@ -4,16 +4,33 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use airt_proto::policy::v1 as policy;
-use airt_proto::registry::v1 as registry;
 use serde_json::Value;
 
-use super::{Engine, Run, parameters_of, undo};
-use crate::capabilities::{ExecutionContext, validate_inputs};
+use super::assess::{Examined, GateFailure, StepInputs};
+use super::{Engine, Run, undo};
+use crate::capabilities::ExecutionContext;
 use crate::domain::template::{Scope, resolve};
+use crate::domain::verdict::Verdict;
 use crate::domain::{CompensationStatus, StepSpec, StepStatus, WorkflowStatus};
 use crate::error::WorkflowError;
-use crate::store::Transition;
+use crate::store::{StepRow, Transition};
+
+/// How one completed step is undone, decided from its spec and row.
+#[derive(Debug)]
+enum UndoPlan {
+    /// It changed nothing: nothing to undo.
+    Nothing,
+    /// Run `capability` with `inputs`; `action` when it is an action of its
+    /// own (gated by the registry and the policy), not the capability's
+    /// built-in undo.
+    Run {
+        capability: String,
+        inputs: Value,
+        action: bool,
+    },
+    /// It cannot be undone: why.
+    Impossible(String),
+}
 
 impl Engine {
     /// Compensates completed steps in reverse completion order.
@@ -46,130 +63,157 @@ impl Engine {
             .map(|c| (c.step_name, c.position))
             .collect();
         let mut position = planned.values().copied().max().unwrap_or(0);
-        let outputs = run.outputs();
         let mut first_failure: Option<(String, String)> = None;
         for row in completed {
             let Some(step) = run.spec.steps.iter().find(|s| s.name == row.step_name) else {
                 continue;
             };
-            match row.status()? {
-                StepStatus::Compensated => continue,
-                StepStatus::CompensationFailed => {
-                    first_failure.get_or_insert((step.name.clone(), row.error.clone()));
-                    continue;
-                }
-                _ => {}
-            }
-            let undo: Value = serde_json::from_str(&row.undo).unwrap_or(Value::Null);
-            let plan = match &step.compensation {
-                Some(explicit) => {
-                    let scope = Scope {
-                        initial_state: &run.spec.initial_state,
-                        outputs: &outputs,
-                    };
-                    match resolve(&Value::Object(explicit.inputs.clone()), scope) {
-                        Ok(inputs) => Some((explicit.capability.clone(), inputs, true)),
-                        Err(error) => {
-                            first_failure.get_or_insert((
-                                step.name.clone(),
-                                format!("compensation inputs: {error}"),
-                            ));
-                            continue;
-                        }
+            let failure = match row.status()? {
+                StepStatus::Compensated => None,
+                StepStatus::CompensationFailed => Some(row.error.clone()),
+                _ => {
+                    let plan = self.undo_plan(run, step, &row).await;
+                    let known = planned.contains_key(&step.name);
+                    if !known && matches!(plan, UndoPlan::Run { .. }) {
+                        position += 1;
                     }
-                }
-                None if !undo.is_null() => Some((step.capability.clone(), undo.clone(), false)),
-                None => match self.implicit_undo(step, &row).await {
-                    undo::Undo::Nothing => None,
-                    undo::Undo::Run { capability, inputs } => Some((capability, inputs, true)),
-                    undo::Undo::Impossible(why) => {
-                        first_failure.get_or_insert((step.name.clone(), why.clone()));
-                        self.effect_stands(&run.workflow_id, &step.name, why)
-                            .await?;
-                        continue;
-                    }
-                },
-            };
-            let Some((capability, inputs, explicit)) = plan else {
-                // It changed nothing: nothing to undo.
-                continue;
-            };
-            // A compensation the workflow names is an action of its own: the
-            // policy decides it like any step (the original decision covers
-            // only the capability's own undo). Denied, or needing an approval
-            // nobody can give mid-rollback: not run, the step stays to undo
-            // by hand.
-            let refusal = if explicit {
-                self.compensation_refused(run, step, &capability, &inputs)
-                    .await
-            } else {
-                None
-            };
-            if !planned.contains_key(&step.name) {
-                position += 1;
-                self.transition(
-                    &run.workflow_id,
-                    Transition::CompensationPlanned {
-                        step: step.name.clone(),
-                        position,
-                        capability_id: capability.clone(),
-                        inputs: inputs.clone(),
-                    },
-                )
-                .await?;
-                self.mark(&run.workflow_id, &step.name, StepStatus::Compensating)
-                    .await?;
-            }
-            let (result, attempts) = match refusal {
-                Some(why) => (Err(why), 0),
-                None => {
-                    self.attempt_compensation(run, step, &capability, &inputs, explicit)
+                    self.undo_step(run, step, plan, (!known).then_some(position))
                         .await?
                 }
             };
-            match result {
-                Ok(()) => {
-                    self.transition(
-                        &run.workflow_id,
-                        Transition::Compensation {
-                            step: step.name.clone(),
-                            status: CompensationStatus::Done,
-                            attempts: i64::from(attempts),
-                            error: String::new(),
-                        },
-                    )
-                    .await?;
-                    self.mark(&run.workflow_id, &step.name, StepStatus::Compensated)
-                        .await?;
-                }
-                Err(error) => {
-                    self.transition(
-                        &run.workflow_id,
-                        Transition::Compensation {
-                            step: step.name.clone(),
-                            status: CompensationStatus::Failed,
-                            attempts: i64::from(attempts),
-                            error: error.clone(),
-                        },
-                    )
-                    .await?;
-                    self.effect_stands(&run.workflow_id, &step.name, error.clone())
-                        .await?;
-                    first_failure.get_or_insert((step.name.clone(), error));
-                }
+            if let Some(error) = failure {
+                first_failure.get_or_insert((step.name.clone(), error));
             }
         }
-        match first_failure {
-            None => {
-                self.set_status(run, WorkflowStatus::RolledBack, reason, failed_step)
-                    .await?;
-                Ok(WorkflowStatus::RolledBack)
+        let (status, reason, step) = match first_failure {
+            None => (
+                WorkflowStatus::RolledBack,
+                reason.to_owned(),
+                failed_step.to_owned(),
+            ),
+            Some((step, error)) => (
+                WorkflowStatus::CompensationFailed,
+                format!("{reason}; compensation of step {step} failed: {error}"),
+                step,
+            ),
+        };
+        self.set_status(run, status, &reason, &step).await?;
+        Ok(status)
+    }
+
+    /// How a completed step is undone: its explicit `compensation`, its
+    /// capability's undo record, or the undo capability its spec names.
+    async fn undo_plan(&self, run: &Run, step: &StepSpec, row: &StepRow) -> UndoPlan {
+        let undo: Value = serde_json::from_str(&row.undo).unwrap_or(Value::Null);
+        match &step.compensation {
+            Some(explicit) => {
+                let outputs = run.outputs();
+                let scope = Scope {
+                    initial_state: &run.spec.initial_state,
+                    outputs: &outputs,
+                };
+                match resolve(&Value::Object(explicit.inputs.clone()), scope) {
+                    Ok(inputs) => UndoPlan::Run {
+                        capability: explicit.capability.clone(),
+                        inputs,
+                        action: true,
+                    },
+                    Err(error) => UndoPlan::Impossible(format!("compensation inputs: {error}")),
+                }
             }
-            Some((step, error)) => {
-                let reason = format!("{reason}; compensation of step {step} failed: {error}");
-                self.set_status(run, WorkflowStatus::CompensationFailed, &reason, &step)
+            None if !undo.is_null() => UndoPlan::Run {
+                capability: step.capability.clone(),
+                inputs: undo,
+                action: false,
+            },
+            None => match self.implicit_undo(step, row).await {
+                undo::Undo::Nothing => UndoPlan::Nothing,
+                undo::Undo::Run { capability, inputs } => UndoPlan::Run {
+                    capability,
+                    inputs,
+                    action: true,
+                },
+                undo::Undo::Impossible(why) => UndoPlan::Impossible(why),
+            },
+        }
+    }
+
+    /// Carries out `plan` for one step (planning the compensation at
+    /// `position` first, when it is new); returns why it failed, if it did.
+    async fn undo_step(
+        &self,
+        run: &Run,
+        step: &StepSpec,
+        plan: UndoPlan,
+        position: Option<i64>,
+    ) -> Result<Option<String>, WorkflowError> {
+        let (capability, inputs, action) = match plan {
+            UndoPlan::Nothing => return Ok(None),
+            UndoPlan::Impossible(why) => {
+                self.effect_stands(&run.workflow_id, &step.name, why.clone())
                     .await?;
-                Ok(WorkflowStatus::CompensationFailed)
+                return Ok(Some(why));
+            }
+            UndoPlan::Run {
+                capability,
+                inputs,
+                action,
+            } => (capability, inputs, action),
+        };
+        let gated = if action {
+            Some(
+                self.gate_compensation(run, step, &capability, &inputs)
+                    .await,
+            )
+        } else {
+            None
+        };
+        if let Some(position) = position {
+            let planned = Transition::CompensationPlanned {
+                step: step.name.clone(),
+                position,
+                capability_id: capability.clone(),
+                inputs: inputs.clone(),
+            };
+            self.transition(&run.workflow_id, planned).await?;
+            self.mark(&run.workflow_id, &step.name, StepStatus::Compensating)
+                .await?;
+        }
+        let (result, attempts) = match &gated {
+            Some(Err(why)) => (Err(why.clone()), 0),
+            Some(Ok(examined)) => {
+                self.attempt_compensation(run, step, Compensation::Action(examined))
+                    .await?
+            }
+            None => {
+                let own = Compensation::Own {
+                    capability: &capability,
+                    undo: &inputs,
+                };
+                self.attempt_compensation(run, step, own).await?
+            }
+        };
+        let (status, error) = match &result {
+            Ok(()) => (CompensationStatus::Done, String::new()),
+            Err(error) => (CompensationStatus::Failed, error.clone()),
+        };
+        let outcome = Transition::Compensation {
+            step: step.name.clone(),
+            status,
+            attempts: i64::from(attempts),
+            error: error.clone(),
+        };
+        self.transition(&run.workflow_id, outcome).await?;
+        match result {
+            Ok(()) => {
+                self.mark(&run.workflow_id, &step.name, StepStatus::Compensated)
+                    .await?;
+                Ok(None)
+            }
+            Err(error) => {
+                self.effect_stands(&run.workflow_id, &step.name, error.clone())
+                    .await?;
+                Ok(Some(error))
             }
         }
     }
@@ -180,9 +224,7 @@ impl Engine {
         &self,
         run: &Run,
         step: &StepSpec,
-        capability: &str,
-        inputs: &Value,
-        explicit: bool,
+        action: Compensation<'_>,
     ) -> Result<(Result<(), String>, u32), WorkflowError> {
         let mut result = Err(String::from("not attempted"));
         let mut attempts = 0;
@@ -205,14 +247,24 @@ impl Engine {
                 Instant::now() + self.inner.config.default_step_timeout,
                 self.inner.workspace.clone(),
             );
-            if explicit {
-                // An action of its own: a remote service must not mistake it
-                // for a retry of the step it undoes.
-                ctx.idempotency_key.push_str("/compensation");
-            }
-            result = self
-                .compensate_once(&ctx, capability, inputs, explicit)
-                .await;
+            result = match action {
+                // The capability's own undo, from its durable undo record.
+                Compensation::Own { capability, undo } => self
+                    .inner
+                    .catalogue
+                    .compensate(capability, &ctx, undo)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Compensation::Action(examined) => {
+                    // An action of its own: a remote service must not mistake
+                    // it for a retry of the step it undoes.
+                    ctx.idempotency_key.push_str("/compensation");
+                    self.invoke(&examined.spec, &ctx, &examined.inputs)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            };
             match &result {
                 Ok(()) => break,
                 Err(error) => {
@@ -223,77 +275,49 @@ impl Engine {
         Ok((result, attempts))
     }
 
-    /// Why the policy (or an unreachable registry or policy service) does
-    /// not let the explicit compensation `capability` run, if it does not.
-    pub(super) async fn compensation_refused(
+    /// The gate for a compensation that is an action of its own (named by
+    /// the workflow, or the capability's undo capability): the registry and
+    /// the policy decide it like any step — the original decision covers
+    /// only the capability's own undo. Refused, denied, or needing an
+    /// approval nobody can give mid-rollback: not run, and why.
+    pub(super) async fn gate_compensation(
         &self,
         run: &Run,
         step: &StepSpec,
         capability: &str,
         inputs: &Value,
-    ) -> Option<String> {
+    ) -> Result<Examined, String> {
         let deadline = Instant::now() + self.inner.config.default_step_timeout;
-        let spec = match self.inner.registry.capability(capability, deadline).await {
-            Ok(found) => found.and_then(|c| c.spec),
-            Err(error) => return Some(error.to_string()),
+        let mut action = step.clone();
+        capability.clone_into(&mut action.capability);
+        let inputs = StepInputs::resolved(inputs.as_object().cloned().unwrap_or_default());
+        let assessment = match self.assess(run, &action, inputs, deadline, None).await {
+            Ok(assessment) => assessment,
+            Err(GateFailure::Refused(refusal)) => {
+                return Err(format!("compensation {capability}: {refusal}"));
+            }
+            Err(GateFailure::Engine(error)) => return Err(error.to_string()),
         };
-        let inputs = inputs.as_object().cloned().unwrap_or_default();
-        let mut context = self.policy_context(run, step, spec.as_ref(), &inputs);
-        capability.clone_into(&mut context.capability_id);
-        let record = match self.inner.policy.evaluate(context, deadline).await {
-            Ok(record) => record,
-            Err(error) => return Some(error.to_string()),
-        };
-        match policy::Decision::try_from(record.decision) {
-            Ok(policy::Decision::Allow) => None,
-            Ok(policy::Decision::RequireApproval) => Some(format!(
-                "compensation {capability} requires approval (rule {}); not run, undo by hand",
-                record.rule_id
+        match assessment.verdict {
+            Verdict::Allow => Ok(assessment.examined),
+            Verdict::RequireApproval { rule, .. } => Err(format!(
+                "compensation {capability} requires approval (rule {rule}); not run, undo by hand"
             )),
-            _ => Some(format!(
-                "compensation {capability}: policy denied: rule {}: {}",
-                record.rule_id, record.reason
+            Verdict::Deny { rule, reason } => Err(format!(
+                "compensation {capability}: policy denied: rule {rule}: {reason}"
             )),
         }
     }
+}
 
-    pub(super) async fn compensate_once(
-        &self,
-        ctx: &ExecutionContext,
-        capability: &str,
-        inputs: &Value,
-        explicit: bool,
-    ) -> Result<(), String> {
-        if !explicit {
-            // The capability's own undo, from its durable undo record.
-            return self
-                .inner
-                .catalogue
-                .compensate(capability, ctx, inputs)
-                .await
-                .map_err(|e| e.to_string());
-        }
-        let found = self
-            .inner
-            .registry
-            .capability(capability, ctx.deadline)
-            .await
-            .map_err(|e| e.to_string())?;
-        let lifecycle_reason = found.as_ref().map(|c| c.lifecycle_reason.clone());
-        let spec = found
-            .and_then(|c| c.spec)
-            .ok_or_else(|| format!("unknown compensation capability {capability}"))?;
-        if spec.lifecycle == registry::CapabilityLifecycle::Frozen as i32 {
-            return Err(format!(
-                "compensation capability {capability} is FROZEN: {}",
-                lifecycle_reason.unwrap_or_default()
-            ));
-        }
-        let inputs = inputs.as_object().cloned().unwrap_or_default();
-        let inputs = validate_inputs(&parameters_of(&spec), &inputs).map_err(|e| e.message)?;
-        self.invoke(&spec, ctx, &inputs)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
+/// What undoes a completed step.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Compensation<'a> {
+    /// The capability's own undo, with its undo record.
+    Own {
+        capability: &'a str,
+        undo: &'a Value,
+    },
+    /// An action that passed the gate.
+    Action(&'a Examined),
 }

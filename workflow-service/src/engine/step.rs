@@ -3,16 +3,19 @@
 
 use std::time::Instant;
 
-use airt_proto::policy::v1 as policy;
 use airt_proto::registry::v1 as registry;
 use serde_json::{Map, Value};
 
-use super::{ACTOR, Engine, Outcome, Run, approvals, parameters_of};
-use crate::capabilities::{Catalogue, ExecutionContext, HandlerError, validate_inputs};
+use super::assess::{Assessment, Examined, GateFailure, StepInputs};
+use super::{ACTOR, Engine, Outcome, Run, approvals};
+use crate::capabilities::ErrorKind;
+use crate::capabilities::{ExecutionContext, HandlerError};
 use crate::domain::template::{Scope, resolve};
+use crate::domain::verdict::Verdict;
 use crate::domain::{StepSpec, StepStatus, StepType};
 use crate::error::WorkflowError;
 use crate::store::{ApprovalRow, Transition};
+use airt_kit::backoff::Backoff;
 
 /// How a step (re)starts.
 #[derive(Debug, Default)]
@@ -21,6 +24,72 @@ pub(super) struct StepStart {
     pub(super) approval: Option<ApprovalRow>,
     /// The attempt to start with (an interrupted attempt is made again).
     pub(super) first_attempt: u32,
+}
+
+/// Why a step stopped before it succeeded.
+#[derive(Debug)]
+pub(super) enum StepError {
+    /// The step ends with this status (FAILED, DENIED) and reason.
+    Stop { status: StepStatus, reason: String },
+    /// The engine cannot go on with this workflow (storage, lease).
+    Engine(WorkflowError),
+}
+
+impl StepError {
+    pub(super) fn failed(reason: impl Into<String>) -> Self {
+        Self::Stop {
+            status: StepStatus::Failed,
+            reason: reason.into(),
+        }
+    }
+
+    /// The gate gave no verdict; `when` prefixes the reason (a retry's
+    /// `before attempt N`).
+    pub(super) fn gate(failure: GateFailure, when: &str) -> Self {
+        match failure {
+            GateFailure::Refused(refusal) if when.is_empty() => Self::failed(refusal.to_string()),
+            GateFailure::Refused(refusal) => Self::failed(format!("{when}: {refusal}")),
+            GateFailure::Engine(error) => Self::Engine(error),
+        }
+    }
+}
+
+impl From<WorkflowError> for StepError {
+    fn from(error: WorkflowError) -> Self {
+        Self::Engine(error)
+    }
+}
+
+/// How a step's attempts run.
+#[derive(Debug)]
+struct Attempts<'a> {
+    /// The granted approval the step runs with.
+    approval: Option<&'a ApprovalRow>,
+    first: u32,
+    deadline: Instant,
+    /// The decision, committed with the first attempt.
+    decided: Option<Transition>,
+}
+
+/// A step's inputs resolved against the initial state and earlier outputs,
+/// and storable.
+fn resolve_inputs(run: &Run, step: &StepSpec) -> Result<Map<String, Value>, StepError> {
+    let outputs = run.outputs();
+    let scope = Scope {
+        initial_state: &run.spec.initial_state,
+        outputs: &outputs,
+    };
+    match resolve(&Value::Object(step.inputs.clone()), scope) {
+        Ok(value) => {
+            storable(&value)
+                .map_err(|why| StepError::failed(format!("inputs cannot be stored: {why}")))?;
+            match value {
+                Value::Object(map) => Ok(map),
+                _ => Ok(Map::new()),
+            }
+        }
+        Err(error) => Err(StepError::failed(format!("inputs: {error}"))),
+    }
 }
 
 /// Whether a step's inputs or outputs can be stored and served back.
@@ -50,170 +119,157 @@ impl Engine {
         Ok(Outcome::Failed { reason })
     }
 
-    /// The per-step pipeline, in SPEC order.
+    /// The per-step pipeline, in SPEC order; a step stopped on the way
+    /// (refused, denied, failed) is committed with its status and reason.
     pub(super) async fn run_step(
         &self,
         run: &Run,
         step: &StepSpec,
         start: StepStart,
     ) -> Result<Outcome, WorkflowError> {
+        match self.step_pipeline(run, step, start).await {
+            Ok(outcome) => Ok(outcome),
+            Err(StepError::Stop { status, reason }) => self.fail(run, step, status, reason).await,
+            Err(StepError::Engine(error)) => Err(error),
+        }
+    }
+
+    async fn step_pipeline(
+        &self,
+        run: &Run,
+        step: &StepSpec,
+        start: StepStart,
+    ) -> Result<Outcome, StepError> {
         let StepStart {
             approval,
             first_attempt,
         } = start;
         if step.step_type == StepType::HumanApproval {
-            return match approval {
-                Some(approval) => self.pass_human_approval(run, step, &approval).await,
-                None => self.request_human_approval(run, step).await,
-            };
+            return Ok(match approval {
+                Some(approval) => self.pass_human_approval(run, step, &approval).await?,
+                None => self.request_human_approval(run, step).await?,
+            });
         }
         if run.deadline.is_some_and(|d| Instant::now() >= d) {
-            return self
-                .fail(
-                    run,
-                    step,
-                    StepStatus::Failed,
-                    "workflow exceeded options.max_duration".into(),
-                )
-                .await;
+            return Err(StepError::failed("workflow exceeded options.max_duration"));
         }
         let deadline = self.step_deadline(run, step);
-        // 1. Resolve inputs.
-        let outputs = run.outputs();
-        let scope = Scope {
-            initial_state: &run.spec.initial_state,
-            outputs: &outputs,
-        };
-        let inputs = match resolve(&Value::Object(step.inputs.clone()), scope) {
-            Ok(value) if let Err(why) = storable(&value) => {
-                let why = format!("inputs cannot be stored: {why}");
-                return self.fail(run, step, StepStatus::Failed, why).await;
-            }
-            Ok(Value::Object(map)) => map,
-            Ok(_) => Map::new(),
-            Err(error) => {
-                return self
-                    .fail(run, step, StepStatus::Failed, format!("inputs: {error}"))
-                    .await;
-            }
-        };
-        // 2. The registry: what is it, how risky?
-        let capability = match self
-            .flushing_if_slow(
-                &run.workflow_id,
-                self.inner.registry.capability(&step.capability, deadline),
-            )
-            .await?
-        {
-            Ok(found) => found,
-            Err(error) => {
-                return self
-                    .fail(run, step, StepStatus::Failed, error.to_string())
-                    .await;
-            }
-        };
-        let spec = capability.as_ref().and_then(|c| c.spec.clone());
-        if let Some(spec) = &spec
-            && spec.lifecycle == registry::CapabilityLifecycle::Frozen as i32
-        {
-            let reason = capability
-                .as_ref()
-                .map(|c| c.lifecycle_reason.clone())
-                .unwrap_or_default();
-            return self
-                .fail(
-                    run,
-                    step,
-                    StepStatus::Failed,
-                    format!("capability {} is FROZEN: {reason}", step.capability),
-                )
-                .await;
-        }
-        // 3. Inputs against the parameters.
-        let inputs = match &spec {
-            Some(spec) => match validate_inputs(&parameters_of(spec), &inputs) {
-                Ok(mut inputs) => {
-                    Catalogue::normalise_paths(&spec.handler, &mut inputs);
-                    inputs
-                }
-                Err(error) => {
-                    return self
-                        .fail(
-                            run,
-                            step,
-                            StepStatus::Failed,
-                            format!("invalid inputs: {}", error.message),
-                        )
-                        .await;
-                }
-            },
-            None => inputs,
-        };
-        // 4. The policy, with the registry's risk.
-        let context = self.policy_context(run, step, spec.as_ref(), &inputs);
-        let record = match self
-            .flushing_if_slow(
-                &run.workflow_id,
-                self.inner.policy.evaluate(context, deadline),
-            )
-            .await?
-        {
-            Ok(record) => record,
-            Err(error) => {
-                return self
-                    .fail(run, step, StepStatus::Failed, error.to_string())
-                    .await;
-            }
-        };
+        // 1. Resolve inputs; 2-4. the registry, the inputs against its
+        // parameters, the policy with the registry's risk.
+        let inputs = StepInputs::resolved(resolve_inputs(run, step)?);
+        let journal = Some(run.workflow_id.as_str());
+        let assessment = self
+            .assess(run, step, inputs, deadline, journal)
+            .await
+            .map_err(|failure| StepError::gate(failure, ""))?;
         // The decision is committed with the first attempt it allows (one
         // transaction), or on its own before anything else.
-        let mut decided = Some(Self::decided(step, spec.as_ref(), inputs.clone(), &record));
-        let allowed = record.decision == policy::Decision::Allow as i32 && spec.is_some();
-        if !allowed && let Some(decided) = decided.take() {
+        let examined = &assessment.examined;
+        let mut decided = Some(Self::decided(
+            step,
+            Some(&examined.spec),
+            examined.inputs.clone(),
+            &assessment.record,
+        ));
+        if assessment.verdict != Verdict::Allow
+            && let Some(decided) = decided.take()
+        {
             self.transition(&run.workflow_id, decided).await?;
         }
-        // 5. Obey. An approval binds to the exact action: a changed action
-        // voids it and asks again.
-        match policy::Decision::try_from(record.decision) {
-            Ok(policy::Decision::Allow) => {}
-            Ok(policy::Decision::RequireApproval) => {
-                let action = approvals::ActionFacts::new(step, spec.as_ref(), &inputs, &record);
-                match &approval {
-                    Some(granted) if granted.action_digest == action.digest(run, step) => {}
-                    Some(granted) => {
-                        let why = format!(
-                            "the action changed after the request ({})",
-                            action.changes_since(granted)
-                        );
-                        self.void_approval(run, &step.name, &granted.approval_id, &why)
-                            .await?;
-                        return self.request_action_approval(run, step, action).await;
-                    }
-                    None => return self.request_action_approval(run, step, action).await,
-                }
+        // 5. Obey.
+        if let Some(outcome) = self
+            .obey(run, step, &assessment, approval.as_ref(), "")
+            .await?
+        {
+            return Ok(outcome);
+        }
+        // 6-7. Execute, retrying only what can succeed on retry.
+        let attempts = Attempts {
+            approval: approval.as_ref(),
+            first: first_attempt.max(1),
+            deadline,
+            decided,
+        };
+        self.execute(run, step, &assessment.examined, attempts)
+            .await
+    }
+
+    /// Whether the step may execute under the verdict (`None`), or what
+    /// became of it: DENIED, or waiting for an approval bound to the exact
+    /// action — a granted approval for a different action is voided and
+    /// asked again. `when` says when the question was asked (empty for the
+    /// first attempt, `before attempt N` for a retry).
+    pub(super) async fn obey(
+        &self,
+        run: &Run,
+        step: &StepSpec,
+        assessment: &Assessment,
+        approval: Option<&ApprovalRow>,
+        when: &str,
+    ) -> Result<Option<Outcome>, StepError> {
+        let examined = &assessment.examined;
+        match &assessment.verdict {
+            Verdict::Allow => Ok(None),
+            Verdict::Deny { rule, reason } => {
+                let when = if when.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {when}")
+                };
+                Err(StepError::Stop {
+                    status: StepStatus::Denied,
+                    reason: format!("policy denied{when}: rule {rule}: {reason}"),
+                })
             }
-            _ => {
-                let reason = format!("policy denied: rule {}: {}", record.rule_id, record.reason);
-                return self.fail(run, step, StepStatus::Denied, reason).await;
+            Verdict::RequireApproval { .. } => {
+                let action = approvals::ActionFacts::new(
+                    step,
+                    Some(&examined.spec),
+                    &examined.inputs,
+                    &assessment.record,
+                );
+                if let Some(granted) = approval {
+                    if granted.action_digest == action.digest(run, step) {
+                        return Ok(None);
+                    }
+                    let why = format!(
+                        "the action changed after the approval was requested ({})",
+                        action.changes_since(granted)
+                    );
+                    self.void_approval(run, &step.name, &granted.approval_id, &why)
+                        .await?;
+                }
+                Ok(Some(self.request_action_approval(run, step, action).await?))
             }
         }
-        let Some(spec) = spec else {
-            return self
-                .fail(
-                    run,
-                    step,
-                    StepStatus::Failed,
-                    format!("unknown capability {}: no handler", step.capability),
-                )
-                .await;
-        };
-        // 6. Execute, retrying only what can succeed on retry.
-        let mut backoff = step.retry.initial_backoff;
-        let first = first_attempt.max(1);
-        for attempt in first..=step.retry.max_attempts.max(first_attempt) {
+    }
+
+    /// Attempts the action until it succeeds, fails for good, or runs out
+    /// of attempts or time; each retry is decided again first.
+    async fn execute(
+        &self,
+        run: &Run,
+        step: &StepSpec,
+        examined: &Examined,
+        attempts: Attempts<'_>,
+    ) -> Result<Outcome, StepError> {
+        let Attempts {
+            approval,
+            first,
+            deadline,
+            mut decided,
+        } = attempts;
+        let inputs = &examined.inputs;
+        let mut backoff = Backoff::new(
+            step.retry.initial_backoff,
+            step.retry.multiplier,
+            step.retry.max_backoff,
+        );
+        let last = step.retry.max_attempts.max(first);
+        for attempt in first..=last {
             if attempt > first
                 && let Some(outcome) = self
-                    .recheck(run, step, &inputs, approval.as_ref(), attempt, deadline)
+                    .recheck(run, step, inputs, approval, attempt, deadline)
                     .await?
             {
                 return Ok(outcome);
@@ -236,22 +292,20 @@ impl Engine {
                 self.inner.workspace.clone(),
             );
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let result =
-                match tokio::time::timeout(remaining, self.invoke(&spec, &ctx, &inputs)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(HandlerError::new(
-                        crate::capabilities::ErrorKind::Timeout,
-                        format!("step {} timed out", step.name),
-                    )
-                    .retryable(false)),
-                };
+            let result = tokio::time::timeout(remaining, self.invoke(&examined.spec, &ctx, inputs))
+                .await
+                .unwrap_or_else(|_| {
+                    let why = format!("step {} timed out", step.name);
+                    Err(HandlerError::new(ErrorKind::Timeout, why).retryable(false))
+                });
             match result {
-                Ok(execution) if let Err(why) = storable(&execution.outputs) => {
-                    let why = format!("the action ran, but its output cannot be stored: {why}");
-                    return self.fail(run, step, StepStatus::Failed, why).await;
-                }
                 Ok(execution) => {
-                    // 7. Outputs and the undo record, committed with SUCCEEDED
+                    if let Err(why) = storable(&execution.outputs) {
+                        return Err(StepError::failed(format!(
+                            "the action ran, but its output cannot be stored: {why}"
+                        )));
+                    }
+                    // Outputs and the undo record, committed with SUCCEEDED
                     // (deferred: with the driver's next write).
                     self.defer(
                         &run.workflow_id,
@@ -263,33 +317,18 @@ impl Engine {
                     );
                     return Ok(Outcome::Succeeded(execution.outputs));
                 }
-                Err(error)
-                    if error.retryable
-                        && attempt < step.retry.max_attempts
-                        && Instant::now() < deadline =>
-                {
+                Err(error) if error.retryable && attempt < last && Instant::now() < deadline => {
                     tracing::info!(workflow_id = %run.workflow_id, step = %step.name, attempt, %error, "retrying");
-                    let jitter =
-                        0.5 + (airt_kit::clock::now_micros().rem_euclid(1000) as f64) / 2000.0;
+                    let wait = backoff.next_delay();
                     tokio::time::sleep(
-                        backoff
-                            .mul_f64(jitter)
-                            .min(deadline.saturating_duration_since(Instant::now())),
+                        wait.min(deadline.saturating_duration_since(Instant::now())),
                     )
                     .await;
-                    backoff = backoff
-                        .mul_f64(step.retry.multiplier)
-                        .min(step.retry.max_backoff);
                 }
-                Err(error) => {
-                    return self
-                        .fail(run, step, StepStatus::Failed, error.to_string())
-                        .await;
-                }
+                Err(error) => return Err(StepError::failed(error.to_string())),
             }
         }
-        self.fail(run, step, StepStatus::Failed, "no attempt left".into())
-            .await
+        Err(StepError::failed("no attempt left"))
     }
 
     /// Calls the handler a capability names: a built-in, or a remote HTTP endpoint.

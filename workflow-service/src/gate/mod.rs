@@ -20,12 +20,14 @@ pub enum GateError {
         dependency: &'static str,
         last_error: String,
     },
-    /// The dependency answered with an error that a retry cannot fix.
-    #[error("{dependency} refused the request: {code:?}: {message}")]
+    /// The dependency answered with an error that a retry cannot fix;
+    /// `reason` is its `ErrorInfo` reason, kept for the step's failure.
+    #[error("{dependency} refused the request: {code:?}: {message}{}", reason.as_ref().map(|r| format!(" [{r}]")).unwrap_or_default())]
     Refused {
         dependency: &'static str,
         code: Code,
         message: String,
+        reason: Option<String>,
     },
 }
 
@@ -81,6 +83,7 @@ where
                     dependency,
                     code: status.code(),
                     message: status.message().to_owned(),
+                    reason: airt_kit::status::reason_of(&status),
                 });
             }
         }

@@ -203,3 +203,25 @@ macro_rules! write_tx {
         }
     };
 }
+
+/// Whether a database error says "not now" rather than "never": the pool
+/// could not get a connection in time or is closed, the connection broke,
+/// or the server refuses connections or is shutting down (SQLSTATE class
+/// 08, 53300, 57P0x), or SQLite is busy or locked. A retry may succeed.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            code.starts_with("08")
+                || matches!(
+                    code.as_ref(),
+                    "53300" | "57P01" | "57P02" | "57P03" | "5" | "6"
+                )
+        }),
+        _ => false,
+    }
+}

@@ -103,6 +103,21 @@ pub fn unavailable(what: &str, cause: &(dyn std::error::Error + 'static)) -> Sta
     )
 }
 
+/// A database error as the caller sees it: UNAVAILABLE
+/// (`DATABASE_UNAVAILABLE`, retryable) when the database cannot be reached
+/// or is busy right now, INTERNAL otherwise.
+pub fn storage(error: &sqlx::Error) -> Status {
+    if crate::db::is_unavailable(error) {
+        tracing::warn!(error = %DisplayChain(error), "database unavailable");
+        return self::error(
+            Code::Unavailable,
+            "DATABASE_UNAVAILABLE",
+            "the database is unavailable; retry later",
+        );
+    }
+    internal(error)
+}
+
 /// Displays an error with its whole `source()` chain.
 #[derive(Debug)]
 pub struct DisplayChain<'a>(pub &'a (dyn std::error::Error + 'static));

@@ -44,7 +44,8 @@ impl From<PolicyError> for Status {
                 "NO_ACTIVE_POLICY_SET",
                 "no policy set has been activated; every decision is DENY",
             ),
-            error @ (PolicyError::Corrupt(_) | PolicyError::Storage(_)) => status::internal(&error),
+            PolicyError::Storage(error) => status::storage(&error),
+            error @ PolicyError::Corrupt(_) => status::internal(&error),
         }
     }
 }

@@ -49,9 +49,8 @@ impl From<RegistryError> for Status {
                 "BUILTIN_HANDLER_RESERVED",
                 error.to_string(),
             ),
-            error @ (RegistryError::Corrupt(_) | RegistryError::Storage(_)) => {
-                status::internal(&error)
-            }
+            RegistryError::Storage(error) => status::storage(&error),
+            error @ RegistryError::Corrupt(_) => status::internal(&error),
         }
     }
 }

@@ -397,7 +397,7 @@ async fn unknown_capabilities_are_refused_at_submit_and_escalated_steps_pause_wi
         panic!("INVALID_ARGUMENT, not {refused}");
     };
     assert_eq!(violations.len(), 1);
-    assert_eq!(violations[0].field, "steps[0].capability");
+    assert_eq!(violations[0].field, "spec.steps[0].capability");
     assert!(violations[0].description.contains("ghost.thing"));
 
     let paused = s

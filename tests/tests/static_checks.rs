@@ -95,11 +95,11 @@ async fn plan_and_submit_refuse_every_static_problem_at_once_and_store_nothing()
     freeze_crm_sync(stack.registry.as_ref().expect("registry").channel().await).await;
 
     let expected = [
-        "steps[0].inputs.content", // 5 is not a string
-        "steps[0].inputs.path",    // missing
-        "steps[0].inputs.pathh",   // unknown
-        "steps[1].capability",     // not registered
-        "steps[2].capability",     // FROZEN
+        "spec.steps[0].inputs.content", // 5 is not a string
+        "spec.steps[0].inputs.path",    // missing
+        "spec.steps[0].inputs.pathh",   // unknown
+        "spec.steps[1].capability",     // not registered
+        "spec.steps[2].capability",     // FROZEN
     ];
     // The freeze reaches the workflow service through the registry's change feed.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -79,9 +79,8 @@ impl From<WorkflowError> for Status {
                 "LEASE_LOST",
                 format!("workflow {id} is being driven by another instance; retry"),
             ),
-            error @ (WorkflowError::Corrupt(_) | WorkflowError::Storage(_)) => {
-                status::internal(&error)
-            }
+            WorkflowError::Storage(error) => status::storage(&error),
+            error @ WorkflowError::Corrupt(_) => status::internal(&error),
         }
     }
 }

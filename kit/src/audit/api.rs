@@ -48,7 +48,7 @@ fn parse_page_token(token: &str) -> Result<i64, Status> {
 }
 
 fn db_error(error: sqlx::Error) -> Status {
-    status::internal(&error)
+    status::storage(&error)
 }
 
 type ExportStream =

@@ -38,7 +38,7 @@ impl Refusal {
 
     /// The problems as field violations of step number `index`.
     pub fn violations(&self, index: usize) -> Vec<FieldViolation> {
-        let at = |field: &str| format!("steps[{index}].{field}");
+        let at = |field: &str| format!("spec.steps[{index}].{field}");
         match self {
             Self::Unanswered(why) => vec![FieldViolation::new(at("capability"), why.clone())],
             Self::Unknown { capability } => vec![FieldViolation::new(
@@ -89,7 +89,10 @@ mod tests {
             ),
         ]);
         let fields: Vec<String> = inputs.violations(2).into_iter().map(|v| v.field).collect();
-        assert_eq!(fields, ["steps[2].inputs.pathh", "steps[2].inputs.content"]);
+        assert_eq!(
+            fields,
+            ["spec.steps[2].inputs.pathh", "spec.steps[2].inputs.content"]
+        );
         assert!(inputs.is_static());
         assert!(
             inputs
@@ -100,7 +103,7 @@ mod tests {
             capability: "a.b".into(),
             reason: "outage".into(),
         };
-        assert_eq!(frozen.violations(0)[0].field, "steps[0].capability");
+        assert_eq!(frozen.violations(0)[0].field, "spec.steps[0].capability");
         assert_eq!(frozen.to_string(), "capability a.b is FROZEN: outage");
         assert!(!Refusal::Unanswered("registry unavailable".into()).is_static());
     }

@@ -15,7 +15,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::workspace::io_error;
+use super::workspace::{UNDO_OWNER_FILE, io_error};
 use super::{
     ErrorKind, Execution, ExecutionContext, Handler, HandlerError, Workspace, boolean, string,
 };
@@ -112,12 +112,14 @@ fn remove_empty_dirs(ws: &Workspace, dirs: &[String]) -> Result<(), HandlerError
 /// The undo slot of a step: its record (if captured already) and paths.
 struct Slot {
     name: String,
+    workflow_id: String,
 }
 
 impl Slot {
     fn of(ctx: &ExecutionContext) -> Self {
         Self {
             name: Workspace::undo_slot(&ctx.idempotency_key),
+            workflow_id: ctx.workflow_id.clone(),
         }
     }
 
@@ -139,9 +141,15 @@ impl Slot {
         }
     }
 
+    /// Creates the slot, naming the workflow it belongs to (see
+    /// [`Workspace::undo_slots`]).
     fn create(&self, ws: &Workspace) -> Result<(), HandlerError> {
         ws.undo()
             .create_dir_all(&self.name)
+            .and_then(|()| {
+                ws.undo()
+                    .write(self.file(UNDO_OWNER_FILE), &self.workflow_id)
+            })
             .map_err(|e| io_error(e, Path::new(".airt/undo")))
     }
 

@@ -8,7 +8,8 @@
 //!
 //! `.airt/` inside the root is reserved: it holds undo data (previous bytes,
 //! deleted files) keyed by idempotency key, on the same filesystem so moves
-//! into the trash are atomic renames.
+//! into the trash are atomic renames. Each slot names its workflow, so the
+//! undo data of finished workflows can be removed ([`Workspace::undo_slots`]).
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -22,6 +23,16 @@ use super::{ErrorKind, HandlerError};
 /// The reserved top-level directory of every workspace.
 pub const RESERVED_DIR: &str = ".airt";
 const UNDO_DIR: &str = ".airt/undo";
+/// The file in an undo slot naming the workflow the slot belongs to.
+pub const UNDO_OWNER_FILE: &str = "workflow";
+
+/// An undo slot, as the garbage collector sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndoSlot {
+    pub name: String,
+    /// The workflow whose step wrote it (`None` for a slot without owner).
+    pub workflow_id: Option<String>,
+}
 
 #[derive(Debug)]
 pub struct Workspace {
@@ -59,6 +70,43 @@ impl Workspace {
     /// The undo area (inside `.airt/`, unreachable by capability paths).
     pub fn undo(&self) -> &Dir {
         &self.undo
+    }
+
+    /// Undo slots not changed since `before`, with the workflow each
+    /// belongs to: candidates for removal once that workflow is finished.
+    pub fn undo_slots(&self, before: std::time::SystemTime) -> io::Result<Vec<UndoSlot>> {
+        let mut slots = Vec::new();
+        for entry in self.undo.entries()? {
+            let entry = entry?;
+            let metadata = entry.metadata()?;
+            if !metadata.is_dir() || metadata.modified()?.into_std() > before {
+                continue;
+            }
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let workflow_id = self
+                .undo
+                .read_to_string(format!("{name}/{UNDO_OWNER_FILE}"))
+                .ok()
+                .filter(|id| !id.is_empty() && id.len() <= 64);
+            slots.push(UndoSlot { name, workflow_id });
+        }
+        Ok(slots)
+    }
+
+    /// Removes an undo slot and everything in it.
+    pub fn discard_undo_slot(&self, name: &str) -> io::Result<()> {
+        if name.is_empty() || name.contains(['/', '.']) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a slot name",
+            ));
+        }
+        match self.undo.remove_dir_all(name) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
     }
 
     /// The undo slot of an idempotency key: a directory name derived from it.

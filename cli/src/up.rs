@@ -120,6 +120,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             webhook_max_attempts: 12,
             instance_id: None,
             lease_ttl: Duration::from_secs(15),
+            undo_retention: Duration::from_secs(24 * 3600),
             watch_poll: Duration::from_millis(100),
             max_watchers: 10_000,
             max_watchers_per_principal: 64,

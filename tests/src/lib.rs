@@ -71,6 +71,7 @@ pub fn workflow_config(
         webhooks: Default::default(),
         instance_id: "test-instance".into(),
         lease_ttl: Duration::from_secs(15),
+        undo_retention: Duration::from_secs(24 * 3600),
         watch_poll: Duration::from_millis(100),
         max_active_workflows: 1024,
         environment: String::new(),

@@ -122,6 +122,8 @@ async fn stack_with(db: TestDb, step_timeout: Duration, network: NetworkPolicy) 
         EngineConfig {
             default_step_timeout: step_timeout,
             compensation_attempts: 2,
+            // Undo data is collected whenever a test asks.
+            undo_retention: Duration::ZERO,
             ..EngineConfig::default()
         },
     );
@@ -709,4 +711,53 @@ async fn remote_capabilities_run_over_http_with_typed_failures() {
         2,
         "a 503 is retried"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_data_of_finished_workflows_is_collected_but_kept_where_an_effect_stands() {
+    let s = stack(TestDb::sqlite(), Duration::from_secs(10)).await;
+    let completed = s
+        .run(
+            "name: w\nsteps:\n  - {name: write, capability: io.fs.write_file, inputs: {path: kept.txt, content: x}}\n",
+            None,
+        )
+        .await;
+    assert_eq!(status(&completed), WorkflowStatus::Completed);
+    let stands = s
+        .run(
+            "name: c\nsteps:\n  - {name: one, capability: io.fs.write_file, inputs: {path: a.txt, content: x}, compensation: {capability: io.fs.read_file, inputs: {path: nowhere.txt}}}\n  - {name: two, capability: io.fs.read_file, depends_on: [one], inputs: {path: missing.txt}}\n",
+            None,
+        )
+        .await;
+    assert_eq!(status(&stands), WorkflowStatus::CompensationFailed);
+    let owners = || -> Vec<String> {
+        let mut owners: Vec<String> = std::fs::read_dir(s.root().join(".airt/undo"))
+            .expect("undo area")
+            .map(|slot| {
+                std::fs::read_to_string(slot.expect("slot").path().join("workflow")).expect("owner")
+            })
+            .collect();
+        owners.sort();
+        owners
+    };
+    let mut both = vec![completed.workflow_id.clone(), stands.workflow_id.clone()];
+    both.sort();
+    assert_eq!(
+        owners(),
+        both,
+        "each write kept undo data naming its workflow"
+    );
+
+    assert_eq!(s.engine.collect_undo_once().await.expect("sweep"), 1);
+    assert_eq!(
+        owners(),
+        [stands.workflow_id.clone()],
+        "an operator still needs it"
+    );
+    assert_eq!(
+        s.file("kept.txt").as_deref(),
+        Some(&b"x"[..]),
+        "only undo data goes"
+    );
+    assert_eq!(s.engine.collect_undo_once().await.expect("sweep"), 0);
 }

@@ -143,6 +143,12 @@ pub struct WorkflowArgs {
     #[arg(long, env = "AIRT_LEASE_TTL", default_value = "15s", value_parser = airt_kit::config::parse_duration)]
     pub lease_ttl: Duration,
 
+    /// How long the undo data of a finished workflow (previous bytes,
+    /// trashed files in the workspace's `.airt/undo`) is kept; a
+    /// COMPENSATION_FAILED workflow keeps it for the operator.
+    #[arg(long, env = "AIRT_UNDO_RETENTION", default_value = "24h", value_parser = airt_kit::config::parse_duration)]
+    pub undo_retention: Duration,
+
     /// Workflows this replica drives at once; more wait their turn (and a
     /// replica at its limit claims no orphaned workflow, leaving them to
     /// replicas with room).
@@ -180,6 +186,7 @@ pub struct WorkflowConfig {
     pub webhooks: webhooks::WebhookConfig,
     pub instance_id: String,
     pub lease_ttl: Duration,
+    pub undo_retention: Duration,
     pub watch_poll: Duration,
     pub max_active_workflows: usize,
     pub environment: String,
@@ -245,6 +252,7 @@ impl WorkflowConfig {
                 .filter(|id| !id.trim().is_empty())
                 .unwrap_or_else(|| default_instance_id(server.listen)),
             lease_ttl: args.lease_ttl,
+            undo_retention: args.undo_retention,
             watch_poll: args.watch_poll,
             max_active_workflows: args.max_active_workflows,
             environment: args.environment.trim().to_owned(),
@@ -339,6 +347,7 @@ pub async fn serve_on(
                 webhooks: workflow.webhooks.clone(),
                 instance_id: workflow.instance_id.clone(),
                 lease_ttl: workflow.lease_ttl,
+                undo_retention: workflow.undo_retention,
                 max_active_runs: workflow.max_active_workflows,
                 environment: workflow.environment.clone(),
                 ..engine::EngineConfig::default()
@@ -349,6 +358,7 @@ pub async fn serve_on(
         let deliveries = tokio::spawn(dispatcher.run(stopped.clone()));
         let deadlines = tokio::spawn(engine.clone().run_deadlines(stopped.clone()));
         let recovery = tokio::spawn(engine.clone().run_recovery(stopped.clone()));
+        let collector = tokio::spawn(engine.clone().run_undo_collector(stopped.clone()));
         let approvals = api::ApprovalApi::new(engine.clone());
         let watchers = api::watchers::Watchers::new(workflow.max_watchers.0, workflow.max_watchers.1);
         let api = api::WorkflowApi::new(engine, stopped, workflow.watch_poll, watchers);
@@ -368,6 +378,7 @@ pub async fn serve_on(
                 let _ = follower.await;
                 let _ = deadlines.await;
                 let _ = recovery.await;
+                let _ = collector.await;
                 let _ = deliveries.await;
             }))
     })

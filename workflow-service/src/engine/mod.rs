@@ -8,6 +8,7 @@
 
 mod approvals;
 mod assess;
+mod collect;
 mod journal;
 mod lease;
 mod plan;
@@ -65,6 +66,8 @@ pub struct EngineConfig {
     /// The deployment's environment (`prod`, `staging`, ...): what the
     /// policy's `when.environment` matches. Configuration, never the caller.
     pub environment: String,
+    /// How long a finished workflow's undo data is kept (see `collect.rs`).
+    pub undo_retention: Duration,
 }
 
 impl Default for EngineConfig {
@@ -79,6 +82,7 @@ impl Default for EngineConfig {
             recovery_interval: Duration::from_secs(1),
             max_active_runs: 1024,
             environment: String::new(),
+            undo_retention: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -751,7 +751,7 @@ async fn undo_data_of_finished_workflows_is_collected_but_kept_where_an_effect_s
     assert_eq!(s.engine.collect_undo_once().await.expect("sweep"), 1);
     assert_eq!(
         owners(),
-        [stands.workflow_id.clone()],
+        std::slice::from_ref(&stands.workflow_id),
         "an operator still needs it"
     );
     assert_eq!(

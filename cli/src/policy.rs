@@ -8,7 +8,11 @@ use airt_proto::policy::v1::policy_service_client::PolicyServiceClient;
 use airt_proto::registry::v1 as registry;
 use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
 
-use crate::client::{ConnectionArgs, ServiceName, describe};
+use crate::client::{ConnectionArgs, Credentials, ServiceName, describe};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+type Client = PolicyServiceClient<InterceptedService<Channel, Credentials>>;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PolicyCommand {
@@ -113,7 +117,7 @@ fn print_record(record: &pb::DecisionRecord) {
     out!("  policy revision {}", record.policy_revision);
 }
 
-fn read(path: &PathBuf) -> anyhow::Result<String> {
+fn read(path: &std::path::Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
 }
@@ -144,6 +148,158 @@ async fn known_capabilities(args: &ConnectionArgs) -> anyhow::Result<Vec<String>
     }
 }
 
+/// Prints a policy test report; success when every case passed.
+fn print_report(report: &pb::TestPolicySetResponse) -> ExitCode {
+    for result in &report.results {
+        if result.passed {
+            out!("PASS  {}", result.name);
+        } else {
+            out!("FAIL  {}: {}", result.name, result.message);
+        }
+    }
+    out!("coverage:");
+    for rule in &report.coverage {
+        out!(
+            "  {:<28} {} case(s){}",
+            rule.rule_id,
+            rule.hits,
+            if rule.hits == 0 {
+                "  <- never decided"
+            } else {
+                ""
+            }
+        );
+    }
+    for finding in &report.lint_findings {
+        out!("lint: {}", finding.message);
+    }
+    out!(
+        "{} passed, {} failed",
+        report.total - report.failed,
+        report.failed
+    );
+    if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The question `airt policy eval` asks.
+fn eval_context(
+    principal: &str,
+    principal_roles: &str,
+    capability: String,
+    risk: &str,
+    operation: Option<String>,
+    (agent, environment): (String, String),
+    requires_approval: bool,
+) -> anyhow::Result<pb::PolicyContext> {
+    let (kind, id) = principal
+        .split_once(':')
+        .ok_or_else(|| anyhow::anyhow!("--principal must be type:id"))?;
+    let risk_level = airt_proto::common::v1::RiskLevel::from_str_name(&format!(
+        "RISK_LEVEL_{}",
+        risk.to_uppercase()
+    ))
+    .ok_or_else(|| anyhow::anyhow!("unknown risk level {risk:?}"))?;
+    let operation_type = match operation {
+        None => 0,
+        Some(op) => airt_proto::common::v1::OperationType::from_str_name(&format!(
+            "OPERATION_TYPE_{}",
+            op.to_uppercase()
+        ))
+        .ok_or_else(|| anyhow::anyhow!("unknown operation {op:?}"))? as i32,
+    };
+    Ok(pb::PolicyContext {
+        principal: Some(airt_proto::common::v1::Principal {
+            r#type: kind.into(),
+            id: id.into(),
+            roles: principal_roles
+                .split(',')
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }),
+        agent,
+        capability_id: capability,
+        risk_level: risk_level as i32,
+        requires_approval,
+        operation_type,
+        environment,
+        ..Default::default()
+    })
+}
+
+/// `airt policy test`: the cases against a file or the active set.
+async fn test(
+    args: &ConnectionArgs,
+    client: &mut Client,
+    tests: &std::path::Path,
+    file: Option<&std::path::Path>,
+    no_registry: bool,
+) -> anyhow::Result<ExitCode> {
+    let target = match file {
+        Some(path) => pb::test_policy_set_request::Target::SourceYaml(read(path)?),
+        None => pb::test_policy_set_request::Target::Active(true),
+    };
+    let known_capability_ids = if no_registry {
+        Vec::new()
+    } else {
+        known_capabilities(args).await?
+    };
+    let report = client
+        .test_policy_set(pb::TestPolicySetRequest {
+            target: Some(target),
+            tests_yaml: read(tests)?,
+            known_capability_ids,
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!(describe(&status)))?
+        .into_inner();
+    Ok(print_report(&report))
+}
+
+/// `airt policy put`: the stored (or valid) set and its lint findings, or
+/// every problem of the file.
+async fn put(
+    client: &mut Client,
+    file: &std::path::Path,
+    (activate, validate_only): (bool, bool),
+    description: String,
+) -> anyhow::Result<ExitCode> {
+    let response = client
+        .put_policy_set(pb::PutPolicySetRequest {
+            source_yaml: read(file)?,
+            description,
+            validate_only,
+            activate,
+            request_id: String::new(),
+        })
+        .await;
+    match response {
+        Ok(response) => {
+            let response = response.into_inner();
+            let set = response.policy_set.unwrap_or_default();
+            let verdict = match (validate_only, response.created) {
+                (true, _) => "valid",
+                (false, true) => "stored",
+                (false, false) => "already stored",
+            };
+            out!("{verdict}:");
+            print_set(&set);
+            for finding in &response.lint_findings {
+                out!("  lint: {}", finding.message);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(status) => {
+            eprintln!("{}: {}", file.display(), describe(&status));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 pub async fn run(args: &ConnectionArgs, command: PolicyCommand) -> anyhow::Result<ExitCode> {
     let mut client = PolicyServiceClient::new(args.authenticated(ServiceName::Policy)?);
     let fail = |status: tonic::Status| anyhow::anyhow!(describe(&status));
@@ -153,38 +309,7 @@ pub async fn run(args: &ConnectionArgs, command: PolicyCommand) -> anyhow::Resul
             activate,
             validate_only,
             description,
-        } => {
-            let response = client
-                .put_policy_set(pb::PutPolicySetRequest {
-                    source_yaml: read(&file)?,
-                    description,
-                    validate_only,
-                    activate,
-                    request_id: String::new(),
-                })
-                .await;
-            match response {
-                Ok(response) => {
-                    let response = response.into_inner();
-                    let set = response.policy_set.unwrap_or_default();
-                    let verdict = match (validate_only, response.created) {
-                        (true, _) => "valid",
-                        (false, true) => "stored",
-                        (false, false) => "already stored",
-                    };
-                    out!("{verdict}:");
-                    print_set(&set);
-                    for finding in &response.lint_findings {
-                        out!("  lint: {}", finding.message);
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(status) => {
-                    eprintln!("{}: {}", file.display(), describe(&status));
-                    Ok(ExitCode::FAILURE)
-                }
-            }
-        }
+        } => put(&mut client, &file, (activate, validate_only), description).await,
         PolicyCommand::Get { revision } => {
             let set = client
                 .get_policy_set(pb::GetPolicySetRequest { revision })
@@ -234,59 +359,7 @@ pub async fn run(args: &ConnectionArgs, command: PolicyCommand) -> anyhow::Resul
             tests,
             file,
             no_registry,
-        } => {
-            let target = match &file {
-                Some(path) => pb::test_policy_set_request::Target::SourceYaml(read(path)?),
-                None => pb::test_policy_set_request::Target::Active(true),
-            };
-            let known_capability_ids = if no_registry {
-                Vec::new()
-            } else {
-                known_capabilities(args).await?
-            };
-            let report = client
-                .test_policy_set(pb::TestPolicySetRequest {
-                    target: Some(target),
-                    tests_yaml: read(&tests)?,
-                    known_capability_ids,
-                })
-                .await
-                .map_err(fail)?
-                .into_inner();
-            for result in &report.results {
-                if result.passed {
-                    out!("PASS  {}", result.name);
-                } else {
-                    out!("FAIL  {}: {}", result.name, result.message);
-                }
-            }
-            out!("coverage:");
-            for rule in &report.coverage {
-                out!(
-                    "  {:<28} {} case(s){}",
-                    rule.rule_id,
-                    rule.hits,
-                    if rule.hits == 0 {
-                        "  <- never decided"
-                    } else {
-                        ""
-                    }
-                );
-            }
-            for finding in &report.lint_findings {
-                out!("lint: {}", finding.message);
-            }
-            out!(
-                "{} passed, {} failed",
-                report.total - report.failed,
-                report.failed
-            );
-            Ok(if report.passed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        } => test(args, &mut client, &tests, file.as_deref(), no_registry).await,
         PolicyCommand::Eval {
             principal,
             principal_roles,
@@ -297,41 +370,15 @@ pub async fn run(args: &ConnectionArgs, command: PolicyCommand) -> anyhow::Resul
             environment,
             requires_approval,
         } => {
-            let (kind, id) = principal
-                .split_once(':')
-                .ok_or_else(|| anyhow::anyhow!("--principal must be type:id"))?;
-            let risk_level = airt_proto::common::v1::RiskLevel::from_str_name(&format!(
-                "RISK_LEVEL_{}",
-                risk.to_uppercase()
-            ))
-            .ok_or_else(|| anyhow::anyhow!("unknown risk level {risk:?}"))?;
-            let operation_type = match operation {
-                None => 0,
-                Some(op) => airt_proto::common::v1::OperationType::from_str_name(&format!(
-                    "OPERATION_TYPE_{}",
-                    op.to_uppercase()
-                ))
-                .ok_or_else(|| anyhow::anyhow!("unknown operation {op:?}"))?
-                    as i32,
-            };
-            let context = pb::PolicyContext {
-                principal: Some(airt_proto::common::v1::Principal {
-                    r#type: kind.into(),
-                    id: id.into(),
-                    roles: principal_roles
-                        .split(',')
-                        .filter(|r| !r.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
-                }),
-                agent,
-                capability_id: capability,
-                risk_level: risk_level as i32,
+            let context = eval_context(
+                &principal,
+                &principal_roles,
+                capability,
+                &risk,
+                operation,
+                (agent, environment),
                 requires_approval,
-                operation_type,
-                environment,
-                ..Default::default()
-            };
+            )?;
             let record = client
                 .evaluate(pb::EvaluateRequest {
                     context: Some(context),

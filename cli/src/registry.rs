@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use airt_proto::registry::v1 as pb;
 use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
 
-use crate::client::{ConnectionArgs, ServiceName, describe};
+use crate::client::{ConnectionArgs, Credentials, ServiceName, describe};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RegistryCommand {
@@ -166,6 +168,86 @@ fn details(capability: &pb::Capability) -> String {
     out
 }
 
+type Client = RegistryServiceClient<InterceptedService<Channel, Credentials>>;
+
+/// `airt registry register`: the verdict, or every problem of the file.
+async fn register(
+    client: &mut Client,
+    file: &std::path::Path,
+    validate_only: bool,
+) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let response = client
+        .register_capability(pb::RegisterCapabilityRequest {
+            source: Some(pb::register_capability_request::Source::SpecText(text)),
+            validate_only,
+            request_id: String::new(),
+        })
+        .await;
+    match response {
+        Ok(response) => {
+            let response = response.into_inner();
+            let capability = response.capability.unwrap_or_default();
+            let verdict = if validate_only {
+                "valid"
+            } else if response.created {
+                "registered"
+            } else {
+                "already registered (identical content)"
+            };
+            out!("{verdict}: {}", summary(&capability));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(status) => {
+            eprintln!("{}: {}", file.display(), describe(&status));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `airt registry list`: every page, one line per capability.
+async fn list(
+    client: &mut Client,
+    prefix: String,
+    risk: Option<String>,
+    tag: String,
+    lifecycle: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let risk_level = risk
+        .as_deref()
+        .map(risk_from_name)
+        .transpose()?
+        .unwrap_or(0);
+    let lifecycle = lifecycle
+        .as_deref()
+        .map(lifecycle_from_name)
+        .transpose()?
+        .unwrap_or(0);
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_capabilities(pb::ListCapabilitiesRequest {
+                page_size: 500,
+                page_token,
+                id_prefix: prefix.clone(),
+                risk_level,
+                tag: tag.clone(),
+                lifecycle,
+            })
+            .await
+            .map_err(|status| anyhow::anyhow!(describe(&status)))?
+            .into_inner();
+        for capability in &page.capabilities {
+            out!("{}", summary(capability));
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
 pub async fn run(args: &ConnectionArgs, command: RegistryCommand) -> anyhow::Result<ExitCode> {
     let mut client = RegistryServiceClient::new(args.authenticated(ServiceName::Registry)?);
     let fail = |status: tonic::Status| anyhow::anyhow!(describe(&status));
@@ -173,36 +255,7 @@ pub async fn run(args: &ConnectionArgs, command: RegistryCommand) -> anyhow::Res
         RegistryCommand::Register {
             file,
             validate_only,
-        } => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-            let response = client
-                .register_capability(pb::RegisterCapabilityRequest {
-                    source: Some(pb::register_capability_request::Source::SpecText(text)),
-                    validate_only,
-                    request_id: String::new(),
-                })
-                .await;
-            match response {
-                Ok(response) => {
-                    let response = response.into_inner();
-                    let capability = response.capability.unwrap_or_default();
-                    let verdict = if validate_only {
-                        "valid"
-                    } else if response.created {
-                        "registered"
-                    } else {
-                        "already registered (identical content)"
-                    };
-                    out!("{verdict}: {}", summary(&capability));
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(status) => {
-                    eprintln!("{}: {}", file.display(), describe(&status));
-                    Ok(ExitCode::FAILURE)
-                }
-            }
-        }
+        } => register(&mut client, &file, validate_only).await,
         RegistryCommand::Get {
             capability_id,
             version,
@@ -225,40 +278,7 @@ pub async fn run(args: &ConnectionArgs, command: RegistryCommand) -> anyhow::Res
             risk,
             tag,
             lifecycle,
-        } => {
-            let risk_level = risk
-                .as_deref()
-                .map(risk_from_name)
-                .transpose()?
-                .unwrap_or(0);
-            let lifecycle = lifecycle
-                .as_deref()
-                .map(lifecycle_from_name)
-                .transpose()?
-                .unwrap_or(0);
-            let mut page_token = String::new();
-            loop {
-                let page = client
-                    .list_capabilities(pb::ListCapabilitiesRequest {
-                        page_size: 500,
-                        page_token,
-                        id_prefix: prefix.clone(),
-                        risk_level,
-                        tag: tag.clone(),
-                        lifecycle,
-                    })
-                    .await
-                    .map_err(fail)?
-                    .into_inner();
-                for capability in &page.capabilities {
-                    out!("{}", summary(capability));
-                }
-                if page.next_page_token.is_empty() {
-                    return Ok(ExitCode::SUCCESS);
-                }
-                page_token = page.next_page_token;
-            }
-        }
+        } => list(&mut client, prefix, risk, tag, lifecycle).await,
         RegistryCommand::Versions { capability_id } => {
             let mut page_token = String::new();
             loop {

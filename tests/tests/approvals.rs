@@ -4,6 +4,9 @@
 //! approvals survive a restart, and webhooks are signed and retried; also
 //! what watchers and a replica's limit of workflows driven at once observe.
 
+// A test is one scenario, told in order; it may be long.
+#![allow(clippy::too_many_lines)]
+
 use std::time::Duration;
 
 use airt_kit::testing::{TestDb, as_principal};

@@ -1,5 +1,8 @@
 //! The policy service over real gRPC, on SQLite and PostgreSQL.
 
+// A test is one scenario, told in order; it may be long.
+#![allow(clippy::too_many_lines)]
+
 use std::time::{Duration, Instant};
 
 use airt_kit::audit::{AuditFilter, AuditLog};

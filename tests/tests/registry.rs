@@ -2,6 +2,9 @@
 //! a capability, pagination under concurrent writes, the change feed with
 //! reconnection, access control, and restarts.
 
+// A test is one scenario, told in order; it may be long.
+#![allow(clippy::too_many_lines)]
+
 use std::collections::HashSet;
 use std::time::Duration;
 

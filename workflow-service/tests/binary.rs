@@ -1,5 +1,8 @@
 //! The real `workflow-service` binary: reflection, health and SIGTERM.
 
+// A test is one scenario, told in order; it may be long.
+#![allow(clippy::too_many_lines)]
+
 /// With no registry reachable the built-ins cannot be published, so the
 /// service is up (reflection answers) but reports NOT_SERVING; SIGTERM still
 /// stops it cleanly.

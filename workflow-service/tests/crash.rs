@@ -9,6 +9,9 @@
 //! `AIRT_CRASH_CYCLES` sets the number of kill/restart cycles (default 20;
 //! the README's long run uses 100).
 
+// A test is one scenario, told in order; it may be long.
+#![allow(clippy::too_many_lines)]
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

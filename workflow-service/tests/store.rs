@@ -1,6 +1,9 @@
 //! The workflow store's conformance suite: the same behaviour on SQLite and
 //! PostgreSQL.
 
+// A test is one scenario, told in order; it may be long.
+#![allow(clippy::too_many_lines)]
+
 use airt_kit::Principal;
 use airt_kit::audit::AuditLog;
 use airt_kit::db::Database;

@@ -46,11 +46,8 @@ impl Violations {
     }
 }
 
-/// Validates a draft; returns the spec and its initial lifecycle (ACTIVE
-/// unless the draft says otherwise), or every violation.
-pub fn validate(draft: &SpecDraft) -> Result<(CapabilitySpec, Lifecycle), Vec<FieldViolation>> {
-    let mut v = Violations(Vec::new());
-
+/// A valid capability id and a name.
+fn check_id_and_name(v: &mut Violations, draft: &SpecDraft) {
     if draft.id.is_empty() {
         v.add("id", "is required");
     } else if !is_capability_id(&draft.id) {
@@ -65,6 +62,37 @@ pub fn validate(draft: &SpecDraft) -> Result<(CapabilitySpec, Lifecycle), Vec<Fi
     if draft.name.trim().is_empty() {
         v.add("name", "is required");
     }
+}
+
+/// A semantic version and non-empty tags.
+fn check_metadata(v: &mut Violations, metadata: &super::spec::MetadataDraft) {
+    if metadata.version.is_empty() {
+        v.add(
+            "metadata.version",
+            "is required (semantic version, e.g. 1.0.0)",
+        );
+    } else if semver::Version::parse(&metadata.version).is_err() {
+        v.add(
+            "metadata.version",
+            format!(
+                "{:?} is not a semantic version (e.g. 1.0.0)",
+                metadata.version
+            ),
+        );
+    }
+    for (i, tag) in metadata.tags.iter().enumerate() {
+        if tag.trim().is_empty() {
+            v.add(format!("metadata.tags[{i}]"), "must not be empty");
+        }
+    }
+}
+
+/// Validates a draft; returns the spec and its initial lifecycle (ACTIVE
+/// unless the draft says otherwise), or every violation.
+pub fn validate(draft: &SpecDraft) -> Result<(CapabilitySpec, Lifecycle), Vec<FieldViolation>> {
+    let mut v = Violations(Vec::new());
+
+    check_id_and_name(&mut v, draft);
     let operation_type = v.required(draft.operation_type, "operation_type");
 
     let risk = v.required(draft.risk.as_ref(), "risk");
@@ -99,25 +127,7 @@ pub fn validate(draft: &SpecDraft) -> Result<(CapabilitySpec, Lifecycle), Vec<Fi
 
     let metadata = v.required(draft.metadata.as_ref(), "metadata");
     if let Some(metadata) = metadata {
-        if metadata.version.is_empty() {
-            v.add(
-                "metadata.version",
-                "is required (semantic version, e.g. 1.0.0)",
-            );
-        } else if semver::Version::parse(&metadata.version).is_err() {
-            v.add(
-                "metadata.version",
-                format!(
-                    "{:?} is not a semantic version (e.g. 1.0.0)",
-                    metadata.version
-                ),
-            );
-        }
-        for (i, tag) in metadata.tags.iter().enumerate() {
-            if tag.trim().is_empty() {
-                v.add(format!("metadata.tags[{i}]"), "must not be empty");
-            }
-        }
+        check_metadata(&mut v, metadata);
     }
 
     check_handler(&mut v, &draft.handler);

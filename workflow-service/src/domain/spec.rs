@@ -222,6 +222,49 @@ fn valid_step_name(name: &str) -> bool {
 /// Validates a draft: the spec (steps in topological order) or every problem.
 pub fn validate_workflow(draft: &WorkflowDraft) -> Result<WorkflowSpec, Vec<FieldViolation>> {
     let mut p = Problems(Vec::new());
+    let options = check_header(draft, &mut p);
+    let index = check_names(draft, &mut p);
+    let order = topological_order(draft, &index, &mut p);
+    let ancestors = ancestors(draft, &index, &order);
+    let steps: Vec<StepSpec> = draft
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| {
+            // Templates may use initial_state and the steps this one depends on.
+            let reachable = ancestors
+                .get(step.name.as_str())
+                .cloned()
+                .unwrap_or_default();
+            let scope = TemplateScope {
+                draft,
+                index: &index,
+                reachable: &reachable,
+            };
+            check_step(i, step, &scope, &mut p)
+        })
+        .collect();
+    if !p.0.is_empty() {
+        return Err(p.0);
+    }
+    let ordered = order.iter().map(|&i| steps[i].clone()).collect();
+    Ok(WorkflowSpec {
+        name: draft.name.clone(),
+        version: draft.version.clone(),
+        description: draft.description.clone(),
+        owner: draft.metadata.owner.clone(),
+        environment: draft.metadata.environment.clone(),
+        tags: draft.metadata.tags.clone(),
+        initial_state: draft.initial_state.clone(),
+        options,
+        steps: ordered,
+    })
+}
+
+/// Name, version, step count, options, and whether what is stored can be
+/// served back (bounded in size and depth).
+fn check_header(draft: &WorkflowDraft, p: &mut Problems) -> WorkflowOptions {
+    use airt_kit::limits::{MAX_STORED_BYTES, MAX_STORED_DEPTH, check_storable};
     if draft.name.trim().is_empty() {
         p.add("name", "is required");
     }
@@ -237,7 +280,6 @@ pub fn validate_workflow(draft: &WorkflowDraft) -> Result<WorkflowSpec, Vec<Fiel
     if draft.steps.len() > MAX_STEPS {
         p.add("steps", format!("at most {MAX_STEPS} steps"));
     }
-
     let max_parallel = match draft.options.max_parallel {
         None => 4,
         Some(n) if (1..=i64::from(MAX_PARALLEL)).contains(&n) => n as u32,
@@ -249,29 +291,27 @@ pub fn validate_workflow(draft: &WorkflowDraft) -> Result<WorkflowSpec, Vec<Fiel
             4
         }
     };
-    let options = WorkflowOptions {
+    let state = Value::Object(draft.initial_state.clone());
+    if let Err(why) = check_storable(&state, MAX_STORED_BYTES, MAX_STORED_DEPTH) {
+        p.add("initial_state", why);
+    }
+    for (i, step) in draft.steps.iter().enumerate() {
+        let inputs = Value::Object(step.inputs.clone());
+        if let Err(why) = check_storable(&inputs, MAX_STORED_BYTES, MAX_STORED_DEPTH) {
+            p.add(format!("steps[{i}].inputs"), why);
+        }
+    }
+    WorkflowOptions {
         auto_rollback: draft.options.auto_rollback.unwrap_or(true),
         preflight: draft.options.preflight.unwrap_or(true),
         max_duration: p.duration("options.max_duration".into(), &draft.options.max_duration),
         max_parallel,
-    };
-
-    // What is stored must be servable: bounded in size and depth.
-    {
-        use airt_kit::limits::{MAX_STORED_BYTES, MAX_STORED_DEPTH, check_storable};
-        let state = Value::Object(draft.initial_state.clone());
-        if let Err(why) = check_storable(&state, MAX_STORED_BYTES, MAX_STORED_DEPTH) {
-            p.add("initial_state", why);
-        }
-        for (i, step) in draft.steps.iter().enumerate() {
-            let inputs = Value::Object(step.inputs.clone());
-            if let Err(why) = check_storable(&inputs, MAX_STORED_BYTES, MAX_STORED_DEPTH) {
-                p.add(format!("steps[{i}].inputs"), why);
-            }
-        }
     }
+}
 
-    // Names and dependencies.
+/// Step names (valid, unique, not state keys) and dependencies (known, not
+/// itself, not twice); the index of each valid name.
+fn check_names<'d>(draft: &'d WorkflowDraft, p: &mut Problems) -> HashMap<&'d str, usize> {
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, step) in draft.steps.iter().enumerate() {
         if !valid_step_name(&step.name) {
@@ -298,189 +338,178 @@ pub fn validate_workflow(draft: &WorkflowDraft) -> Result<WorkflowSpec, Vec<Fiel
     for (i, step) in draft.steps.iter().enumerate() {
         let mut seen = HashSet::new();
         for dep in &step.depends_on {
-            if dep == &step.name {
-                p.add(
-                    format!("steps[{i}].depends_on"),
-                    "a step cannot depend on itself",
-                );
+            let problem = if dep == &step.name {
+                "a step cannot depend on itself".to_owned()
             } else if !index.contains_key(dep.as_str()) {
-                p.add(
-                    format!("steps[{i}].depends_on"),
-                    format!("unknown step {dep:?}"),
-                );
+                format!("unknown step {dep:?}")
             } else if !seen.insert(dep) {
-                p.add(
-                    format!("steps[{i}].depends_on"),
-                    format!("{dep:?} listed twice"),
-                );
-            }
+                format!("{dep:?} listed twice")
+            } else {
+                continue;
+            };
+            p.add(format!("steps[{i}].depends_on"), problem);
         }
     }
-    let order = topological_order(draft, &index, &mut p);
-    let ancestors = ancestors(draft, &index, &order);
+    index
+}
 
-    let mut steps = Vec::with_capacity(draft.steps.len());
-    for (i, step) in draft.steps.iter().enumerate() {
-        let at = |f: &str| format!("steps[{i}].{f}");
-        let step_type = step.step_type.unwrap_or(StepType::Action);
-        match step_type {
-            StepType::Action => {
-                if step.capability.is_empty() {
-                    p.add(at("capability"), "is required for ACTION steps");
-                } else if !is_capability_id(&step.capability) {
-                    p.add(
-                        at("capability"),
-                        format!("{:?} is not a capability id", step.capability),
-                    );
-                }
-                if step.approval.is_some() {
-                    p.add(at("approval"), "only HUMAN_APPROVAL steps take an approval config (risky actions get approvals from policy)");
-                }
+/// What a step's templates may refer to.
+struct TemplateScope<'a> {
+    draft: &'a WorkflowDraft,
+    index: &'a HashMap<&'a str, usize>,
+    /// The steps this one depends on, directly or transitively.
+    reachable: &'a HashSet<&'a str>,
+}
+
+impl TemplateScope<'_> {
+    /// Every placeholder of `value` names an `initial_state` key, a step
+    /// this one depends on, or `also` (a compensation's own step).
+    fn check(&self, p: &mut Problems, field: String, value: &Value, also: Option<&str>) {
+        let paths = match placeholders(value) {
+            Ok(paths) => paths,
+            Err(e) => return p.add(field, e.to_string()),
+        };
+        for path in paths {
+            let root = root_of(&path);
+            let known = self.draft.initial_state.contains_key(root)
+                || self.reachable.contains(root)
+                || also == Some(root);
+            if !known {
+                let hint = if self.index.contains_key(root) {
+                    " (add it to depends_on)"
+                } else {
+                    ""
+                };
+                p.add(field.clone(), format!("{{{{{path}}}}} refers to neither initial_state nor a step this step depends on{hint}"));
             }
-            StepType::HumanApproval => {
-                if step.approval.is_none() {
-                    p.add(at("approval"), "is required for HUMAN_APPROVAL steps");
-                }
-                if !step.capability.is_empty() {
-                    p.add(at("capability"), "HUMAN_APPROVAL steps run no capability");
-                }
-                if step.compensation.is_some() {
-                    p.add(
-                        at("compensation"),
-                        "HUMAN_APPROVAL steps have nothing to compensate",
-                    );
+        }
+    }
+}
+
+/// One step: its kind, templates, compensation, retry, timeout and approval.
+fn check_step(i: usize, step: &StepDraft, scope: &TemplateScope<'_>, p: &mut Problems) -> StepSpec {
+    let at = |f: &str| format!("steps[{i}].{f}");
+    let step_type = step.step_type.unwrap_or(StepType::Action);
+    check_kind(step, step_type, &at, p);
+    scope.check(p, at("inputs"), &Value::Object(step.inputs.clone()), None);
+    let compensation = step.compensation.as_ref().map(|c| {
+        if !is_capability_id(&c.capability) {
+            p.add(
+                at("compensation.capability"),
+                format!("{:?} is not a capability id", c.capability),
+            );
+        }
+        // A compensation may also use the outputs of its own step.
+        let inputs = Value::Object(c.inputs.clone());
+        scope.check(p, at("compensation.inputs"), &inputs, Some(&step.name));
+        StepCompensation {
+            capability: c.capability.clone(),
+            inputs: c.inputs.clone(),
+        }
+    });
+    let retry = step
+        .retry
+        .as_ref()
+        .map_or_else(RetryPolicy::default, |r| check_retry(r, &at, p));
+    let timeout = p.duration(at("timeout"), &step.timeout);
+    let approval = step.approval.as_ref().map(|a| {
+        if let Ok(paths) = placeholders_in(&a.message) {
+            for path in paths {
+                let root = root_of(&path);
+                if !scope.draft.initial_state.contains_key(root) && !scope.reachable.contains(root) {
+                    p.add(at("approval.message"), format!("{{{{{path}}}}} refers to neither initial_state nor a step this step depends on"));
                 }
             }
         }
-        // Templates may use initial_state and the steps this one depends on.
-        let reachable = ancestors
-            .get(step.name.as_str())
-            .cloned()
-            .unwrap_or_default();
-        let check_templates = |p: &mut Problems,
-                               field: String,
-                               value: &Value,
-                               also: Option<&str>| match placeholders(
-            value,
-        ) {
-            Ok(paths) => {
-                for path in paths {
-                    let root = root_of(&path);
-                    let known = draft.initial_state.contains_key(root)
-                        || reachable.contains(root)
-                        || also == Some(root);
-                    if !known {
-                        let hint = if index.contains_key(root) {
-                            " (add it to depends_on)"
-                        } else {
-                            ""
-                        };
-                        p.add(field.clone(), format!("{{{{{path}}}}} refers to neither initial_state nor a step this step depends on{hint}"));
-                    }
-                }
-            }
-            Err(e) => p.add(field, e.to_string()),
-        };
-        check_templates(
-            &mut p,
-            at("inputs"),
-            &Value::Object(step.inputs.clone()),
-            None,
-        );
-        let compensation = step.compensation.as_ref().map(|c| {
-            if !is_capability_id(&c.capability) {
+        if a.approver_roles.iter().any(|r| r.trim().is_empty()) {
+            p.add(at("approval.approver_roles"), "roles must not be empty");
+        }
+        ApprovalConfig {
+            approver_roles: if a.approver_roles.is_empty() { vec!["approver".to_owned()] } else { a.approver_roles.clone() },
+            timeout: p.duration(at("approval.timeout"), &a.timeout),
+            message: a.message.clone(),
+        }
+    });
+    StepSpec {
+        name: step.name.clone(),
+        step_type,
+        agent: step.agent.clone(),
+        capability: step.capability.clone(),
+        inputs: step.inputs.clone(),
+        depends_on: step.depends_on.clone(),
+        compensation,
+        retry,
+        timeout,
+        approval,
+    }
+}
+
+/// ACTION steps name a capability and take no approval config;
+/// HUMAN_APPROVAL steps take one and run nothing.
+fn check_kind(
+    step: &StepDraft,
+    step_type: StepType,
+    at: &dyn Fn(&str) -> String,
+    p: &mut Problems,
+) {
+    match step_type {
+        StepType::Action => {
+            if step.capability.is_empty() {
+                p.add(at("capability"), "is required for ACTION steps");
+            } else if !is_capability_id(&step.capability) {
                 p.add(
-                    at("compensation.capability"),
-                    format!("{:?} is not a capability id", c.capability),
+                    at("capability"),
+                    format!("{:?} is not a capability id", step.capability),
                 );
             }
-            // A compensation may also use the outputs of its own step.
-            check_templates(
-                &mut p,
-                at("compensation.inputs"),
-                &Value::Object(c.inputs.clone()),
-                Some(&step.name),
+            if step.approval.is_some() {
+                p.add(at("approval"), "only HUMAN_APPROVAL steps take an approval config (risky actions get approvals from policy)");
+            }
+        }
+        StepType::HumanApproval => {
+            if step.approval.is_none() {
+                p.add(at("approval"), "is required for HUMAN_APPROVAL steps");
+            }
+            if !step.capability.is_empty() {
+                p.add(at("capability"), "HUMAN_APPROVAL steps run no capability");
+            }
+            if step.compensation.is_some() {
+                p.add(
+                    at("compensation"),
+                    "HUMAN_APPROVAL steps have nothing to compensate",
+                );
+            }
+        }
+    }
+}
+
+fn check_retry(r: &RetryDraft, at: &dyn Fn(&str) -> String, p: &mut Problems) -> RetryPolicy {
+    let max_attempts = match r.max_attempts {
+        None => 1,
+        Some(n) if (1..=100).contains(&n) => n as u32,
+        Some(n) => {
+            p.add(
+                at("retry.max_attempts"),
+                format!("{n}: total attempts including the first, 1..=100 (1 means no retry)"),
             );
-            StepCompensation {
-                capability: c.capability.clone(),
-                inputs: c.inputs.clone(),
-            }
-        });
-        let retry = match &step.retry {
-            None => RetryPolicy::default(),
-            Some(r) => {
-                let max_attempts = match r.max_attempts {
-                    None => 1,
-                    Some(n) if (1..=100).contains(&n) => n as u32,
-                    Some(n) => {
-                        p.add(at("retry.max_attempts"), format!("{n}: total attempts including the first, 1..=100 (1 means no retry)"));
-                        1
-                    }
-                };
-                let multiplier = r.multiplier.unwrap_or(2.0);
-                if !(1.0..=10.0).contains(&multiplier) {
-                    p.add(at("retry.multiplier"), "must be between 1.0 and 10.0");
-                }
-                let defaults = RetryPolicy::default();
-                RetryPolicy {
-                    max_attempts,
-                    initial_backoff: p
-                        .duration(at("retry.initial_backoff"), &r.initial_backoff)
-                        .unwrap_or(defaults.initial_backoff),
-                    multiplier,
-                    max_backoff: p
-                        .duration(at("retry.max_backoff"), &r.max_backoff)
-                        .unwrap_or(defaults.max_backoff),
-                }
-            }
-        };
-        let timeout = p.duration(at("timeout"), &step.timeout);
-        let approval = step.approval.as_ref().map(|a| {
-            if let Ok(paths) = placeholders_in(&a.message) {
-                for path in paths {
-                    let root = root_of(&path);
-                    if !draft.initial_state.contains_key(root) && !reachable.contains(root) {
-                        p.add(at("approval.message"), format!("{{{{{path}}}}} refers to neither initial_state nor a step this step depends on"));
-                    }
-                }
-            }
-            if a.approver_roles.iter().any(|r| r.trim().is_empty()) {
-                p.add(at("approval.approver_roles"), "roles must not be empty");
-            }
-            ApprovalConfig {
-                approver_roles: if a.approver_roles.is_empty() { vec!["approver".to_owned()] } else { a.approver_roles.clone() },
-                timeout: p.duration(at("approval.timeout"), &a.timeout),
-                message: a.message.clone(),
-            }
-        });
-        steps.push(StepSpec {
-            name: step.name.clone(),
-            step_type,
-            agent: step.agent.clone(),
-            capability: step.capability.clone(),
-            inputs: step.inputs.clone(),
-            depends_on: step.depends_on.clone(),
-            compensation,
-            retry,
-            timeout,
-            approval,
-        });
+            1
+        }
+    };
+    let multiplier = r.multiplier.unwrap_or(2.0);
+    if !(1.0..=10.0).contains(&multiplier) {
+        p.add(at("retry.multiplier"), "must be between 1.0 and 10.0");
     }
-    if !p.0.is_empty() {
-        return Err(p.0);
+    let defaults = RetryPolicy::default();
+    RetryPolicy {
+        max_attempts,
+        initial_backoff: p
+            .duration(at("retry.initial_backoff"), &r.initial_backoff)
+            .unwrap_or(defaults.initial_backoff),
+        multiplier,
+        max_backoff: p
+            .duration(at("retry.max_backoff"), &r.max_backoff)
+            .unwrap_or(defaults.max_backoff),
     }
-    let ordered = order.iter().map(|&i| steps[i].clone()).collect();
-    Ok(WorkflowSpec {
-        name: draft.name.clone(),
-        version: draft.version.clone(),
-        description: draft.description.clone(),
-        owner: draft.metadata.owner.clone(),
-        environment: draft.metadata.environment.clone(),
-        tags: draft.metadata.tags.clone(),
-        initial_state: draft.initial_state.clone(),
-        options,
-        steps: ordered,
-    })
 }
 
 fn semver_like(version: &str) -> Option<()> {

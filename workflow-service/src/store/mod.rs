@@ -377,6 +377,182 @@ pub struct WorkflowStore {
     changes: ChangeFeed,
 }
 
+/// Writes one transition's row changes inside transaction `$tx` (one
+/// expansion per backend); evaluates to the statement's result.
+macro_rules! write_transition {
+    ($tx:ident, $workflow_id:expr, $now:expr, $transition:expr) => {{
+        let (workflow_id, now, transition) = ($workflow_id, $now, $transition);
+        match transition {
+            Transition::Workflow {
+                status,
+                reason,
+                failed_step,
+                ..
+            } => {
+                sqlx::query(SET_WORKFLOW_STATUS)
+                    .bind(workflow_id)
+                    .bind(status.as_str())
+                    .bind(reason)
+                    .bind(failed_step)
+                    .bind(status.is_terminal())
+                    .bind(now)
+                    .bind(status.is_terminal() || *status == WorkflowStatus::Paused)
+                    .execute(&mut *$tx)
+                    .await?
+            }
+            Transition::StepDecided {
+                step,
+                risk_level,
+                capability_version,
+                resolved_inputs,
+                decision,
+            } => {
+                sqlx::query(SET_STEP_DECIDED)
+                    .bind(workflow_id)
+                    .bind(step)
+                    .bind(risk_level)
+                    .bind(capability_version)
+                    .bind(resolved_inputs.to_string())
+                    .bind(decision.to_string())
+                    .execute(&mut *$tx)
+                    .await?
+            }
+            Transition::Step {
+                step,
+                status,
+                attempt,
+                error,
+            } => {
+                let ends = !matches!(
+                    status,
+                    StepStatus::Pending
+                        | StepStatus::Running
+                        | StepStatus::AwaitingApproval
+                        | StepStatus::Compensating
+                );
+                sqlx::query(SET_STEP_STATUS)
+                    .bind(workflow_id)
+                    .bind(step)
+                    .bind(status.as_str())
+                    .bind(*attempt)
+                    .bind(error)
+                    .bind(*status == StepStatus::Running)
+                    .bind(ends)
+                    .bind(now)
+                    .execute(&mut *$tx)
+                    .await?
+            }
+            Transition::StepSucceeded {
+                step,
+                outputs,
+                undo,
+            } => {
+                let completed: i64 = sqlx::query_scalar(NEXT_COMPLETION)
+                    .bind(workflow_id)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+                sqlx::query(SET_STEP_SUCCEEDED)
+                    .bind(workflow_id)
+                    .bind(step)
+                    .bind(outputs.to_string())
+                    .bind(undo.to_string())
+                    .bind(completed)
+                    .bind(now)
+                    .execute(&mut *$tx)
+                    .await?
+            }
+            Transition::CompensationPlanned {
+                step,
+                position,
+                capability_id,
+                inputs,
+            } => {
+                sqlx::query(INSERT_COMPENSATION)
+                    .bind(workflow_id)
+                    .bind(step)
+                    .bind(*position)
+                    .bind(capability_id)
+                    .bind(inputs.to_string())
+                    .execute(&mut *$tx)
+                    .await?
+            }
+            Transition::Compensation {
+                step,
+                status,
+                attempts,
+                error,
+            } => {
+                sqlx::query(SET_COMPENSATION)
+                    .bind(workflow_id)
+                    .bind(step)
+                    .bind(status.as_str())
+                    .bind(*attempts)
+                    .bind(error)
+                    .bind(now)
+                    .bind(matches!(
+                        status,
+                        CompensationStatus::Done | CompensationStatus::Failed
+                    ))
+                    .execute(&mut *$tx)
+                    .await?
+            }
+            Transition::ApprovalRequested { step, approval, .. } => {
+                approvals::insert_approval!($tx, approval);
+                sqlx::query(SET_STEP_AWAITING)
+                    .bind(workflow_id)
+                    .bind(step)
+                    .bind(&approval.approval_id)
+                    .execute(&mut *$tx)
+                    .await?
+            }
+            Transition::ApprovalDecided {
+                approval_id,
+                status,
+                decided_by,
+                comment,
+                ..
+            } => {
+                let decided = sqlx::query(approvals::DECIDE_APPROVAL)
+                    .bind(approval_id)
+                    .bind(status.as_str())
+                    .bind(decided_by)
+                    .bind(comment)
+                    .bind(now)
+                    .execute(&mut *$tx)
+                    .await?;
+                if decided.rows_affected() == 0 {
+                    return Err(WorkflowError::FailedPrecondition(format!(
+                        "approval {approval_id} is no longer PENDING"
+                    )));
+                }
+                decided
+            }
+            Transition::ApprovalClosed {
+                approval_id,
+                from,
+                status,
+                reason,
+                ..
+            } => {
+                let closed = sqlx::query(approvals::CLOSE_APPROVAL)
+                    .bind(approval_id)
+                    .bind(from.as_str())
+                    .bind(status.as_str())
+                    .bind(reason)
+                    .bind(now)
+                    .execute(&mut *$tx)
+                    .await?;
+                if closed.rows_affected() == 0 {
+                    return Err(WorkflowError::FailedPrecondition(format!(
+                        "approval {approval_id} is no longer {from}"
+                    )));
+                }
+                closed
+            }
+        }
+    }};
+}
+
 impl WorkflowStore {
     pub fn new(db: Database) -> Self {
         Self {
@@ -618,108 +794,7 @@ impl WorkflowStore {
           let mut events = Vec::with_capacity(transitions.len());
           for (seq, transition) in (last - count + 1..).zip(transitions) {
             let detail = transition.detail();
-            let changed = match transition {
-                Transition::Workflow { status, reason, failed_step, .. } => sqlx::query(SET_WORKFLOW_STATUS)
-                    .bind(workflow_id)
-                    .bind(status.as_str())
-                    .bind(reason)
-                    .bind(failed_step)
-                    .bind(status.is_terminal())
-                    .bind(now)
-                    .bind(status.is_terminal() || *status == WorkflowStatus::Paused)
-                    .execute(&mut *tx)
-                    .await?,
-                Transition::StepDecided { step, risk_level, capability_version, resolved_inputs, decision } => sqlx::query(SET_STEP_DECIDED)
-                    .bind(workflow_id)
-                    .bind(step)
-                    .bind(risk_level)
-                    .bind(capability_version)
-                    .bind(resolved_inputs.to_string())
-                    .bind(decision.to_string())
-                    .execute(&mut *tx)
-                    .await?,
-                Transition::Step { step, status, attempt, error } => {
-                    let ends = !matches!(status, StepStatus::Pending | StepStatus::Running | StepStatus::AwaitingApproval | StepStatus::Compensating);
-                    sqlx::query(SET_STEP_STATUS)
-                        .bind(workflow_id)
-                        .bind(step)
-                        .bind(status.as_str())
-                        .bind(*attempt)
-                        .bind(error)
-                        .bind(*status == StepStatus::Running)
-                        .bind(ends)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?
-                }
-                Transition::StepSucceeded { step, outputs, undo } => {
-                    let completed: i64 = sqlx::query_scalar(NEXT_COMPLETION).bind(workflow_id).fetch_one(&mut *tx).await?;
-                    sqlx::query(SET_STEP_SUCCEEDED)
-                        .bind(workflow_id)
-                        .bind(step)
-                        .bind(outputs.to_string())
-                        .bind(undo.to_string())
-                        .bind(completed)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?
-                }
-                Transition::CompensationPlanned { step, position, capability_id, inputs } => sqlx::query(INSERT_COMPENSATION)
-                    .bind(workflow_id)
-                    .bind(step)
-                    .bind(*position)
-                    .bind(capability_id)
-                    .bind(inputs.to_string())
-                    .execute(&mut *tx)
-                    .await?,
-                Transition::Compensation { step, status, attempts, error } => sqlx::query(SET_COMPENSATION)
-                    .bind(workflow_id)
-                    .bind(step)
-                    .bind(status.as_str())
-                    .bind(*attempts)
-                    .bind(error)
-                    .bind(now)
-                    .bind(matches!(status, CompensationStatus::Done | CompensationStatus::Failed))
-                    .execute(&mut *tx)
-                    .await?,
-                Transition::ApprovalRequested { step, approval, .. } => {
-                    approvals::insert_approval!(tx, approval);
-                    sqlx::query(SET_STEP_AWAITING)
-                        .bind(workflow_id)
-                        .bind(step)
-                        .bind(&approval.approval_id)
-                        .execute(&mut *tx)
-                        .await?
-                }
-                Transition::ApprovalDecided { approval_id, status, decided_by, comment, .. } => {
-                    let decided = sqlx::query(approvals::DECIDE_APPROVAL)
-                        .bind(approval_id)
-                        .bind(status.as_str())
-                        .bind(decided_by)
-                        .bind(comment)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    if decided.rows_affected() == 0 {
-                        return Err(WorkflowError::FailedPrecondition(format!("approval {approval_id} is no longer PENDING")));
-                    }
-                    decided
-                }
-                Transition::ApprovalClosed { approval_id, from, status, reason, .. } => {
-                    let closed = sqlx::query(approvals::CLOSE_APPROVAL)
-                        .bind(approval_id)
-                        .bind(from.as_str())
-                        .bind(status.as_str())
-                        .bind(reason)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    if closed.rows_affected() == 0 {
-                        return Err(WorkflowError::FailedPrecondition(format!("approval {approval_id} is no longer {from}")));
-                    }
-                    closed
-                }
-            };
+            let changed = write_transition!(tx, workflow_id, now, transition);
             for delivery in transition.deliveries() {
                 approvals::insert_delivery!(tx, workflow_id, delivery, now);
             }

@@ -153,6 +153,45 @@ impl Slot {
             .map_err(|e| io_error(e, Path::new(".airt/undo")))
     }
 
+    /// The undo record of an earlier attempt; on the first attempt, `check`
+    /// runs (nothing is kept for an action refused there), then the slot is
+    /// created, `keep` keeps what the undo will need and returns the record,
+    /// and the record is committed — all before the action changes anything.
+    fn record_once<P>(
+        &self,
+        ws: &Workspace,
+        check: impl FnOnce() -> Result<P, HandlerError>,
+        keep: impl FnOnce(P) -> Result<Value, HandlerError>,
+    ) -> Result<Value, HandlerError> {
+        if let Some(record) = self.record(ws)? {
+            return Ok(record);
+        }
+        let checked = check()?;
+        self.create(ws)?;
+        let record = keep(checked)?;
+        self.commit(ws, &record)?;
+        Ok(record)
+    }
+
+    /// The record of a write to `rel` (`op`: write or copy), keeping the
+    /// bytes it replaces.
+    fn keep_target(
+        &self,
+        ws: &Workspace,
+        op: &str,
+        rel: &Path,
+        existed: bool,
+        created_dirs: &[PathBuf],
+    ) -> Result<Value, HandlerError> {
+        if existed {
+            self.keep_previous(ws, rel)?;
+        }
+        Ok(json!({
+            "op": op, "path": rel.display().to_string(), "slot": self.name,
+            "existed": existed, "created_dirs": path_strings(created_dirs),
+        }))
+    }
+
     /// Keeps the current bytes of `path` as this slot's `previous`.
     fn keep_previous(&self, ws: &Workspace, path: &Path) -> Result<(), HandlerError> {
         let previous = ws.dir().read(path).map_err(|e| io_error(e, path))?;
@@ -363,26 +402,16 @@ impl Handler for WriteFile {
         let slot = Slot::of(ctx);
         blocking(ctx, move |ws| {
             let rel = ws.resolve(&path)?;
-            let record = match slot.record(ws)? {
-                Some(record) => record,
-                None => {
-                    let existing = metadata(ws, &rel)?;
-                    if existing.as_ref().is_some_and(|m| !m.is_file()) {
-                        return Err(HandlerError::new(ErrorKind::ActionFailed, format!("{path} exists and is not a file")));
-                    }
-                    let created_dirs = if create_dirs { missing_ancestors(ws, &rel)? } else { Vec::new() };
-                    slot.create(ws)?;
-                    if existing.is_some() {
-                        slot.keep_previous(ws, &rel)?;
-                    }
-                    let record = json!({
-                        "op": "write", "path": rel.display().to_string(), "slot": slot.name,
-                        "existed": existing.is_some(), "created_dirs": path_strings(&created_dirs),
-                    });
-                    slot.commit(ws, &record)?;
-                    record
+            let check = || {
+                let existing = metadata(ws, &rel)?;
+                if existing.as_ref().is_some_and(|m| !m.is_file()) {
+                    return Err(HandlerError::new(ErrorKind::ActionFailed, format!("{path} exists and is not a file")));
                 }
+                let created_dirs = if create_dirs { missing_ancestors(ws, &rel)? } else { Vec::new() };
+                Ok((existing.is_some(), created_dirs))
             };
+            let keep = |(existed, dirs): (bool, Vec<PathBuf>)| slot.keep_target(ws, "write", &rel, existed, &dirs);
+            let record = slot.record_once(ws, check, keep)?;
             if create_dirs && let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
                 ws.dir().create_dir_all(parent).map_err(|e| io_error(e, parent))?;
             }
@@ -467,6 +496,34 @@ impl Handler for MakeDir {
     }
 }
 
+/// The inputs of a move or a copy.
+struct Transfer {
+    from: String,
+    to: String,
+    overwrite: bool,
+}
+
+impl Transfer {
+    fn of(inputs: &Map<String, Value>) -> Result<Self, HandlerError> {
+        Ok(Self {
+            from: string(inputs, "from")?.to_owned(),
+            to: string(inputs, "to")?.to_owned(),
+            overwrite: boolean(inputs, "overwrite"),
+        })
+    }
+}
+
+/// An existing target is replaced only when `overwrite` was asked for.
+fn refuse_overwrite(exists: bool, overwrite: bool, to: &str) -> Result<(), HandlerError> {
+    if exists && !overwrite {
+        return Err(HandlerError::new(
+            ErrorKind::AlreadyExists,
+            format!("{to} exists; set overwrite: true to replace it"),
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug)]
 struct Move;
 
@@ -477,32 +534,30 @@ impl Handler for Move {
         ctx: &ExecutionContext,
         inputs: &Map<String, Value>,
     ) -> Result<Execution, HandlerError> {
-        let from = string(inputs, "from")?.to_owned();
-        let to = string(inputs, "to")?.to_owned();
-        let overwrite = boolean(inputs, "overwrite");
+        let Transfer {
+            from,
+            to,
+            overwrite,
+        } = Transfer::of(inputs)?;
         let slot = Slot::of(ctx);
         blocking(ctx, move |ws| {
             let (src, dst) = (ws.resolve(&from)?, ws.resolve(&to)?);
             let outputs = json!({"from": from, "to": to});
-            let record = match slot.record(ws)? {
-                Some(record) => record,
-                None => {
-                    if metadata(ws, &src)?.is_none() {
-                        return Err(HandlerError::new(ErrorKind::NotFound, format!("{from} does not exist")));
-                    }
-                    let target_exists = metadata(ws, &dst)?.is_some();
-                    if target_exists && !overwrite {
-                        return Err(HandlerError::new(ErrorKind::AlreadyExists, format!("{to} exists; set overwrite: true to replace it")));
-                    }
-                    slot.create(ws)?;
-                    if target_exists {
-                        ws.dir().rename(&dst, ws.undo(), slot.file("overwritten")).map_err(|e| io_error(e, &dst))?;
-                    }
-                    let record = json!({"op": "move", "from": src.display().to_string(), "to": dst.display().to_string(), "slot": slot.name, "overwrote": target_exists});
-                    slot.commit(ws, &record)?;
-                    record
+            let check = || {
+                if metadata(ws, &src)?.is_none() {
+                    return Err(HandlerError::new(ErrorKind::NotFound, format!("{from} does not exist")));
                 }
+                let target_exists = metadata(ws, &dst)?.is_some();
+                refuse_overwrite(target_exists, overwrite, &to)?;
+                Ok(target_exists)
             };
+            let keep = |target_exists: bool| {
+                if target_exists {
+                    ws.dir().rename(&dst, ws.undo(), slot.file("overwritten")).map_err(|e| io_error(e, &dst))?;
+                }
+                Ok(json!({"op": "move", "from": src.display().to_string(), "to": dst.display().to_string(), "slot": slot.name, "overwrote": target_exists}))
+            };
+            let record = slot.record_once(ws, check, keep)?;
             // A repeated attempt after the rename finds the source gone.
             if metadata(ws, &src)?.is_some() {
                 ws.dir().rename(&src, ws.dir(), &dst).map_err(|e| io_error(e, &src))?;
@@ -549,34 +604,37 @@ impl Handler for Copy {
         ctx: &ExecutionContext,
         inputs: &Map<String, Value>,
     ) -> Result<Execution, HandlerError> {
-        let from = string(inputs, "from")?.to_owned();
-        let to = string(inputs, "to")?.to_owned();
-        let overwrite = boolean(inputs, "overwrite");
+        let Transfer {
+            from,
+            to,
+            overwrite,
+        } = Transfer::of(inputs)?;
         let slot = Slot::of(ctx);
         blocking(ctx, move |ws| {
             let (src, dst) = (ws.resolve(&from)?, ws.resolve(&to)?);
             let source = ws.dir().metadata(&src).map_err(|e| io_error(e, &src))?;
             if !source.is_file() {
-                return Err(HandlerError::new(ErrorKind::ActionFailed, format!("{from} is not a file")));
+                return Err(HandlerError::new(
+                    ErrorKind::ActionFailed,
+                    format!("{from} is not a file"),
+                ));
             }
-            let record = match slot.record(ws)? {
-                Some(record) => record,
-                None => {
-                    let existing = metadata(ws, &dst)?;
-                    if existing.is_some() && !overwrite {
-                        return Err(HandlerError::new(ErrorKind::AlreadyExists, format!("{to} exists; set overwrite: true to replace it")));
-                    }
-                    slot.create(ws)?;
-                    if existing.is_some() {
-                        slot.keep_previous(ws, &dst)?;
-                    }
-                    let record = json!({"op": "copy", "path": dst.display().to_string(), "slot": slot.name, "existed": existing.is_some(), "created_dirs": []});
-                    slot.commit(ws, &record)?;
-                    record
-                }
+            let check = || {
+                let existed = metadata(ws, &dst)?.is_some();
+                refuse_overwrite(existed, overwrite, &to)?;
+                Ok(existed)
             };
-            let size = ws.dir().copy(&src, ws.dir(), &dst).map_err(|e| io_error(e, &dst))?;
-            Ok(Execution { outputs: json!({"from": from, "to": to, "size": size}), undo: Some(record) })
+            // Copying is writing the target: the same record and undo.
+            let keep = |existed: bool| slot.keep_target(ws, "copy", &dst, existed, &[]);
+            let record = slot.record_once(ws, check, keep)?;
+            let size = ws
+                .dir()
+                .copy(&src, ws.dir(), &dst)
+                .map_err(|e| io_error(e, &dst))?;
+            Ok(Execution {
+                outputs: json!({"from": from, "to": to, "size": size}),
+                undo: Some(record),
+            })
         })
         .await
     }
@@ -602,24 +660,20 @@ impl Handler for Delete {
         let slot = Slot::of(ctx);
         blocking(ctx, move |ws| {
             let rel = ws.resolve(&path)?;
-            let record = match slot.record(ws)? {
-                Some(record) => record,
-                None => {
-                    let meta = metadata(ws, &rel)?
-                        .ok_or_else(|| HandlerError::new(ErrorKind::NotFound, format!("{path} does not exist")))?;
-                    let kind = kind_of(&meta);
-                    if kind == "dir" && !recursive {
-                        let empty = ws.dir().read_dir(&rel).map_err(|e| io_error(e, &rel))?.next().is_none();
-                        if !empty {
-                            return Err(HandlerError::new(ErrorKind::ActionFailed, format!("{path} is a non-empty directory; set recursive: true")));
-                        }
+            let check = || {
+                let meta = metadata(ws, &rel)?
+                    .ok_or_else(|| HandlerError::new(ErrorKind::NotFound, format!("{path} does not exist")))?;
+                let kind = kind_of(&meta);
+                if kind == "dir" && !recursive {
+                    let empty = ws.dir().read_dir(&rel).map_err(|e| io_error(e, &rel))?.next().is_none();
+                    if !empty {
+                        return Err(HandlerError::new(ErrorKind::ActionFailed, format!("{path} is a non-empty directory; set recursive: true")));
                     }
-                    slot.create(ws)?;
-                    let record = json!({"op": "delete", "path": rel.display().to_string(), "slot": slot.name, "type": kind});
-                    slot.commit(ws, &record)?;
-                    record
                 }
+                Ok(kind)
             };
+            let keep = |kind: &str| Ok(json!({"op": "delete", "path": rel.display().to_string(), "slot": slot.name, "type": kind}));
+            let record = slot.record_once(ws, check, keep)?;
             // Deleting is moving into the trash, so the undo is a rename back.
             if metadata(ws, &rel)?.is_some() {
                 ws.dir().rename(&rel, ws.undo(), slot.file("trash")).map_err(|e| io_error(e, &rel))?;

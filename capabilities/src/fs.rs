@@ -504,6 +504,11 @@ struct Transfer {
 }
 
 impl Transfer {
+    /// Source and target inside the workspace.
+    fn paths(&self, ws: &Workspace) -> Result<(PathBuf, PathBuf), HandlerError> {
+        Ok((ws.resolve(&self.from)?, ws.resolve(&self.to)?))
+    }
+
     fn of(inputs: &Map<String, Value>) -> Result<Self, HandlerError> {
         Ok(Self {
             from: string(inputs, "from")?.to_owned(),
@@ -534,14 +539,11 @@ impl Handler for Move {
         ctx: &ExecutionContext,
         inputs: &Map<String, Value>,
     ) -> Result<Execution, HandlerError> {
-        let Transfer {
-            from,
-            to,
-            overwrite,
-        } = Transfer::of(inputs)?;
+        let transfer = Transfer::of(inputs)?;
         let slot = Slot::of(ctx);
         blocking(ctx, move |ws| {
-            let (src, dst) = (ws.resolve(&from)?, ws.resolve(&to)?);
+            let (src, dst) = transfer.paths(ws)?;
+            let Transfer { from, to, overwrite } = transfer;
             let outputs = json!({"from": from, "to": to});
             let check = || {
                 if metadata(ws, &src)?.is_none() {
@@ -604,14 +606,15 @@ impl Handler for Copy {
         ctx: &ExecutionContext,
         inputs: &Map<String, Value>,
     ) -> Result<Execution, HandlerError> {
-        let Transfer {
-            from,
-            to,
-            overwrite,
-        } = Transfer::of(inputs)?;
+        let transfer = Transfer::of(inputs)?;
         let slot = Slot::of(ctx);
         blocking(ctx, move |ws| {
-            let (src, dst) = (ws.resolve(&from)?, ws.resolve(&to)?);
+            let (src, dst) = transfer.paths(ws)?;
+            let Transfer {
+                from,
+                to,
+                overwrite,
+            } = transfer;
             let source = ws.dir().metadata(&src).map_err(|e| io_error(e, &src))?;
             if !source.is_file() {
                 return Err(HandlerError::new(

@@ -174,32 +174,11 @@ impl Authenticator {
             }
         }
     }
-
-    /// A tonic interceptor that authenticates every request and stores the
-    /// [`Principal`] in its extensions, where [`principal`] finds it.
-    pub fn interceptor(&self) -> AuthInterceptor {
-        AuthInterceptor {
-            authenticator: self.clone(),
-        }
-    }
 }
 
-/// See [`Authenticator::interceptor`].
-#[derive(Debug, Clone)]
-pub struct AuthInterceptor {
-    authenticator: Authenticator,
-}
-
-impl tonic::service::Interceptor for AuthInterceptor {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let principal = self.authenticator.authenticate(request.metadata())?;
-        request.extensions_mut().insert(principal);
-        Ok(request)
-    }
-}
-
-/// The authenticated principal of a request. A request that did not pass the
-/// interceptor has none, and is refused rather than treated as anonymous.
+/// The authenticated principal of a request (put there by the server's
+/// [`crate::middleware::RpcLayer`]). A request that did not pass it has
+/// none, and is refused rather than treated as anonymous.
 pub fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
     request
         .extensions()

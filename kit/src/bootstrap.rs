@@ -13,6 +13,7 @@ use crate::audit::{AuditApi, AuditLog};
 use crate::auth::{AuthSettings, Authenticator};
 use crate::config::{ServerArgs, ServiceConfig, ServiceIdentity};
 use crate::db::{Database, Migrations};
+use crate::middleware::RpcLayer;
 use crate::server::{GrpcServer, shutdown_signal};
 
 /// What a service's builder receives to construct its gRPC services.
@@ -29,8 +30,10 @@ pub struct ServiceContext {
 ///
 /// The database is opened and migrated before the first connection is
 /// accepted, so `Health/Check` answers SERVING only after migrations ran.
-/// `build` adds the service's own gRPC services (intercepted with
-/// `ctx.auth.interceptor()`); `AuditService` is added here for every service.
+/// `build` adds the service's own gRPC services; every call to them is
+/// authenticated and traced by the server's [`RpcLayer`] (the principal is
+/// in the request's extensions: [`crate::auth::principal`]).
+/// `AuditService` is added here for every service.
 pub async fn serve<F, Fut>(
     identity: &ServiceIdentity,
     config: ServiceConfig,
@@ -57,7 +60,7 @@ where
     }
     let db = Database::connect(&config.database_url, migrations).await?;
     let audit = AuditLog::new(db.clone());
-    let server = GrpcServer::new();
+    let server = GrpcServer::new(RpcLayer::new(identity.name, auth.clone()));
     let ctx = ServiceContext {
         config,
         db: db.clone(),
@@ -65,10 +68,7 @@ where
         audit: audit.clone(),
         health: server.health_reporter(),
     };
-    let server = server.add_service(AuditServiceServer::with_interceptor(
-        AuditApi::new(audit),
-        auth.interceptor(),
-    ));
+    let server = server.add_service(AuditServiceServer::new(AuditApi::new(audit)));
     let grace = ctx.config.shutdown_grace;
     let server = build(ctx, server).await?;
     tracing::info!(service = identity.name, addr = %listener.local_addr()?, ?server, "serving");

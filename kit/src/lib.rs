@@ -8,6 +8,8 @@
 //! - [`credentials`]: how a client identifies itself (token or development identity).
 //! - [`auth`]: bearer JWT (HS256, EdDSA) or explicit development mode →
 //!   [`Principal`]; role checks.
+//! - [`middleware`]: the tower layer every call passes: authentication and
+//!   one tracing span per RPC.
 //! - [`db`]: the database connection manager (SQLite or PostgreSQL from the URL).
 //! - [`audit`]: the hash-chained audit log and its gRPC service.
 //! - [`status`]: `tonic::Status` with `google.rpc.ErrorInfo` and field violations.
@@ -27,6 +29,7 @@ pub mod db;
 pub mod json;
 pub mod limits;
 pub mod mask;
+pub mod middleware;
 pub mod principal;
 pub mod server;
 pub mod status;

@@ -1,5 +1,6 @@
 //! The gRPC server every service runs: its own services, `grpc.health.v1.Health`,
-//! reflection v1 and v1alpha, and graceful shutdown.
+//! reflection v1 and v1alpha, and graceful shutdown; every call passes the
+//! kit's [`RpcLayer`] (authentication, one span per RPC).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,6 +14,8 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+
+use crate::middleware::RpcLayer;
 
 /// Errors that stop a server.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,7 @@ pub struct GrpcServer {
     health: HealthReporter,
     health_service:
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+    rpc: RpcLayer,
 }
 
 impl std::fmt::Debug for GrpcServer {
@@ -43,14 +47,9 @@ impl std::fmt::Debug for GrpcServer {
     }
 }
 
-impl Default for GrpcServer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl GrpcServer {
-    pub fn new() -> Self {
+    /// A server whose every call passes `rpc` (authentication, tracing).
+    pub fn new(rpc: RpcLayer) -> Self {
         let health = HealthReporter::new();
         let health_service = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(health.clone()),
@@ -62,6 +61,7 @@ impl GrpcServer {
             names: Vec::new(),
             health,
             health_service,
+            rpc,
         }
     }
 
@@ -118,6 +118,7 @@ impl GrpcServer {
             names,
             health,
             health_service,
+            rpc,
         } = self;
         let reflection_v1 = reflection_builder(&names).build_v1()?;
         let reflection_v1alpha = reflection_builder(&names).build_v1alpha()?;
@@ -127,6 +128,7 @@ impl GrpcServer {
             .layer(tower::util::MapResponseLayer::new(
                 malformed_is_invalid_argument,
             ))
+            .layer(rpc)
             .add_routes(routes.routes())
             .add_service(health_service)
             .add_service(reflection_v1)

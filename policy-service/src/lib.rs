@@ -50,10 +50,7 @@ pub async fn serve_on(
             let (decisions, writer) = decision_log::DecisionLog::spawn(ctx.audit.clone());
             let api = api::PolicyApi::new(store, active, decisions);
             Ok(server
-                .add_service(PolicyServiceServer::with_interceptor(
-                    api,
-                    ctx.auth.interceptor(),
-                ))
+                .add_service(PolicyServiceServer::new(api))
                 .on_stopped(async move {
                     let _ = follower.await;
                     let _ = writer.await;

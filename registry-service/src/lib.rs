@@ -44,10 +44,7 @@ pub async fn serve_on(
         |ctx, server| async move {
             let store = store::RegistryStore::new(ctx.db.clone()).await?;
             let api = api::RegistryApi::new(store, watchers_stopped);
-            Ok(server.add_service(RegistryServiceServer::with_interceptor(
-                api,
-                ctx.auth.interceptor(),
-            )))
+            Ok(server.add_service(RegistryServiceServer::new(api)))
         },
     )
     .await

@@ -363,14 +363,8 @@ pub async fn serve_on(
         let watchers = api::watchers::Watchers::new(workflow.max_watchers.0, workflow.max_watchers.1);
         let api = api::WorkflowApi::new(engine, stopped, workflow.watch_poll, watchers);
         Ok(server
-            .add_service(airt_proto::workflow::v1::workflow_service_server::WorkflowServiceServer::with_interceptor(
-                api,
-                ctx.auth.interceptor(),
-            ))
-            .add_service(airt_proto::workflow::v1::approval_service_server::ApprovalServiceServer::with_interceptor(
-                approvals,
-                ctx.auth.interceptor(),
-            ))
+            .add_service(airt_proto::workflow::v1::workflow_service_server::WorkflowServiceServer::new(api))
+            .add_service(airt_proto::workflow::v1::approval_service_server::ApprovalServiceServer::new(approvals))
             .ready_when(async move {
                 publish_until_done(&catalogue, registry, &credentials).await;
             })

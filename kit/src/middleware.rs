@@ -1,0 +1,238 @@
+//! What every RPC of every service passes through, once, as a tower layer
+//! on the server: authentication (the caller's [`Principal`] is put in the
+//! request's extensions, where [`crate::auth::principal`] finds it; health
+//! and reflection need none) and one tracing span per call with the
+//! service, method, principal, request id, gRPC code and latency.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tonic::body::Body;
+use tonic::metadata::MetadataMap;
+use tracing::Instrument as _;
+
+use crate::Principal;
+use crate::auth::Authenticator;
+
+/// Methods callable without credentials: health checks and reflection.
+const OPEN_PREFIXES: &[&str] = &["/grpc.health.v1.Health/", "/grpc.reflection."];
+
+/// The request id a caller may send to follow a call through the logs.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Longest request id kept (longer ones are cut).
+const MAX_REQUEST_ID: usize = 128;
+
+/// Adds [`Rpc`] to a server.
+#[derive(Debug, Clone)]
+pub struct RpcLayer {
+    service: &'static str,
+    auth: Authenticator,
+}
+
+impl RpcLayer {
+    pub fn new(service: &'static str, auth: Authenticator) -> Self {
+        Self { service, auth }
+    }
+}
+
+impl<S> tower::Layer<S> for RpcLayer {
+    type Service = Rpc<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Rpc {
+            inner,
+            service: self.service,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+/// Authenticates and traces one call, then hands it to the routes.
+#[derive(Debug, Clone)]
+pub struct Rpc<S> {
+    inner: S,
+    service: &'static str,
+    auth: Authenticator,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S> tower::Service<http::Request<Body>> for Rpc<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let started = Instant::now();
+        let method = request.uri().path().to_owned();
+        let request_id = request_id(request.headers());
+        let open = OPEN_PREFIXES.iter().any(|p| method.starts_with(p));
+        let caller = if open {
+            None
+        } else {
+            let metadata = MetadataMap::from_headers(request.headers().clone());
+            Some(self.auth.authenticate(&metadata))
+        };
+        let principal = match &caller {
+            Some(Ok(principal)) => principal.to_string(),
+            _ => String::new(),
+        };
+        let span = tracing::info_span!(
+            "rpc",
+            service = self.service,
+            method = %method,
+            principal = %principal,
+            request_id = %request_id,
+            code = tracing::field::Empty,
+            latency_us = tracing::field::Empty,
+        );
+        let refused = match caller {
+            Some(Ok(principal)) => {
+                request.extensions_mut().insert::<Principal>(principal);
+                None
+            }
+            Some(Err(status)) => Some(status),
+            None => None,
+        };
+        // The routes' clone is the one that was polled ready.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(
+            async move {
+                let response = match refused {
+                    Some(status) => Ok(status.into_http()),
+                    None => inner.call(request).await,
+                };
+                if let Ok(response) = &response {
+                    finished(response, started);
+                }
+                response
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// Records the call's code and latency on its span and logs its end. A
+/// unary call's error code is in the response headers; a call that
+/// answers OK or opens a stream carries its final code in the trailers.
+fn finished(response: &http::Response<Body>, started: Instant) {
+    let code = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let span = tracing::Span::current();
+    span.record("code", tracing::field::debug(code));
+    span.record("latency_us", latency_us);
+    match code {
+        tonic::Code::Ok => tracing::debug!(?code, latency_us, "rpc answered"),
+        tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {
+            tracing::warn!(?code, latency_us, "rpc failed");
+        }
+        _ => tracing::info!(?code, latency_us, "rpc refused"),
+    }
+}
+
+/// The caller's `x-request-id`, if it is short visible ASCII (else empty).
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= MAX_REQUEST_ID && v.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{Layer as _, Service as _, ServiceExt as _};
+
+    /// Routes that answer 200 and say whom they were called by.
+    fn routes() -> impl tower::Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = std::convert::Infallible,
+        Future = impl Send,
+    > + Clone
+    + Send
+    + 'static {
+        tower::service_fn(|request: http::Request<Body>| async move {
+            let caller = request
+                .extensions()
+                .get::<Principal>()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            Ok(http::Response::builder()
+                .header("x-caller", caller)
+                .body(Body::empty())
+                .unwrap())
+        })
+    }
+
+    async fn call(path: &str, principal: Option<&str>) -> http::Response<Body> {
+        let mut service = RpcLayer::new("test", Authenticator::development()).layer(routes());
+        let mut request = http::Request::builder().uri(path);
+        if let Some(principal) = principal {
+            request = request.header("x-airt-principal", principal);
+        }
+        let request = request.body(Body::empty()).unwrap();
+        service.ready().await.unwrap().call(request).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_call_is_authenticated_once_except_health_and_reflection() {
+        let anonymous = call("/airt.audit.v1.AuditService/ListAuditEvents", None).await;
+        assert_eq!(anonymous.headers()["grpc-status"], "16", "UNAUTHENTICATED");
+        assert!(
+            anonymous.headers().get("x-caller").is_none(),
+            "never reached the routes"
+        );
+
+        let known = call(
+            "/airt.audit.v1.AuditService/ListAuditEvents",
+            Some("user:alice"),
+        )
+        .await;
+        assert_eq!(known.headers()["x-caller"], "user:alice");
+
+        for open in [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        ] {
+            let answered = call(open, None).await;
+            assert!(answered.headers().get("grpc-status").is_none(), "{open}");
+            assert_eq!(answered.headers()["x-caller"], "", "{open}");
+        }
+    }
+
+    #[test]
+    fn request_ids_are_bounded_and_visible() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(request_id(&headers), "");
+        headers.insert(REQUEST_ID_HEADER, "req-42".parse().unwrap());
+        assert_eq!(request_id(&headers), "req-42");
+        headers.insert(REQUEST_ID_HEADER, "x".repeat(129).parse().unwrap());
+        assert_eq!(request_id(&headers), "", "too long");
+        headers.insert(REQUEST_ID_HEADER, "a b".parse().unwrap());
+        assert_eq!(request_id(&headers), "", "not one token");
+    }
+}

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use airt_proto::audit::v1::audit_service_server::AuditServiceServer;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic_health::server::HealthReporter;
 
 use crate::audit::{AuditApi, AuditLog};
@@ -20,6 +22,12 @@ use crate::server::{GrpcServer, shutdown_signal};
 #[derive(Debug, Clone)]
 pub struct ServiceContext {
     pub config: ServiceConfig,
+    /// Cancelled when shutdown begins: background loops and open streams
+    /// end on it, so the drain can finish.
+    pub shutdown: CancellationToken,
+    /// Background work of the service: awaited (up to the grace period)
+    /// after the last call was served and before the database closes.
+    pub tasks: TaskTracker,
     pub db: Database,
     pub auth: Authenticator,
     pub audit: AuditLog,
@@ -61,7 +69,10 @@ where
     let db = Database::connect(&config.database_url, migrations).await?;
     let audit = AuditLog::new(db.clone());
     let server = GrpcServer::new(RpcLayer::new(identity.name, auth.clone()));
+    let (token, tasks) = (CancellationToken::new(), TaskTracker::new());
     let ctx = ServiceContext {
+        shutdown: token.clone(),
+        tasks: tasks.clone(),
         config,
         db: db.clone(),
         auth: auth.clone(),
@@ -72,7 +83,20 @@ where
     let grace = ctx.config.shutdown_grace;
     let server = build(ctx, server).await?;
     tracing::info!(service = identity.name, addr = %listener.local_addr()?, ?server, "serving");
+    let stopping = token.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopping.cancel();
+    };
     let result = server.serve(listener, shutdown, grace).await;
+    token.cancel();
+    tasks.close();
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!(
+            service = identity.name,
+            "background work did not stop within {grace:?}"
+        );
+    }
     db.close().await;
     tracing::info!(service = identity.name, "stopped");
     Ok(result?)

@@ -5,11 +5,10 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use crate::domain::{CompiledPolicySet, parse_policy_set};
 use crate::error::PolicyError;
 use crate::store::PolicyStore;
+use tokio_util::sync::CancellationToken;
 
 /// How often replicas look for an activation made elsewhere.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
@@ -101,11 +100,11 @@ impl ActivePolicy {
     }
 
     /// Polls for activations by other replicas until `stop` turns true.
-    pub async fn follow(self, store: PolicyStore, mut stop: watch::Receiver<bool>) {
+    pub async fn follow(self, store: PolicyStore, stop: CancellationToken) {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(REFRESH_INTERVAL) => {}
-                _ = stop.wait_for(|stop| *stop) => return,
+                () = stop.cancelled() => return,
             }
             if let Err(error) = self.refresh(&store).await {
                 tracing::warn!(%error, "cannot refresh the active policy set; keeping the current one");

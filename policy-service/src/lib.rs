@@ -32,11 +32,6 @@ pub async fn serve_on(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stop.send(true);
-    };
     airt_kit::bootstrap::serve(
         &IDENTITY,
         config,
@@ -46,13 +41,13 @@ pub async fn serve_on(
         |ctx, server| async move {
             let store = store::PolicyStore::new(ctx.db.clone());
             let active = active::ActivePolicy::load(&store).await?;
-            let follower = tokio::spawn(active.clone().follow(store.clone(), stopped));
+            ctx.tasks
+                .spawn(active.clone().follow(store.clone(), ctx.shutdown.clone()));
             let (decisions, writer) = decision_log::DecisionLog::spawn(ctx.audit.clone());
             let api = api::PolicyApi::new(store, active, decisions);
             Ok(server
                 .add_service(PolicyServiceServer::new(api))
                 .on_stopped(async move {
-                    let _ = follower.await;
                     let _ = writer.await;
                 }))
         },

@@ -10,7 +10,7 @@ use airt_kit::status::FieldViolation;
 use airt_kit::vocabulary::RiskLevel;
 use airt_proto::registry::v1 as pb;
 use airt_proto::registry::v1::registry_service_server::RegistryService;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -19,6 +19,7 @@ use crate::domain::validation::is_capability_id;
 use crate::domain::{SpecDraft, validate};
 use crate::error::RegistryError;
 use crate::store::{ChangeType, ListFilter, Registered, RegistryStore};
+use tokio_util::sync::CancellationToken;
 
 /// Roles allowed to change the registry.
 pub const WRITER_ROLES: &[&str] = &["admin", "registrar"];
@@ -42,12 +43,12 @@ const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone)]
 pub struct RegistryApi {
     store: RegistryStore,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 }
 
 impl RegistryApi {
     /// `shutdown` turning true ends every open WatchCapabilities stream.
-    pub fn new(store: RegistryStore, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(store: RegistryStore, shutdown: CancellationToken) -> Self {
         Self { store, shutdown }
     }
 }
@@ -350,7 +351,7 @@ fn heartbeat_interval(requested: Option<prost_types::Duration>) -> Result<Durati
 /// server shuts down.
 async fn watch_loop(
     store: RegistryStore,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     watch: Watch,
     tx: WatchSender,
 ) {
@@ -434,7 +435,7 @@ async fn watch_loop(
             _ = local_commits.changed() => {}
             () = tokio::time::sleep(WATCH_POLL.min(next_heartbeat)) => {}
             () = tx.closed() => return,
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            () = shutdown.cancelled() => return,
         }
     }
 }

@@ -29,12 +29,6 @@ pub async fn serve_on(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let (stop_watchers, watchers_stopped) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        shutdown.await;
-        // End WatchCapabilities streams so the drain can finish.
-        let _ = stop_watchers.send(true);
-    };
     airt_kit::bootstrap::serve(
         &IDENTITY,
         config,
@@ -43,7 +37,8 @@ pub async fn serve_on(
         shutdown,
         |ctx, server| async move {
             let store = store::RegistryStore::new(ctx.db.clone()).await?;
-            let api = api::RegistryApi::new(store, watchers_stopped);
+            // WatchCapabilities streams end when shutdown begins.
+            let api = api::RegistryApi::new(store, ctx.shutdown.clone());
             Ok(server.add_service(RegistryServiceServer::new(api)))
         },
     )

@@ -64,8 +64,8 @@ async fn registry_answers_stay_exact_through_the_cache() {
     let db = TestDb::sqlite();
     let server = start_registry(&db).await;
     let gate = RegistryGate::new(lazy(&server.url()), development_credentials());
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let follower = tokio::spawn(gate.clone().follow(stopped));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let follower = tokio::spawn(gate.clone().follow(stop.clone()));
     until("the cache goes live", || gate.cache_is_live()).await;
 
     assert_eq!(
@@ -117,7 +117,7 @@ async fn registry_answers_stay_exact_through_the_cache() {
     server.stop().await.expect("stop");
     until("the cache is dropped", || !gate.cache_is_live()).await;
     fails_closed(&gate).await;
-    let _ = stop.send(true);
+    stop.cancel();
     follower.await.expect("follower ends");
 }
 
@@ -169,8 +169,8 @@ async fn a_partitioned_registry_is_not_trusted_beyond_its_heartbeats() {
     let (proxy_url, partition) = partitionable_proxy(server.addr()).await;
     let gate = RegistryGate::new(lazy(&proxy_url), development_credentials())
         .with_heartbeat(Duration::from_millis(200));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let follower = tokio::spawn(gate.clone().follow(stopped));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let follower = tokio::spawn(gate.clone().follow(stop.clone()));
     until("the cache goes live", || gate.cache_is_live()).await;
     assert_eq!(
         gate.capability("crm.sync", soon()).await.expect("answer"),
@@ -205,7 +205,7 @@ async fn a_partitioned_registry_is_not_trusted_beyond_its_heartbeats() {
         found.spec.and_then(|s| s.metadata).map(|m| m.version),
         Some("1.0.0".to_owned())
     );
-    let _ = stop.send(true);
+    stop.cancel();
     follower.await.expect("follower ends");
     server.stop().await.expect("stop");
 }

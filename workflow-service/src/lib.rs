@@ -324,16 +324,13 @@ pub async fn serve_on(
     let catalogue = Arc::new(Catalogue::new(&workflow.catalogue));
     let registry = dependency(&workflow.registry_addr)?;
     let policy = dependency(&workflow.policy_addr)?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        shutdown.await;
-        // Ends watch streams and the registry change feed.
-        let _ = stop.send(true);
-    };
     airt_kit::bootstrap::serve(&IDENTITY, config, Some(store::MIGRATIONS), listener, shutdown, move |ctx, server| async move {
         let credentials = workflow.credentials.clone();
         let registry_gate = gate::registry::RegistryGate::new(registry.clone(), credentials.clone());
-        let follower = tokio::spawn(registry_gate.clone().follow(stopped.clone()));
+        // Background work ends when shutdown begins (watch streams, the
+        // registry change feed, recovery, deadlines, deliveries, the sweep).
+        let (stopped, tasks) = (ctx.shutdown.clone(), ctx.tasks.clone());
+        tasks.spawn(registry_gate.clone().follow(stopped.clone()));
         let store = store::WorkflowStore::new(ctx.db.clone());
         let engine = engine::Engine::new(
             store.clone(),
@@ -355,10 +352,10 @@ pub async fn serve_on(
         );
         tracing::info!(instance_id = %workflow.instance_id, lease_ttl = ?workflow.lease_ttl, "workflow leases");
         let dispatcher = webhooks::Dispatcher::new(store, workflow.webhooks.clone(), engine.outbox_notify())?;
-        let deliveries = tokio::spawn(dispatcher.run(stopped.clone()));
-        let deadlines = tokio::spawn(engine.clone().run_deadlines(stopped.clone()));
-        let recovery = tokio::spawn(engine.clone().run_recovery(stopped.clone()));
-        let collector = tokio::spawn(engine.clone().run_undo_collector(stopped.clone()));
+        tasks.spawn(dispatcher.run(stopped.clone()));
+        tasks.spawn(engine.clone().run_deadlines(stopped.clone()));
+        tasks.spawn(engine.clone().run_recovery(stopped.clone()));
+        tasks.spawn(engine.clone().run_undo_collector(stopped.clone()));
         let approvals = api::ApprovalApi::new(engine.clone());
         let watchers = api::watchers::Watchers::new(workflow.max_watchers.0, workflow.max_watchers.1);
         let api = api::WorkflowApi::new(engine, stopped, workflow.watch_poll, watchers);
@@ -367,13 +364,6 @@ pub async fn serve_on(
             .add_service(airt_proto::workflow::v1::approval_service_server::ApprovalServiceServer::new(approvals))
             .ready_when(async move {
                 publish_until_done(&catalogue, registry, &credentials).await;
-            })
-            .on_stopped(async move {
-                let _ = follower.await;
-                let _ = deadlines.await;
-                let _ = recovery.await;
-                let _ = collector.await;
-                let _ = deliveries.await;
             }))
     })
     .await

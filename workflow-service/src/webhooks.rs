@@ -16,11 +16,12 @@ use airt_kit::config::Secret;
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::domain::DeliveryStatus;
 use crate::domain::approval::rfc3339;
 use crate::store::{ApprovalRow, DeliveryRow, NewDelivery, WorkflowStore};
+use tokio_util::sync::CancellationToken;
 
 /// Where and how webhooks are sent.
 #[derive(Debug, Clone)]
@@ -229,7 +230,7 @@ impl Dispatcher {
         })
     }
 
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, shutdown: CancellationToken) {
         if self.config.urls.is_empty() {
             return;
         }
@@ -244,7 +245,7 @@ impl Dispatcher {
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                () = shutdown.cancelled() => return,
             }
         }
     }

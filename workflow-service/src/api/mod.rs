@@ -15,7 +15,7 @@ use airt_kit::auth::principal;
 use airt_kit::status::FieldViolation;
 use airt_proto::workflow::v1 as pb;
 use airt_proto::workflow::v1::workflow_service_server::WorkflowService;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -24,6 +24,7 @@ use crate::domain::{WorkflowDraft, WorkflowStatus};
 use crate::engine::Engine;
 use crate::error::WorkflowError;
 use crate::store::{ListFilter, WorkflowRow};
+use tokio_util::sync::CancellationToken;
 
 const MAX_SPEC_TEXT: usize = 1024 * 1024;
 /// Encoded size at which a ListWorkflows page ends.
@@ -32,7 +33,7 @@ const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct WorkflowApi {
     engine: Engine,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     /// How often a watcher looks for changes committed by other replicas
     /// (this replica's own commits wake it at once).
     watch_poll: Duration,
@@ -43,7 +44,7 @@ impl WorkflowApi {
     /// `shutdown` turning true ends every open WatchWorkflow stream.
     pub fn new(
         engine: Engine,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
         watch_poll: Duration,
         watchers: watchers::Watchers,
     ) -> Self {
@@ -300,7 +301,7 @@ impl WorkflowService for WorkflowApi {
         tokio::spawn(async move {
             // Held while the stream is open.
             let _slot = slot;
-            let mut shutdown = api.shutdown.clone();
+            let shutdown = api.shutdown.clone();
             let mut last_seq = -1;
             let id = row.workflow_id.clone();
             let changes = api.engine.store().subscribe(&id);
@@ -373,7 +374,7 @@ impl WorkflowService for WorkflowApi {
                     () = &mut changed => {}
                     () = tokio::time::sleep(api.watch_poll) => {}
                     () = tx.closed() => return,
-                    _ = shutdown.wait_for(|s| *s) => return,
+                    () = shutdown.cancelled() => return,
                 }
             }
         });

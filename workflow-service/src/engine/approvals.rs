@@ -8,7 +8,6 @@ use airt_kit::Principal;
 use airt_proto::policy::v1 as policy;
 use airt_proto::registry::v1 as registry;
 use serde_json::{Map, Value, json};
-use tokio::sync::watch;
 
 use super::{Engine, Outcome, Run, decision_json, risk_name};
 use crate::domain::approval::{Action, DecisionCheck, Pending, Refusal, Verdict, check_decision};
@@ -17,6 +16,7 @@ use crate::domain::{ApprovalStatus, StepSpec};
 use crate::error::WorkflowError;
 use crate::store::{ApprovalRow, Transition};
 use crate::webhooks;
+use tokio_util::sync::CancellationToken;
 
 /// The role that may decide approvals the policy requires.
 const DEFAULT_APPROVER_ROLE: &str = "approver";
@@ -464,7 +464,7 @@ impl Engine {
     /// Fires approval deadlines until `shutdown`: they are rows in the
     /// database, so deadlines that passed while the service was down fire
     /// at start-up.
-    pub async fn run_deadlines(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run_deadlines(self, shutdown: CancellationToken) {
         loop {
             if let Err(error) = self.expire_overdue().await {
                 tracing::warn!(%error, "approval deadlines unreadable; retrying");
@@ -479,7 +479,7 @@ impl Engine {
             tokio::select! {
                 () = self.inner.deadlines.notified() => {}
                 () = tokio::time::sleep(wait) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                () = shutdown.cancelled() => return,
             }
         }
     }

@@ -7,11 +7,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
-
 use super::Engine;
 use crate::domain::WorkflowStatus;
 use crate::error::WorkflowError;
+use tokio_util::sync::CancellationToken;
 
 /// How often the workspace is swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
@@ -54,11 +53,11 @@ impl Engine {
     }
 
     /// Sweeps the undo area every ten minutes until `shutdown`.
-    pub async fn run_undo_collector(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run_undo_collector(self, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(SWEEP_EVERY) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                () = shutdown.cancelled() => return,
             }
             match self.collect_undo_once().await {
                 Ok(0) => {}

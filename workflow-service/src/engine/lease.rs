@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::Engine;
 use crate::domain::WorkflowStatus;
 use crate::error::WorkflowError;
+use tokio_util::sync::CancellationToken;
 
 /// How a run gets the workflow's lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,7 +267,7 @@ impl Engine {
 
     /// Looks for work to recover at start-up and then every
     /// `recovery_interval` until `shutdown`.
-    pub async fn run_recovery(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_recovery(self, shutdown: CancellationToken) {
         loop {
             match self.recover_once().await {
                 Ok(0) => {}
@@ -280,7 +281,7 @@ impl Engine {
             }
             tokio::select! {
                 () = tokio::time::sleep(self.inner.config.recovery_interval) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                () = shutdown.cancelled() => return,
             }
         }
     }

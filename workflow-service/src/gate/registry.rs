@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 
 use airt_proto::registry::v1 as pb;
 use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
-use tokio::sync::watch;
 use tonic::Code;
 use tonic::transport::Channel;
 
 use super::{GateError, with_retry};
 use airt_kit::backoff::Backoff;
 use airt_kit::credentials::Credentials;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Default)]
 struct Cache {
@@ -164,7 +164,7 @@ impl RegistryGate {
 
     /// Follows the change feed until `stop` turns true, reconnecting (from
     /// the last revision seen) whenever the stream breaks.
-    pub async fn follow(self, mut stop: watch::Receiver<bool>) {
+    pub async fn follow(self, stop: CancellationToken) {
         use pb::watch_capabilities_response::Event;
         let mut since = 0;
         let restart = || Backoff::doubling(Duration::from_millis(100), Duration::from_secs(5));
@@ -179,14 +179,14 @@ impl RegistryGate {
             self.credentials.apply(&mut request);
             let stream = tokio::select! {
                 result = tokio::time::timeout(self.stalled_after(), client.watch_capabilities(request)) => result,
-                _ = stop.wait_for(|s| *s) => return,
+                () = stop.cancelled() => return,
             };
             if let Ok(Ok(response)) = stream {
                 let mut stream = response.into_inner();
                 loop {
                     let message = tokio::select! {
                         message = tokio::time::timeout(self.stalled_after(), stream.message()) => message,
-                        _ = stop.wait_for(|s| *s) => {
+                        () = stop.cancelled() => {
                             self.set_live(false);
                             return;
                         }
@@ -236,7 +236,7 @@ impl RegistryGate {
             self.set_live(false);
             tokio::select! {
                 () = tokio::time::sleep(backoff.next_delay()) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                () = stop.cancelled() => return,
             }
         }
     }

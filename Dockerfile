@@ -5,7 +5,8 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 # protoc is vendored (protoc-bin-vendored): nothing else to install.
-RUN cargo build --release --locked --bins \
+# Only the four binaries: the test helpers (feature `testing`) stay out.
+RUN cargo build --release --locked -p registry-service -p policy-service -p workflow-service -p airt-cli \
  && mkdir /out \
  && cp target/release/registry-service target/release/policy-service \
        target/release/workflow-service target/release/airt /out/

@@ -15,7 +15,8 @@
 //! - [`status`]: `tonic::Status` with `google.rpc.ErrorInfo` and field violations.
 //! - [`json`]: canonical JSON and `google.protobuf.Struct` conversions.
 //! - [`mask`]: secret values masked before they reach a log or a webhook.
-//! - [`testing`]: fresh databases and in-process servers for tests.
+//! - `testing` (feature `testing`): fresh databases and in-process servers
+//!   for tests; not in production builds.
 //! - [`vocabulary`]: `RiskLevel`, `OperationType` (the `airt.common.v1` enums).
 
 pub mod audit;
@@ -34,6 +35,7 @@ pub mod principal;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod vocabulary;
 

@@ -1,5 +1,6 @@
 //! A change to a workflow: what the engine commits, each with its event
-//! and audit entry.
+//! and audit entry, and the statements (`write_transition!`) that write
+//! its rows inside the store's transaction.
 
 use serde_json::{Value, json};
 
@@ -182,4 +183,205 @@ impl Transition {
             _ => &[],
         }
     }
+}
+
+/// A paused or finished workflow gives up its lease in the same statement:
+/// nothing drives it until a decision (any instance may then claim it).
+pub(super) const SET_WORKFLOW_STATUS: &str = "UPDATE workflows SET status = $2, failure_reason = $3, failed_step = $4, \
+     ended_at_us = CASE WHEN $5 THEN $6 ELSE ended_at_us END, \
+     lease_owner = CASE WHEN $7 THEN '' ELSE lease_owner END, \
+     lease_expires_at_us = CASE WHEN $7 THEN 0 ELSE lease_expires_at_us END WHERE workflow_id = $1";
+pub(super) const SET_STEP_DECIDED: &str = "UPDATE workflow_steps SET risk_level = $3, capability_version = $4, resolved_inputs = $5, decision = $6 \
+     WHERE workflow_id = $1 AND step_name = $2";
+pub(super) const SET_STEP_STATUS: &str = "UPDATE workflow_steps SET status = $3, attempt = COALESCE($4, attempt), error = $5, \
+     started_at_us = CASE WHEN $6 AND started_at_us = 0 THEN $8 ELSE started_at_us END, \
+     ended_at_us = CASE WHEN $7 THEN $8 ELSE ended_at_us END \
+     WHERE workflow_id = $1 AND step_name = $2";
+pub(super) const SET_STEP_AWAITING: &str = "UPDATE workflow_steps SET status = 'AWAITING_APPROVAL', approval_id = $3, error = '' \
+     WHERE workflow_id = $1 AND step_name = $2";
+pub(super) const NEXT_COMPLETION: &str =
+    "SELECT COALESCE(MAX(completed_seq), 0) + 1 FROM workflow_steps WHERE workflow_id = $1";
+pub(super) const SET_STEP_SUCCEEDED: &str = "UPDATE workflow_steps SET status = 'SUCCEEDED', outputs = $3, undo = $4, error = '', \
+     completed_seq = $5, ended_at_us = $6 WHERE workflow_id = $1 AND step_name = $2";
+pub(super) const INSERT_COMPENSATION: &str = "INSERT INTO workflow_compensations (workflow_id, step_name, position, capability_id, inputs, \
+     status, attempts, error, started_at_us, ended_at_us) VALUES ($1, $2, $3, $4, $5, 'PENDING', 0, '', 0, 0) \
+     ON CONFLICT (workflow_id, step_name) DO NOTHING";
+pub(super) const SET_COMPENSATION: &str = "UPDATE workflow_compensations SET status = $3, attempts = $4, error = $5, \
+     started_at_us = CASE WHEN started_at_us = 0 THEN $6 ELSE started_at_us END, \
+     ended_at_us = CASE WHEN $7 THEN $6 ELSE ended_at_us END WHERE workflow_id = $1 AND step_name = $2";
+
+/// Writes one transition's row changes inside transaction `$tx` (one
+/// expansion per backend); evaluates to the statement's result.
+macro_rules! write_transition {
+    ($tx:ident, $workflow_id:expr, $now:expr, $transition:expr) => {{
+        let (workflow_id, now, transition) = ($workflow_id, $now, $transition);
+        match transition {
+            Transition::Workflow {
+                status,
+                reason,
+                failed_step,
+                ..
+            } => {
+                sqlx::query($crate::store::transition::SET_WORKFLOW_STATUS)
+                    .bind(workflow_id)
+                    .bind(status.as_str())
+                    .bind(reason)
+                    .bind(failed_step)
+                    .bind(status.is_terminal())
+                    .bind(now)
+                    .bind(status.is_terminal() || *status == WorkflowStatus::Paused)
+                    .execute(&mut *$tx)
+                    .await?
+            }
+            Transition::StepDecided {
+                step,
+                risk_level,
+                capability_version,
+                resolved_inputs,
+                decision,
+            } => {
+                sqlx::query($crate::store::transition::SET_STEP_DECIDED)
+                    .bind(workflow_id)
+                    .bind(step)
+                    .bind(risk_level)
+                    .bind(capability_version)
+                    .bind(resolved_inputs.to_string())
+                    .bind(decision.to_string())
+                    .execute(&mut *$tx)
+                    .await?
+            }
+            Transition::Step {
+                step,
+                status,
+                attempt,
+                error,
+            } => {
+                let ends = !matches!(
+                    status,
+                    StepStatus::Pending
+                        | StepStatus::Running
+                        | StepStatus::AwaitingApproval
+                        | StepStatus::Compensating
+                );
+                sqlx::query($crate::store::transition::SET_STEP_STATUS)
+                    .bind(workflow_id)
+                    .bind(step)
+                    .bind(status.as_str())
+                    .bind(*attempt)
+                    .bind(error)
+                    .bind(*status == StepStatus::Running)
+                    .bind(ends)
+                    .bind(now)
+                    .execute(&mut *$tx)
+                    .await?
+            }
+            Transition::StepSucceeded {
+                step,
+                outputs,
+                undo,
+            } => {
+                let completed: i64 = sqlx::query_scalar($crate::store::transition::NEXT_COMPLETION)
+                    .bind(workflow_id)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+                sqlx::query($crate::store::transition::SET_STEP_SUCCEEDED)
+                    .bind(workflow_id)
+                    .bind(step)
+                    .bind(outputs.to_string())
+                    .bind(undo.to_string())
+                    .bind(completed)
+                    .bind(now)
+                    .execute(&mut *$tx)
+                    .await?
+            }
+            Transition::CompensationPlanned {
+                step,
+                position,
+                capability_id,
+                inputs,
+            } => {
+                sqlx::query($crate::store::transition::INSERT_COMPENSATION)
+                    .bind(workflow_id)
+                    .bind(step)
+                    .bind(*position)
+                    .bind(capability_id)
+                    .bind(inputs.to_string())
+                    .execute(&mut *$tx)
+                    .await?
+            }
+            Transition::Compensation {
+                step,
+                status,
+                attempts,
+                error,
+            } => {
+                sqlx::query($crate::store::transition::SET_COMPENSATION)
+                    .bind(workflow_id)
+                    .bind(step)
+                    .bind(status.as_str())
+                    .bind(*attempts)
+                    .bind(error)
+                    .bind(now)
+                    .bind(matches!(
+                        status,
+                        CompensationStatus::Done | CompensationStatus::Failed
+                    ))
+                    .execute(&mut *$tx)
+                    .await?
+            }
+            Transition::ApprovalRequested { step, approval, .. } => {
+                $crate::store::approvals::insert_approval!($tx, approval);
+                sqlx::query($crate::store::transition::SET_STEP_AWAITING)
+                    .bind(workflow_id)
+                    .bind(step)
+                    .bind(&approval.approval_id)
+                    .execute(&mut *$tx)
+                    .await?
+            }
+            Transition::ApprovalDecided {
+                approval_id,
+                status,
+                decided_by,
+                comment,
+                ..
+            } => {
+                let decided = sqlx::query($crate::store::approvals::DECIDE_APPROVAL)
+                    .bind(approval_id)
+                    .bind(status.as_str())
+                    .bind(decided_by)
+                    .bind(comment)
+                    .bind(now)
+                    .execute(&mut *$tx)
+                    .await?;
+                if decided.rows_affected() == 0 {
+                    return Err(WorkflowError::FailedPrecondition(format!(
+                        "approval {approval_id} is no longer PENDING"
+                    )));
+                }
+                decided
+            }
+            Transition::ApprovalClosed {
+                approval_id,
+                from,
+                status,
+                reason,
+                ..
+            } => {
+                let closed = sqlx::query($crate::store::approvals::CLOSE_APPROVAL)
+                    .bind(approval_id)
+                    .bind(from.as_str())
+                    .bind(status.as_str())
+                    .bind(reason)
+                    .bind(now)
+                    .execute(&mut *$tx)
+                    .await?;
+                if closed.rows_affected() == 0 {
+                    return Err(WorkflowError::FailedPrecondition(format!(
+                        "approval {approval_id} is no longer {from}"
+                    )));
+                }
+                closed
+            }
+        }
+    }};
 }

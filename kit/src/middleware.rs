@@ -85,8 +85,11 @@ where
         let caller = if open {
             None
         } else {
-            let metadata = MetadataMap::from_headers(request.headers().clone());
-            Some(self.auth.authenticate(&metadata))
+            // Borrowed as metadata and put back, not copied per call.
+            let metadata = MetadataMap::from_headers(std::mem::take(request.headers_mut()));
+            let caller = self.auth.authenticate(&metadata);
+            *request.headers_mut() = metadata.into_headers();
+            Some(caller)
         };
         let principal = match &caller {
             Some(Ok(principal)) => principal.to_string(),

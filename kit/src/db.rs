@@ -149,11 +149,36 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool, DbError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(DbError::CreateDir)?;
     }
-    Ok(SqlitePoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect_with(options)
-        .await?)
+    // Switching a new file to WAL takes an exclusive lock that SQLite does
+    // not wait for (the busy timeout does not apply), so a process opening
+    // the file while another one switches it is refused with SQLITE_BUSY:
+    // retry that for as long as the busy timeout would have waited.
+    let deadline = tokio::time::Instant::now() + SQLITE_BUSY_TIMEOUT;
+    let mut backoff =
+        crate::backoff::Backoff::doubling(Duration::from_millis(10), Duration::from_millis(500));
+    loop {
+        let opened = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await;
+        match opened {
+            Err(error) if is_busy(&error) && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%error, "the database is being opened by another process; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            opened => return Ok(opened?),
+        }
+    }
+}
+
+/// SQLITE_BUSY (5) or one of its extended codes (`code & 0xff == 5`).
+fn is_busy(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
 }
 
 /// Starts a SQLite write transaction that holds the write lock from its first

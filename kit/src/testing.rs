@@ -162,7 +162,16 @@ impl TestServer {
         let shutdown: ShutdownSignal = Box::pin(async {
             let _ = stopped.await;
         });
-        let task = tokio::spawn(serve(listener, shutdown));
+        let serving = serve(listener, shutdown);
+        let task = tokio::spawn(async move {
+            let result = serving.await;
+            if let Err(error) = &result {
+                // Printed at once: a test usually fails later, on a refused
+                // connection, without saying why the server stopped.
+                eprintln!("test server on {addr} stopped: {error:#}");
+            }
+            result
+        });
         Self {
             addr,
             stop: Some(stop),

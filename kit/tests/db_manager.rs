@@ -137,6 +137,29 @@ async fn sqlite_file_is_created_with_wal_normal_sync_and_busy_timeout() {
     db.close().await;
 }
 
+/// Replicas (and `airt up`) may open one new database file at the same
+/// moment; switching it to WAL is a lock SQLite does not wait for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_processes_opening_one_new_sqlite_file_all_succeed() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+        let opens: Vec<_> = (0..6)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { Database::connect(&url, None).await })
+            })
+            .collect();
+        for open in opens {
+            let db = open
+                .await
+                .expect("task")
+                .unwrap_or_else(|e| panic!("round {round}: a concurrent open failed: {e}"));
+            db.close().await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn migrations_are_applied_once_and_reopening_is_harmless() {
     for test_db in TestDb::all().await {

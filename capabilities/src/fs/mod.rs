@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 mod slot;
 mod write;
 
+use slot::Slot;
 use write::{Copy, Delete, MakeDir, Move, WriteFile};
 
 use super::workspace::io_error;
@@ -27,15 +28,56 @@ use super::{ErrorKind, Execution, ExecutionContext, Handler, HandlerError, Works
 pub const DEFAULT_MAX_READ: u64 = 10 * 1024 * 1024;
 
 pub(super) fn register(handlers: &mut HashMap<String, Arc<dyn Handler>>) {
-    handlers.insert("io.fs.read_file".into(), Arc::new(ReadFile));
-    handlers.insert("io.fs.list_dir".into(), Arc::new(ListDir));
-    handlers.insert("io.fs.exists".into(), Arc::new(Exists));
-    handlers.insert("io.fs.hash_file".into(), Arc::new(HashFile));
-    handlers.insert("io.fs.write_file".into(), Arc::new(WriteFile));
-    handlers.insert("io.fs.make_dir".into(), Arc::new(MakeDir));
-    handlers.insert("io.fs.move".into(), Arc::new(Move));
-    handlers.insert("io.fs.copy".into(), Arc::new(Copy));
-    handlers.insert("io.fs.delete".into(), Arc::new(Delete));
+    handlers.insert("io.fs.read_file".into(), Arc::new(Fs(ReadFile)));
+    handlers.insert("io.fs.list_dir".into(), Arc::new(Fs(ListDir)));
+    handlers.insert("io.fs.exists".into(), Arc::new(Fs(Exists)));
+    handlers.insert("io.fs.hash_file".into(), Arc::new(Fs(HashFile)));
+    handlers.insert("io.fs.write_file".into(), Arc::new(Fs(WriteFile)));
+    handlers.insert("io.fs.make_dir".into(), Arc::new(Fs(MakeDir)));
+    handlers.insert("io.fs.move".into(), Arc::new(Fs(Move)));
+    handlers.insert("io.fs.copy".into(), Arc::new(Fs(Copy)));
+    handlers.insert("io.fs.delete".into(), Arc::new(Fs(Delete)));
+}
+
+/// The validated inputs of an action.
+type Inputs = Map<String, Value>;
+/// What an action did, or why not.
+type Outcome = Result<Execution, HandlerError>;
+
+/// A filesystem action: blocking work inside the workspace, given the step's
+/// undo slot. [`Fs`] runs it off the async threads as a [`Handler`].
+trait FsAction: std::fmt::Debug + Clone + Send + Sync + 'static {
+    fn execute(&self, ws: &Workspace, slot: &Slot, inputs: &Inputs) -> Outcome;
+
+    /// Undoes the action from its undo record alone; reads have no undo.
+    fn compensate(&self, ws: &Workspace, undo: &Value) -> Result<(), HandlerError> {
+        let _ = (ws, undo);
+        Err(HandlerError::new(
+            ErrorKind::CompensationFailed,
+            "this capability has no undo",
+        ))
+    }
+}
+
+/// The [`Handler`] of a [`FsAction`].
+#[derive(Debug)]
+struct Fs<A>(A);
+
+#[async_trait::async_trait]
+impl<A: FsAction> Handler for Fs<A> {
+    async fn execute(
+        &self,
+        ctx: &ExecutionContext,
+        inputs: &Map<String, Value>,
+    ) -> Result<Execution, HandlerError> {
+        let (action, slot, inputs) = (self.0.clone(), Slot::of(ctx), inputs.clone());
+        blocking(ctx, move |ws| action.execute(ws, &slot, &inputs)).await
+    }
+
+    async fn compensate(&self, ctx: &ExecutionContext, undo: &Value) -> Result<(), HandlerError> {
+        let (action, undo) = (self.0.clone(), undo.clone());
+        blocking(ctx, move |ws| action.compensate(ws, &undo)).await
+    }
 }
 
 /// Runs blocking filesystem work off the async threads.
@@ -112,132 +154,108 @@ fn remove_empty_dirs(ws: &Workspace, dirs: &[String]) -> Result<(), HandlerError
     Ok(())
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ReadFile;
 
-#[async_trait::async_trait]
-impl Handler for ReadFile {
-    async fn execute(
-        &self,
-        ctx: &ExecutionContext,
-        inputs: &Map<String, Value>,
-    ) -> Result<Execution, HandlerError> {
-        let path = string(inputs, "path")?.to_owned();
+impl FsAction for ReadFile {
+    fn execute(&self, ws: &Workspace, _: &Slot, inputs: &Inputs) -> Outcome {
+        let path = string(inputs, "path")?;
         let encoding = inputs
             .get("encoding")
             .and_then(Value::as_str)
-            .unwrap_or("utf8")
-            .to_owned();
+            .unwrap_or("utf8");
         let max = inputs
             .get("max_bytes")
             .and_then(Value::as_u64)
             .unwrap_or(DEFAULT_MAX_READ);
-        blocking(ctx, move |ws| {
-            let rel = ws.resolve(&path)?;
-            let meta = ws.dir().metadata(&rel).map_err(|e| io_error(e, &rel))?;
-            if !meta.is_file() {
-                return Err(HandlerError::new(ErrorKind::ActionFailed, format!("{path} is not a file")));
+        let rel = ws.resolve(path)?;
+        let meta = ws.dir().metadata(&rel).map_err(|e| io_error(e, &rel))?;
+        if !meta.is_file() {
+            return Err(HandlerError::new(
+                ErrorKind::ActionFailed,
+                format!("{path} is not a file"),
+            ));
+        }
+        if meta.len() > max {
+            return Err(HandlerError::new(
+                ErrorKind::ActionFailed,
+                format!("{path} has {} bytes, more than max_bytes {max}", meta.len()),
+            )
+            .with_details(json!({"size": meta.len(), "max_bytes": max})));
+        }
+        let bytes = ws.dir().read(&rel).map_err(|e| io_error(e, &rel))?;
+        let content = match encoding {
+            "base64" => base64::engine::general_purpose::STANDARD.encode(&bytes),
+            "utf8" => String::from_utf8(bytes.clone()).map_err(|_| {
+                HandlerError::new(
+                    ErrorKind::ActionFailed,
+                    format!("{path} is not UTF-8 text; read it with encoding: base64"),
+                )
+            })?,
+            other => {
+                return Err(HandlerError::invalid_input(format!(
+                    "unknown encoding {other:?}: utf8 or base64"
+                )));
             }
-            if meta.len() > max {
-                return Err(HandlerError::new(ErrorKind::ActionFailed, format!("{path} has {} bytes, more than max_bytes {max}", meta.len()))
-                    .with_details(json!({"size": meta.len(), "max_bytes": max})));
-            }
-            let bytes = ws.dir().read(&rel).map_err(|e| io_error(e, &rel))?;
-            let content = match encoding.as_str() {
-                "base64" => base64::engine::general_purpose::STANDARD.encode(&bytes),
-                "utf8" => String::from_utf8(bytes.clone()).map_err(|_| {
-                    HandlerError::new(ErrorKind::ActionFailed, format!("{path} is not UTF-8 text; read it with encoding: base64"))
-                })?,
-                other => return Err(HandlerError::invalid_input(format!("unknown encoding {other:?}: utf8 or base64"))),
-            };
-            Ok(Execution::read(json!({"path": path, "content": content, "encoding": encoding, "size": bytes.len(), "sha256": sha256_hex(&bytes)})))
-        })
-        .await
+        };
+        Ok(Execution::read(json!({
+            "path": path, "content": content, "encoding": encoding,
+            "size": bytes.len(), "sha256": sha256_hex(&bytes),
+        })))
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ListDir;
 
-#[async_trait::async_trait]
-impl Handler for ListDir {
-    async fn execute(
-        &self,
-        ctx: &ExecutionContext,
-        inputs: &Map<String, Value>,
-    ) -> Result<Execution, HandlerError> {
-        let path = inputs
-            .get("path")
-            .and_then(Value::as_str)
-            .unwrap_or(".")
-            .to_owned();
-        blocking(ctx, move |ws| {
-            let rel = if path == "." || path.is_empty() {
-                PathBuf::from(".")
-            } else {
-                ws.resolve(&path)?
-            };
-            let mut entries = Vec::new();
-            for entry in ws.dir().read_dir(&rel).map_err(|e| io_error(e, &rel))? {
-                let entry = entry.map_err(|e| io_error(e, &rel))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if rel == Path::new(".") && name == super::workspace::RESERVED_DIR {
-                    continue;
-                }
-                let meta = entry.metadata().map_err(|e| io_error(e, &rel))?;
-                entries.push(json!({"name": name, "type": kind_of(&meta), "size": meta.len()}));
+impl FsAction for ListDir {
+    fn execute(&self, ws: &Workspace, _: &Slot, inputs: &Inputs) -> Outcome {
+        let path = inputs.get("path").and_then(Value::as_str).unwrap_or(".");
+        let rel = if path == "." || path.is_empty() {
+            PathBuf::from(".")
+        } else {
+            ws.resolve(path)?
+        };
+        let mut entries = Vec::new();
+        for entry in ws.dir().read_dir(&rel).map_err(|e| io_error(e, &rel))? {
+            let entry = entry.map_err(|e| io_error(e, &rel))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if rel == Path::new(".") && name == super::workspace::RESERVED_DIR {
+                continue;
             }
-            entries.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-            Ok(Execution::read(json!({"path": path, "entries": entries})))
-        })
-        .await
+            let meta = entry.metadata().map_err(|e| io_error(e, &rel))?;
+            entries.push(json!({"name": name, "type": kind_of(&meta), "size": meta.len()}));
+        }
+        entries.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        Ok(Execution::read(json!({"path": path, "entries": entries})))
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Exists;
 
-#[async_trait::async_trait]
-impl Handler for Exists {
-    async fn execute(
-        &self,
-        ctx: &ExecutionContext,
-        inputs: &Map<String, Value>,
-    ) -> Result<Execution, HandlerError> {
-        let path = string(inputs, "path")?.to_owned();
-        blocking(ctx, move |ws| {
-            let rel = ws.resolve(&path)?;
-            let meta = metadata(ws, &rel)?;
-            Ok(Execution::read(
-                json!({"path": path, "exists": meta.is_some(), "type": meta.as_ref().map(kind_of)}),
-            ))
-        })
-        .await
+impl FsAction for Exists {
+    fn execute(&self, ws: &Workspace, _: &Slot, inputs: &Inputs) -> Outcome {
+        let path = string(inputs, "path")?;
+        let meta = metadata(ws, &ws.resolve(path)?)?;
+        Ok(Execution::read(
+            json!({"path": path, "exists": meta.is_some(), "type": meta.as_ref().map(kind_of)}),
+        ))
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct HashFile;
 
-#[async_trait::async_trait]
-impl Handler for HashFile {
-    async fn execute(
-        &self,
-        ctx: &ExecutionContext,
-        inputs: &Map<String, Value>,
-    ) -> Result<Execution, HandlerError> {
-        let path = string(inputs, "path")?.to_owned();
-        blocking(ctx, move |ws| {
-            let rel = ws.resolve(&path)?;
-            let mut file = ws.dir().open(&rel).map_err(|e| io_error(e, &rel))?;
-            let mut hasher = Sha256::new();
-            let size = io::copy(&mut file, &mut hasher).map_err(|e| io_error(e, &rel))?;
-            Ok(Execution::read(
-                json!({"path": path, "sha256": hex::encode(hasher.finalize()), "size": size}),
-            ))
-        })
-        .await
+impl FsAction for HashFile {
+    fn execute(&self, ws: &Workspace, _: &Slot, inputs: &Inputs) -> Outcome {
+        let path = string(inputs, "path")?;
+        let rel = ws.resolve(path)?;
+        let mut file = ws.dir().open(&rel).map_err(|e| io_error(e, &rel))?;
+        let mut hasher = Sha256::new();
+        let size = io::copy(&mut file, &mut hasher).map_err(|e| io_error(e, &rel))?;
+        Ok(Execution::read(
+            json!({"path": path, "sha256": hex::encode(hasher.finalize()), "size": size}),
+        ))
     }
 }
-
-// ---- writes ------------------------------------------------------------

@@ -8,7 +8,7 @@
 //! `net.http.*` (internal addresses only when allow-listed).
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use serde_json::{Map, Value, json};
 

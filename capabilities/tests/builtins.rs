@@ -3,7 +3,8 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use airt_capabilities::{
     Catalogue, CatalogueConfig, ErrorKind, Execution, ExecutionContext, HandlerError, Workspace,

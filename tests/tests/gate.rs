@@ -2,7 +2,8 @@
 //! exact answers (a cache kept exact by the change feed) and fail-closed
 //! behaviour when a dependency is down.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use airt_kit::testing::{TestDb, as_principal};
 use airt_proto::common::v1::{OperationType, Principal, RiskLevel};

@@ -11,6 +11,9 @@
 
 // A test is one scenario, told in order; it may be long.
 #![allow(clippy::too_many_lines)]
+// The harness times real processes (and their recorded calls), never a
+// paused tokio clock.
+#![allow(clippy::disallowed_types)]
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

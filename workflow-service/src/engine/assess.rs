@@ -1,7 +1,7 @@
 //! The gate, once for run, preflight and plan: resolve the inputs, ask the
 //! registry, check the inputs against the spec, ask the policy.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use airt_kit::json::to_proto_struct;
 use airt_proto::common::v1 as common;

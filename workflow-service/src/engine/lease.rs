@@ -3,7 +3,7 @@
 //! the recovery scan that resumes orphaned and decided workflows.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use serde_json::Value;
 

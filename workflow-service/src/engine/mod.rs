@@ -24,7 +24,8 @@ use step::StepStart;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use airt_kit::Principal;
 use airt_proto::policy::v1 as policy;

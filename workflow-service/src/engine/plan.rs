@@ -4,7 +4,8 @@
 //! preflight fails a workflow whose step would be refused or denied.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use airt_kit::Principal;
 use airt_kit::status::FieldViolation;

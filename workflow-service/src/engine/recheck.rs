@@ -8,7 +8,7 @@
 //! feed); the policy call is one evaluation per retry, which only follows a
 //! failure.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use serde_json::{Map, Value};
 

@@ -2,7 +2,7 @@
 //! a status never claims an undo that did not happen.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use serde_json::Value;
 

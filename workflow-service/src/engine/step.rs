@@ -1,7 +1,7 @@
 //! The per-step pipeline: assess, obey the verdict, execute with retries
 //! and a deadline, record the outputs and the undo record.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use airt_proto::registry::v1 as registry;
 use serde_json::{Map, Value};

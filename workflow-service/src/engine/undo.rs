@@ -13,7 +13,8 @@
 //! - otherwise (irreversible, MANUAL, or no undo capability) the step
 //!   cannot be undone, and the workflow ends COMPENSATION_FAILED naming it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use airt_proto::common::v1 as common;
 use airt_proto::registry::v1 as registry;

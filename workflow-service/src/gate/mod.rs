@@ -7,7 +7,8 @@
 pub mod policy;
 pub mod registry;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use tonic::{Code, Status};
 

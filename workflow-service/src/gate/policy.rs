@@ -1,6 +1,6 @@
 //! Asking the policy service for a decision.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use airt_proto::policy::v1 as pb;
 use airt_proto::policy::v1::policy_service_client::PolicyServiceClient;

@@ -15,7 +15,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use airt_proto::registry::v1 as pb;
 use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;

@@ -77,6 +77,10 @@ pub struct UpArgs {
 fn service_config(args: &UpArgs, identity: &ServiceIdentity) -> anyhow::Result<ServiceConfig> {
     let server_args = ServerArgs {
         listen: Some(SocketAddr::new(args.host, identity.default_port)),
+        admin_listen: Some(airt_kit::config::AdminListen::At(SocketAddr::new(
+            args.host,
+            identity.default_admin_port,
+        ))),
         database_url: Some(format!(
             "sqlite://{}",
             args.data_dir.join(identity.default_db_file).display()

@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic_health::server::HealthReporter;
 
+use crate::admin::Readiness;
 use crate::audit::{AuditApi, AuditLog};
+use crate::metrics::{Metrics, RpcMetrics};
 use crate::auth::{AuthSettings, Authenticator};
 use crate::config::{ServerArgs, ServiceConfig, ServiceIdentity};
 use crate::db::{Database, Migrations};
@@ -32,6 +34,11 @@ pub struct ServiceContext {
     pub auth: Authenticator,
     pub audit: AuditLog,
     pub health: HealthReporter,
+    /// The service's metrics, served at the admin listener's `/metrics`.
+    pub metrics: Metrics,
+    /// What the admin listener's `/readyz` checks; a service adds its own
+    /// dependencies.
+    pub readiness: Readiness,
 }
 
 /// Runs one service on `listener` until `shutdown` resolves.
@@ -66,11 +73,18 @@ where
         ),
         AuthSettings::Jwt(_) => {}
     }
+    let (metrics, readiness) = (Metrics::new(), Readiness::new());
+    // Up before the migrations, so liveness answers while they run.
+    let admin = AdminTask::start(identity, &config, &metrics, &readiness).await?;
     let db = Database::connect(&config.database_url, migrations).await?;
     let audit = AuditLog::new(db.clone());
-    let server = GrpcServer::new(RpcLayer::new(identity.name, auth.clone()));
+    observe_storage(identity, &metrics, &readiness, &db, &audit);
+    let rpc = RpcLayer::new(identity.name, auth.clone(), RpcMetrics::new(&metrics));
+    let server = GrpcServer::new(rpc, readiness.clone());
     let (token, tasks) = (CancellationToken::new(), TaskTracker::new());
     let ctx = ServiceContext {
+        metrics,
+        readiness,
         shutdown: token.clone(),
         tasks: tasks.clone(),
         config,
@@ -98,8 +112,116 @@ where
         );
     }
     db.close().await;
+    admin.stop().await;
     tracing::info!(service = identity.name, "stopped");
     Ok(result?)
+}
+
+/// The admin listener of a running service; stopped last (or when the
+/// start fails, by dropping it).
+struct AdminTask {
+    stop: tokio_util::sync::DropGuard,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl AdminTask {
+    async fn start(
+        identity: &ServiceIdentity,
+        config: &ServiceConfig,
+        metrics: &Metrics,
+        readiness: &Readiness,
+    ) -> anyhow::Result<Self> {
+        let stop = CancellationToken::new();
+        let task = match config.admin_listen {
+            None => None,
+            Some(addr) => {
+                let listener = crate::admin::bind(addr).await?;
+                let addr = listener.local_addr()?;
+                tracing::info!(service = identity.name, %addr, "admin listening");
+                let serving = crate::admin::serve(
+                    listener,
+                    metrics.clone(),
+                    readiness.clone(),
+                    stop.clone(),
+                );
+                Some(tokio::spawn(serving))
+            }
+        };
+        Ok(Self {
+            stop: stop.drop_guard(),
+            task,
+        })
+    }
+
+    async fn stop(self) {
+        let Self { stop, task } = self;
+        drop(stop);
+        if let Some(task) = task
+            && let Ok(Err(error)) = task.await
+        {
+            tracing::warn!(%error, "the admin listener failed");
+        }
+    }
+}
+
+/// Metrics and readiness every service shares: the database (reachable,
+/// its pool) and the audit chain's length; the build.
+fn observe_storage(
+    identity: &ServiceIdentity,
+    metrics: &Metrics,
+    readiness: &Readiness,
+    db: &Database,
+    audit: &AuditLog,
+) {
+    use crate::metrics::{EncodeLabelSet, Family, Gauge};
+    #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct State {
+        state: &'static str,
+    }
+    #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct Build {
+        service: &'static str,
+        version: &'static str,
+    }
+    metrics.register(
+        "build",
+        "The running build.",
+        prometheus_client::metrics::info::Info::new(Build {
+            service: identity.name,
+            version: env!("CARGO_PKG_VERSION"),
+        }),
+    );
+    let pool: Family<State, Gauge> = Family::default();
+    metrics.register(
+        "db_pool_connections",
+        "Open database connections, by state (idle or in_use).",
+        pool.clone(),
+    );
+    let chain: Gauge = Gauge::default();
+    metrics.register(
+        "audit_chain_events",
+        "Events in this service's audit chain (every replica sharing the database appends to it).",
+        chain.clone(),
+    );
+    let (db_, audit) = (db.clone(), audit.clone());
+    metrics.on_scrape(move || {
+        let (db, audit, pool, chain) = (db_.clone(), audit.clone(), pool.clone(), chain.clone());
+        async move {
+            let (open, idle) = db.pool_connections();
+            let idle = i64::try_from(idle).unwrap_or(i64::MAX);
+            pool.get_or_create(&State { state: "idle" }).set(idle);
+            pool.get_or_create(&State { state: "in_use" })
+                .set(i64::from(open) - idle);
+            if let Ok(length) = audit.length().await {
+                chain.set(length);
+            }
+        }
+    });
+    let db = db.clone();
+    readiness.add_check("database", move || {
+        let db = db.clone();
+        async move { db.ping().await.map_err(|e| e.to_string()) }
+    });
 }
 
 /// The whole `main` of a service binary: logging, configuration (logged with

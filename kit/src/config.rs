@@ -20,6 +20,11 @@ pub struct ServerArgs {
     #[arg(long, env = "AIRT_LISTEN")]
     pub listen: Option<SocketAddr>,
 
+    /// Address of the admin listener (`/metrics`, `/livez`, `/readyz`), or
+    /// `off` (default 127.0.0.1:<service admin port>).
+    #[arg(long, env = "AIRT_ADMIN_LISTEN", value_parser = parse_admin_listen)]
+    pub admin_listen: Option<AdminListen>,
+
     /// Database URL: `sqlite://PATH` or `postgres://...` (default SQLite under ./.airt/).
     #[arg(long, env = "AIRT_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -33,6 +38,23 @@ pub struct ServerArgs {
 
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// `--admin-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminListen {
+    At(SocketAddr),
+    Off,
+}
+
+fn parse_admin_listen(text: &str) -> Result<AdminListen, String> {
+    match text.trim() {
+        "off" | "none" => Ok(AdminListen::Off),
+        addr => addr
+            .parse()
+            .map(AdminListen::At)
+            .map_err(|e| format!("{addr:?} is not an address (e.g. 127.0.0.1:9453) nor `off`: {e}")),
+    }
 }
 
 /// Authentication flags.
@@ -169,6 +191,8 @@ pub struct ServiceIdentity {
     pub name: &'static str,
     /// Default listening port.
     pub default_port: u16,
+    /// Default port of the admin listener (metrics, liveness, readiness).
+    pub default_admin_port: u16,
     /// Default SQLite file name under `./.airt/`.
     pub default_db_file: &'static str,
 }
@@ -177,6 +201,9 @@ pub struct ServiceIdentity {
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     pub listen: SocketAddr,
+    /// The admin listener, if any (`None` for embedded and test servers
+    /// unless they ask for one).
+    pub admin_listen: Option<SocketAddr>,
     pub database_url: String,
     pub auth: AuthSettings,
     pub shutdown_grace: Duration,
@@ -188,6 +215,7 @@ impl ServiceConfig {
     pub fn local(identity: &ServiceIdentity) -> Self {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), identity.default_port),
+            admin_listen: None,
             database_url: format!("sqlite://.airt/{}", identity.default_db_file),
             auth: AuthSettings::Unconfigured,
             shutdown_grace: Duration::from_secs(5),
@@ -200,6 +228,14 @@ impl ServiceConfig {
         if let Some(listen) = args.listen {
             config.listen = listen;
         }
+        config.admin_listen = match args.admin_listen {
+            None => Some(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                identity.default_admin_port,
+            )),
+            Some(AdminListen::At(addr)) => Some(addr),
+            Some(AdminListen::Off) => None,
+        };
         if let Some(url) = &args.database_url {
             config.database_url = url.clone();
         }
@@ -211,8 +247,10 @@ impl ServiceConfig {
     /// The configuration as it may be logged: secrets and passwords redacted.
     pub fn redacted(&self) -> String {
         format!(
-            "listen={} database_url={} auth={} shutdown_grace={:?}",
+            "listen={} admin_listen={} database_url={} auth={} shutdown_grace={:?}",
             self.listen,
+            self.admin_listen
+                .map_or_else(|| "off".to_owned(), |a| a.to_string()),
             redact_url(&self.database_url),
             match &self.auth {
                 AuthSettings::Unconfigured =>
@@ -374,6 +412,7 @@ mod tests {
             ..ServiceConfig::local(&ServiceIdentity {
                 name: "x",
                 default_port: 1,
+                default_admin_port: 2,
                 default_db_file: "x.db",
             })
         };
@@ -397,9 +436,41 @@ mod tests {
         let identity = ServiceIdentity {
             name: "x",
             default_port: 1,
+            default_admin_port: 2,
             default_db_file: "x.db",
         };
         let config = ServiceConfig::from_args(&identity, &cli.server).expect("resolves");
         assert!(matches!(config.auth, AuthSettings::Unconfigured));
+        assert_eq!(config.admin_listen, Some("127.0.0.1:2".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_admin_listener_moves_or_turns_off() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            server: ServerArgs,
+        }
+        let identity = ServiceIdentity {
+            name: "x",
+            default_port: 1,
+            default_admin_port: 2,
+            default_db_file: "x.db",
+        };
+        let resolve = |flag: &str| {
+            let cli = Cli::try_parse_from(["svc", "--admin-listen", flag])?;
+            Ok::<_, clap::Error>(
+                ServiceConfig::from_args(&identity, &cli.server)
+                    .expect("resolves")
+                    .admin_listen,
+            )
+        };
+        assert_eq!(
+            resolve("0.0.0.0:9999").unwrap(),
+            Some("0.0.0.0:9999".parse().unwrap())
+        );
+        assert_eq!(resolve("off").unwrap(), None);
+        assert!(resolve("localhost").is_err(), "an address or off");
     }
 }

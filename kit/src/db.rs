@@ -129,6 +129,16 @@ impl Database {
         }
     }
 
+    /// One round trip to the database (`SELECT 1`).
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        crate::with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))
+    }
+
+    /// Connections of the pool: (open, idle).
+    pub fn pool_connections(&self) -> (u32, usize) {
+        crate::with_pool!(self, pool => (pool.size(), pool.num_idle()))
+    }
+
     /// Waits for checked-out connections to return, then closes the pool.
     pub async fn close(&self) {
         match self {

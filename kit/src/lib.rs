@@ -19,6 +19,7 @@
 //!   for tests; not in production builds.
 //! - [`vocabulary`]: `RiskLevel`, `OperationType` (the `airt.common.v1` enums).
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod backoff;
@@ -30,6 +31,7 @@ pub mod db;
 pub mod json;
 pub mod limits;
 pub mod mask;
+pub mod metrics;
 pub mod middleware;
 pub mod principal;
 pub mod server;

@@ -1,20 +1,24 @@
 //! What every RPC of every service passes through, once, as a tower layer
 //! on the server: authentication (the caller's [`Principal`] is put in the
 //! request's extensions, where [`crate::auth::principal`] finds it; health
-//! and reflection need none) and one tracing span per call with the
-//! service, method, principal, request id, gRPC code and latency.
+//! and reflection need none), one tracing span per call with the service,
+//! method, principal, request id, gRPC code and latency, and the call's
+//! metrics ([`RpcMetrics`]). A call ends when its trailers pass (so a
+//! stream's code is its final one), or with its error headers, or as
+//! CANCELLED when the caller goes away first.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
+use http_body::{Frame, SizeHint};
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
 use tracing::Instrument as _;
 
 use crate::Principal;
 use crate::auth::Authenticator;
+use crate::metrics::{RpcCall, RpcMetrics};
 
 /// Methods callable without credentials: health checks and reflection.
 const OPEN_PREFIXES: &[&str] = &["/grpc.health.v1.Health/", "/grpc.reflection."];
@@ -30,11 +34,16 @@ const MAX_REQUEST_ID: usize = 128;
 pub struct RpcLayer {
     service: &'static str,
     auth: Authenticator,
+    metrics: RpcMetrics,
 }
 
 impl RpcLayer {
-    pub fn new(service: &'static str, auth: Authenticator) -> Self {
-        Self { service, auth }
+    pub fn new(service: &'static str, auth: Authenticator, metrics: RpcMetrics) -> Self {
+        Self {
+            service,
+            auth,
+            metrics,
+        }
     }
 }
 
@@ -46,6 +55,7 @@ impl<S> tower::Layer<S> for RpcLayer {
             inner,
             service: self.service,
             auth: self.auth.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -56,6 +66,7 @@ pub struct Rpc<S> {
     inner: S,
     service: &'static str,
     auth: Authenticator,
+    metrics: RpcMetrics,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -78,8 +89,8 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        let started = Instant::now();
         let method = request.uri().path().to_owned();
+        let call = self.metrics.started(&method);
         let request_id = request_id(request.headers());
         let open = OPEN_PREFIXES.iter().any(|p| method.starts_with(p));
         let caller = if open {
@@ -115,43 +126,131 @@ where
         // The routes' clone is the one that was polled ready.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let finish = Finish(Some((call, span.clone())));
         Box::pin(
             async move {
                 let response = match refused {
                     Some(status) => Ok(status.into_http()),
                     None => inner.call(request).await,
                 };
-                if let Ok(response) = &response {
-                    finished(response, started);
-                }
-                response
+                Ok(match response {
+                    Ok(response) => finish.watch(response),
+                    Err(error) => {
+                        finish.done(tonic::Code::Unknown);
+                        return Err(error);
+                    }
+                })
             }
             .instrument(span),
         )
     }
 }
 
-/// Records the call's code and latency on its span and logs its end. A
-/// unary call's error code is in the response headers; a call that
-/// answers OK or opens a stream carries its final code in the trailers.
-fn finished(response: &http::Response<Body>, started: Instant) {
-    let code = response
-        .headers()
+/// The end of one call, recorded once: its metrics, the code and latency
+/// on its span, and a log line. Dropped unrecorded, the caller went away:
+/// CANCELLED.
+struct Finish(Option<(RpcCall, tracing::Span)>);
+
+impl Finish {
+    /// A call that answered with its code in the headers (an error, or
+    /// trailers-only) ends now; any other one ends with its body.
+    fn watch(self, response: http::Response<Body>) -> http::Response<Body> {
+        match grpc_status(response.headers()) {
+            Some(code) => {
+                self.done(code);
+                response
+            }
+            None => response.map(|inner| {
+                Body::new(Observed {
+                    inner,
+                    finish: Some(self),
+                })
+            }),
+        }
+    }
+
+    fn done(mut self, code: tonic::Code) {
+        if let Some((call, span)) = self.0.take() {
+            let latency_us = u64::try_from(call.finished(code).as_micros()).unwrap_or(u64::MAX);
+            span.record("code", tracing::field::debug(code));
+            span.record("latency_us", latency_us);
+            let _entered = span.enter();
+            match code {
+                tonic::Code::Ok => tracing::debug!(?code, latency_us, "rpc answered"),
+                tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {
+                    tracing::warn!(?code, latency_us, "rpc failed");
+                }
+                _ => tracing::info!(?code, latency_us, "rpc refused"),
+            }
+        }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            Finish(self.0.take()).done(tonic::Code::Cancelled);
+        }
+    }
+}
+
+/// A response body that ends its call when the trailers (or the end, or
+/// an error) pass.
+struct Observed {
+    inner: Body,
+    finish: Option<Finish>,
+}
+
+impl Observed {
+    fn end(&mut self, code: tonic::Code) {
+        if let Some(finish) = self.finish.take() {
+            finish.done(code);
+        }
+    }
+}
+
+impl http_body::Body for Observed {
+    type Data = <Body as http_body::Body>::Data;
+    type Error = <Body as http_body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let code = grpc_status(trailers).unwrap_or(tonic::Code::Ok);
+                    self.end(code);
+                }
+            }
+            Poll::Ready(Some(Err(status))) => {
+                let code = status.code();
+                self.end(code);
+            }
+            Poll::Ready(None) => self.end(tonic::Code::Ok),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The `grpc-status` in headers or trailers.
+fn grpc_status(headers: &http::HeaderMap) -> Option<tonic::Code> {
+    headers
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i32>().ok())
-        .map_or(tonic::Code::Ok, tonic::Code::from_i32);
-    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let span = tracing::Span::current();
-    span.record("code", tracing::field::debug(code));
-    span.record("latency_us", latency_us);
-    match code {
-        tonic::Code::Ok => tracing::debug!(?code, latency_us, "rpc answered"),
-        tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {
-            tracing::warn!(?code, latency_us, "rpc failed");
-        }
-        _ => tracing::info!(?code, latency_us, "rpc refused"),
-    }
+        .map(tonic::Code::from_i32)
 }
 
 /// The caller's `x-request-id`, if it is short visible ASCII (else empty).
@@ -192,7 +291,8 @@ mod tests {
     }
 
     async fn call(path: &str, principal: Option<&str>) -> http::Response<Body> {
-        let mut service = RpcLayer::new("test", Authenticator::development()).layer(routes());
+        let metrics = RpcMetrics::new(&crate::metrics::Metrics::new());
+        let mut service = RpcLayer::new("test", Authenticator::development(), metrics).layer(routes());
         let mut request = http::Request::builder().uri(path);
         if let Some(principal) = principal {
             request = request.header("x-airt-principal", principal);

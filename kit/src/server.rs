@@ -15,6 +15,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::admin::{Phase, Readiness};
 use crate::middleware::RpcLayer;
 
 /// Errors that stop a server.
@@ -37,6 +38,7 @@ pub struct GrpcServer {
     health_service:
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     rpc: RpcLayer,
+    phase: Readiness,
 }
 
 impl std::fmt::Debug for GrpcServer {
@@ -48,8 +50,10 @@ impl std::fmt::Debug for GrpcServer {
 }
 
 impl GrpcServer {
-    /// A server whose every call passes `rpc` (authentication, tracing).
-    pub fn new(rpc: RpcLayer) -> Self {
+    /// A server whose every call passes `rpc` (authentication, tracing,
+    /// metrics), reporting its phase (starting, serving, draining) to
+    /// `readiness` as it reports health.
+    pub fn new(rpc: RpcLayer, readiness: Readiness) -> Self {
         let health = HealthReporter::new();
         let health_service = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(health.clone()),
@@ -62,6 +66,7 @@ impl GrpcServer {
             health,
             health_service,
             rpc,
+            phase: readiness,
         }
     }
 
@@ -119,6 +124,7 @@ impl GrpcServer {
             health,
             health_service,
             rpc,
+            phase,
         } = self;
         let reflection_v1 = reflection_builder(&names).build_v1()?;
         let reflection_v1alpha = reflection_builder(&names).build_v1alpha()?;
@@ -142,15 +148,17 @@ impl GrpcServer {
         let readiness_task = match readiness {
             None => {
                 set_status(&health, &names, ServingStatus::Serving).await;
+                phase.set_phase(Phase::Serving);
                 None
             }
             Some(ready) => {
                 set_status(&health, &names, ServingStatus::NotServing).await;
-                let (health, names) = (health.clone(), names.clone());
+                let (health, names, phase) = (health.clone(), names.clone(), phase.clone());
                 // Aborted at shutdown, so it cannot flip a stopping server back.
                 Some(tokio::spawn(async move {
                     ready.await;
                     set_status(&health, &names, ServingStatus::Serving).await;
+                    phase.set_phase(Phase::Serving);
                 }))
             }
         };
@@ -162,6 +170,7 @@ impl GrpcServer {
                 if let Some(task) = &readiness_task {
                     task.abort();
                 }
+                phase.set_phase(Phase::Draining);
                 set_status(&health, &names, ServingStatus::NotServing).await;
                 let _ = stop_tx.send(());
                 match tokio::time::timeout(grace, &mut server).await {

@@ -348,17 +348,21 @@ pub async fn health_status(
 pub struct ServiceProcess {
     child: std::process::Child,
     addr: SocketAddr,
+    admin: SocketAddr,
 }
 
 impl ServiceProcess {
-    /// Starts `binary --listen 127.0.0.1:0 --database-url URL --log-format json
-    /// [extra args]` and waits (at most 60 s) for its `serving` log line,
-    /// which carries the bound address.
+    /// Starts `binary --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0
+    /// --database-url URL --log-format json [extra args]` and waits (at most
+    /// 60 s) for its `serving` log line, which carries the bound address
+    /// (and its `admin listening` line before it).
     pub fn spawn(binary: &str, database_url: &str, extra_args: &[&str]) -> Self {
         use std::io::BufRead as _;
         let mut child = std::process::Command::new(binary)
             .args([
                 "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
                 "127.0.0.1:0",
                 "--database-url",
                 database_url,
@@ -374,7 +378,7 @@ impl ServiceProcess {
             .spawn()
             .unwrap_or_else(|e| panic!("start {binary}: {e}"));
         let stderr = child.stderr.take().expect("piped stderr");
-        let (found, address) = std::sync::mpsc::channel::<SocketAddr>();
+        let (found, address) = std::sync::mpsc::channel::<(&'static str, SocketAddr)>();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { return };
@@ -383,17 +387,36 @@ impl ServiceProcess {
                     continue;
                 };
                 let fields = &event["fields"];
-                if fields["message"] == "serving"
-                    && let Some(addr) = fields["addr"].as_str().and_then(|a| a.parse().ok())
-                {
-                    let _ = found.send(addr);
+                let Some(addr) = fields["addr"].as_str().and_then(|a| a.parse().ok()) else {
+                    continue;
+                };
+                for listener in ["serving", "admin listening"] {
+                    if fields["message"] == listener {
+                        let _ = found.send((listener, addr));
+                    }
                 }
             }
         });
-        let addr = address
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("{binary} did not report `serving` within 60 s"));
-        Self { child, addr }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let (mut addr, mut admin) = (None, None);
+        while addr.is_none() {
+            let wait = deadline.saturating_duration_since(std::time::Instant::now());
+            match address.recv_timeout(wait) {
+                Ok(("serving", at)) => addr = Some(at),
+                Ok((_, at)) => admin = Some(at),
+                Err(_) => panic!("{binary} did not report `serving` within 60 s"),
+            }
+        }
+        Self {
+            child,
+            addr: addr.expect("serving address"),
+            admin: admin.expect("the admin listener starts before serving"),
+        }
+    }
+
+    /// `http://127.0.0.1:<port>` of its admin listener.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
     }
 
     pub fn url(&self) -> String {

@@ -21,6 +21,7 @@ pub mod store;
 pub const IDENTITY: ServiceIdentity = ServiceIdentity {
     name: "policy-service",
     default_port: 50052,
+    default_admin_port: 9452,
     default_db_file: "policy.db",
 };
 

@@ -19,6 +19,7 @@ pub mod store;
 pub const IDENTITY: ServiceIdentity = ServiceIdentity {
     name: "registry-service",
     default_port: 50051,
+    default_admin_port: 9451,
     default_db_file: "registry.db",
 };
 

@@ -25,6 +25,7 @@ use publish::publish_until_done;
 pub const IDENTITY: ServiceIdentity = ServiceIdentity {
     name: "workflow-service",
     default_port: 50053,
+    default_admin_port: 9453,
     default_db_file: "workflow.db",
 };
 

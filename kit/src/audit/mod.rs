@@ -417,6 +417,11 @@ impl AuditLog {
         })
     }
 
+    /// How many events the chain holds (its head's sequence number).
+    pub async fn length(&self) -> Result<i64, sqlx::Error> {
+        Ok(self.head().await?.0)
+    }
+
     async fn head(&self) -> Result<(i64, String), sqlx::Error> {
         with_pool!(&self.db, pool => sqlx::query_as(SELECT_HEAD).fetch_one(pool).await)
     }

@@ -124,7 +124,9 @@ impl Readiness {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[derive(Clone)]
@@ -170,7 +172,10 @@ async fn metrics_text(State(admin): State<Admin>) -> impl IntoResponse {
 async fn livez() -> impl IntoResponse {
     match tokio::time::timeout(Duration::from_secs(1), tokio::spawn(async {})).await {
         Ok(Ok(())) => (StatusCode::OK, "ok\n"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "the runtime is not responsive\n"),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the runtime is not responsive\n",
+        ),
     }
 }
 
@@ -181,7 +186,11 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text)
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
 }
 
 #[cfg(test)]
@@ -200,7 +209,13 @@ mod tests {
         let probe = healthy.clone();
         readiness.add_check("registry", move || {
             let up = probe.load(std::sync::atomic::Ordering::Relaxed);
-            async move { if up { Ok(()) } else { Err("unreachable".to_owned()) } }
+            async move {
+                if up {
+                    Ok(())
+                } else {
+                    Err("unreachable".to_owned())
+                }
+            }
         });
         let (ready, text) = readiness.report().await;
         assert!(ready, "{text}");
@@ -225,6 +240,9 @@ mod tests {
         readiness.add_check("database", || std::future::pending());
         let (ready, text) = readiness.report().await;
         assert!(!ready);
-        assert!(text.contains("[-]database failed: no answer within 1s"), "{text}");
+        assert!(
+            text.contains("[-]database failed: no answer within 1s"),
+            "{text}"
+        );
     }
 }

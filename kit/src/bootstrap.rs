@@ -13,10 +13,10 @@ use tonic_health::server::HealthReporter;
 
 use crate::admin::Readiness;
 use crate::audit::{AuditApi, AuditLog};
-use crate::metrics::{Metrics, RpcMetrics};
 use crate::auth::{AuthSettings, Authenticator};
 use crate::config::{ServerArgs, ServiceConfig, ServiceIdentity};
 use crate::db::{Database, Migrations};
+use crate::metrics::{Metrics, RpcMetrics};
 use crate::middleware::RpcLayer;
 use crate::server::{GrpcServer, shutdown_signal};
 
@@ -138,12 +138,8 @@ impl AdminTask {
                 let listener = crate::admin::bind(addr).await?;
                 let addr = listener.local_addr()?;
                 tracing::info!(service = identity.name, %addr, "admin listening");
-                let serving = crate::admin::serve(
-                    listener,
-                    metrics.clone(),
-                    readiness.clone(),
-                    stop.clone(),
-                );
+                let serving =
+                    crate::admin::serve(listener, metrics.clone(), readiness.clone(), stop.clone());
                 Some(tokio::spawn(serving))
             }
         };

@@ -50,10 +50,9 @@ pub enum AdminListen {
 fn parse_admin_listen(text: &str) -> Result<AdminListen, String> {
     match text.trim() {
         "off" | "none" => Ok(AdminListen::Off),
-        addr => addr
-            .parse()
-            .map(AdminListen::At)
-            .map_err(|e| format!("{addr:?} is not an address (e.g. 127.0.0.1:9453) nor `off`: {e}")),
+        addr => addr.parse().map(AdminListen::At).map_err(|e| {
+            format!("{addr:?} is not an address (e.g. 127.0.0.1:9453) nor `off`: {e}")
+        }),
     }
 }
 

@@ -20,7 +20,7 @@ pub use prometheus_client::metrics::counter::Counter;
 pub use prometheus_client::metrics::family::Family;
 pub use prometheus_client::metrics::gauge::Gauge;
 pub use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::histogram::exponential_buckets;
+pub use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::{Metric, Registry, Unit};
 
 /// How long the scrape hooks together may take before the scrape answers
@@ -93,18 +93,27 @@ impl Metrics {
             .await
             .is_err()
         {
-            tracing::warn!("metrics scrape hooks did not finish within {SCRAPE_HOOK_TIMEOUT:?}; answering with older values");
+            tracing::warn!(
+                "metrics scrape hooks did not finish within {SCRAPE_HOOK_TIMEOUT:?}; answering with older values"
+            );
         }
         let mut text = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &lock(&self.registry));
+        let _ =
+            prometheus_client::encoding::prometheus_text::encode(&mut text, &lock(&self.registry));
         text
     }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// A label set of `N` labels, for services that define their own metrics:
+/// `[("decision", "ALLOW".into()), ("rule", rule_id.into())]`.
+pub type Labels<const N: usize> = [(&'static str, std::borrow::Cow<'static, str>); N];
 
 /// A histogram of durations from 100 µs to about 15 s.
 pub fn latency_histogram() -> Histogram {

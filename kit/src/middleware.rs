@@ -292,7 +292,8 @@ mod tests {
 
     async fn call(path: &str, principal: Option<&str>) -> http::Response<Body> {
         let metrics = RpcMetrics::new(&crate::metrics::Metrics::new());
-        let mut service = RpcLayer::new("test", Authenticator::development(), metrics).layer(routes());
+        let mut service =
+            RpcLayer::new("test", Authenticator::development(), metrics).layer(routes());
         let mut request = http::Request::builder().uri(path);
         if let Some(principal) = principal {
             request = request.header("x-airt-principal", principal);

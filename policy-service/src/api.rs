@@ -15,6 +15,7 @@ use crate::decision_log::DecisionLog;
 use crate::domain::testing::{lint, parse_test_cases, run_tests};
 use crate::domain::{CompiledPolicySet, PolicyContext, parse_policy_set};
 use crate::error::PolicyError;
+use crate::metrics::PolicyMetrics;
 use crate::store::PolicyStore;
 
 /// Roles that may change the active policy.
@@ -31,19 +32,39 @@ pub struct PolicyApi {
     store: PolicyStore,
     active: ActivePolicy,
     decisions: DecisionLog,
+    metrics: PolicyMetrics,
 }
 
 impl PolicyApi {
-    pub fn new(store: PolicyStore, active: ActivePolicy, decisions: DecisionLog) -> Self {
+    pub fn new(
+        store: PolicyStore,
+        active: ActivePolicy,
+        decisions: DecisionLog,
+        metrics: PolicyMetrics,
+    ) -> Self {
         Self {
             store,
             active,
+            metrics,
             decisions,
         }
     }
 
     async fn active_revision(&self) -> Result<String, PolicyError> {
         Ok(self.store.state().await?.active_revision)
+    }
+
+    /// One decision, timed and counted.
+    fn decide(
+        &self,
+        set: &CompiledPolicySet,
+        ctx: &PolicyContext,
+        explain: bool,
+    ) -> crate::domain::DecisionRecord {
+        let started = std::time::Instant::now();
+        let record = set.evaluate(ctx, explain);
+        self.metrics.decided(&record, started.elapsed());
+        record
     }
 }
 
@@ -100,7 +121,7 @@ impl PolicyService for PolicyApi {
             .ok_or_else(|| PolicyError::invalid("context", "is required"))?;
         let ctx = context_from_proto("context", context).map_err(PolicyError::InvalidRequest)?;
         may_evaluate(&caller, &ctx)?;
-        let record = self.active.current().evaluate(&ctx, req.explain);
+        let record = self.decide(&self.active.current(), &ctx, req.explain);
         self.decisions.record(&caller, &ctx, &record).await;
         Ok(Response::new(pb::EvaluateResponse {
             decision: Some(record_to_proto(&record)),
@@ -138,7 +159,7 @@ impl PolicyService for PolicyApi {
         let set = self.active.current();
         let mut decisions = Vec::with_capacity(contexts.len());
         for ctx in &contexts {
-            let record = set.evaluate(ctx, req.explain);
+            let record = self.decide(&set, ctx, req.explain);
             self.decisions.record(&caller, ctx, &record).await;
             decisions.push(record_to_proto(&record));
         }

@@ -31,6 +31,11 @@ impl DecisionLog {
         (Self { queue }, tokio::spawn(write_batches(audit, receiver)))
     }
 
+    /// Decisions queued and not yet written.
+    pub fn backlog(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
     /// Queues the decision's audit event: caller, context (inputs masked,
     /// plus a digest of the unmasked inputs) and the decision.
     pub async fn record(&self, caller: &Principal, ctx: &PolicyContext, record: &DecisionRecord) {

@@ -15,6 +15,7 @@ pub mod convert;
 pub mod decision_log;
 pub mod domain;
 pub mod error;
+pub mod metrics;
 pub mod store;
 
 /// Name, default port and default SQLite file of this service.
@@ -45,7 +46,8 @@ pub async fn serve_on(
             ctx.tasks
                 .spawn(active.clone().follow(store.clone(), ctx.shutdown.clone()));
             let (decisions, writer) = decision_log::DecisionLog::spawn(ctx.audit.clone());
-            let api = api::PolicyApi::new(store, active, decisions);
+            let metrics = metrics::PolicyMetrics::new(&ctx.metrics, &active, &decisions);
+            let api = api::PolicyApi::new(store, active, decisions, metrics);
             Ok(server
                 .add_service(PolicyServiceServer::new(api))
                 .on_stopped(async move {

@@ -18,6 +18,7 @@ use crate::convert::{capability_to_proto, draft_from_proto, lifecycle_from_proto
 use crate::domain::validation::is_capability_id;
 use crate::domain::{SpecDraft, validate};
 use crate::error::RegistryError;
+use crate::metrics::RegistryMetrics;
 use crate::store::{ChangeType, ListFilter, Registered, RegistryStore};
 use tokio_util::sync::CancellationToken;
 
@@ -44,12 +45,21 @@ const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
 pub struct RegistryApi {
     store: RegistryStore,
     shutdown: CancellationToken,
+    metrics: RegistryMetrics,
 }
 
 impl RegistryApi {
     /// `shutdown` turning true ends every open WatchCapabilities stream.
-    pub fn new(store: RegistryStore, shutdown: CancellationToken) -> Self {
-        Self { store, shutdown }
+    pub fn new(
+        store: RegistryStore,
+        shutdown: CancellationToken,
+        metrics: RegistryMetrics,
+    ) -> Self {
+        Self {
+            store,
+            shutdown,
+            metrics,
+        }
     }
 }
 
@@ -307,7 +317,8 @@ impl RegistryService for RegistryApi {
         }
         let heartbeat = heartbeat_interval(req.heartbeat_interval)?;
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(watch_loop(
+        let watching = self.metrics.watching();
+        let watch = watch_loop(
             self.store.clone(),
             self.shutdown.clone(),
             Watch {
@@ -316,7 +327,11 @@ impl RegistryService for RegistryApi {
                 heartbeat,
             },
             tx,
-        ));
+        );
+        tokio::spawn(async move {
+            watch.await;
+            drop(watching);
+        });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

@@ -13,6 +13,7 @@ pub mod api;
 pub mod convert;
 pub mod domain;
 pub mod error;
+pub mod metrics;
 pub mod store;
 
 /// Name, default port and default SQLite file of this service.
@@ -39,7 +40,8 @@ pub async fn serve_on(
         |ctx, server| async move {
             let store = store::RegistryStore::new(ctx.db.clone()).await?;
             // WatchCapabilities streams end when shutdown begins.
-            let api = api::RegistryApi::new(store, ctx.shutdown.clone());
+            let metrics = metrics::RegistryMetrics::new(&ctx.metrics, &store);
+            let api = api::RegistryApi::new(store, ctx.shutdown.clone(), metrics);
             Ok(server.add_service(RegistryServiceServer::new(api)))
         },
     )

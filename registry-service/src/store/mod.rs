@@ -190,6 +190,10 @@ fn parse_version(text: &str) -> Result<semver::Version, RegistryError> {
 }
 
 /// Recomputes which revision of `$id` is current, inside the open transaction `$tx`.
+const COUNT_BY_LIFECYCLE: &str = "SELECT r.lifecycle, COUNT(*) FROM capabilities c \
+     JOIN capability_revisions r ON r.capability_id = c.capability_id AND r.version = c.current_version \
+     GROUP BY r.lifecycle";
+
 macro_rules! refresh_current {
     ($tx:ident, $id:expr) => {{
         let rows: Vec<(String, String)> = sqlx::query_as(SELECT_LIFECYCLES)
@@ -240,6 +244,13 @@ impl RegistryStore {
     pub async fn head_revision(&self) -> Result<i64, RegistryError> {
         Ok(airt_kit::with_pool!(&self.db, pool => {
             sqlx::query_scalar::<_, i64>(SELECT_HEAD).fetch_one(pool).await?
+        }))
+    }
+
+    /// Capabilities by the lifecycle of their current version.
+    pub async fn count_by_lifecycle(&self) -> Result<Vec<(String, i64)>, RegistryError> {
+        Ok(airt_kit::with_pool!(&self.db, pool => {
+            sqlx::query_as::<_, (String, i64)>(COUNT_BY_LIFECYCLE).fetch_all(pool).await?
         }))
     }
 

@@ -327,12 +327,17 @@ pub async fn serve_on(
     let policy = dependency(&workflow.policy_addr)?;
     airt_kit::bootstrap::serve(&IDENTITY, config, Some(store::MIGRATIONS), listener, shutdown, move |ctx, server| async move {
         let credentials = workflow.credentials.clone();
+        // Ready only while both dependencies answer (each check bounded).
+        for (name, channel) in [("registry", registry.clone()), ("policy", policy.clone())] {
+            ctx.readiness.add_check(name, move || airt_kit::admin::grpc_serving(channel.clone()));
+        }
         let registry_gate = gate::registry::RegistryGate::new(registry.clone(), credentials.clone());
         // Background work ends when shutdown begins (watch streams, the
         // registry change feed, recovery, deadlines, deliveries, the sweep).
         let (stopped, tasks) = (ctx.shutdown.clone(), ctx.tasks.clone());
         tasks.spawn(registry_gate.clone().follow(stopped.clone()));
         let store = store::WorkflowStore::new(ctx.db.clone());
+        let counted = metrics::WorkflowMetrics::register(&ctx.metrics);
         let engine = engine::Engine::new(
             store.clone(),
             catalogue.clone(),
@@ -348,11 +353,13 @@ pub async fn serve_on(
                 undo_retention: workflow.undo_retention,
                 max_active_runs: workflow.max_active_workflows,
                 environment: workflow.environment.clone(),
+                metrics: counted.clone(),
                 ..engine::EngineConfig::default()
             },
         );
         tracing::info!(instance_id = %workflow.instance_id, lease_ttl = ?workflow.lease_ttl, "workflow leases");
-        let dispatcher = webhooks::Dispatcher::new(store, workflow.webhooks.clone(), engine.outbox_notify())?;
+        metrics::WorkflowMetrics::observe_store(&ctx.metrics, &store, engine.active_runs(), workflow.max_active_workflows);
+        let dispatcher = webhooks::Dispatcher::new(store, workflow.webhooks.clone(), engine.outbox_notify(), counted)?;
         tasks.spawn(dispatcher.run(stopped.clone()));
         tasks.spawn(engine.clone().run_deadlines(stopped.clone()));
         tasks.spawn(engine.clone().run_recovery(stopped.clone()));
@@ -376,6 +383,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod gate;
+pub mod metrics;
 pub mod publish;
 pub mod store;
 pub mod webhooks;

@@ -202,6 +202,7 @@ pub struct Dispatcher {
     config: WebhookConfig,
     client: Poster,
     wake: Arc<Notify>,
+    metrics: crate::metrics::WorkflowMetrics,
 }
 
 /// How often the outbox is read when nothing wakes the dispatcher (other
@@ -211,11 +212,13 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 const BATCH: i64 = 32;
 
 impl Dispatcher {
-    /// `wake` is notified whenever a delivery is queued.
+    /// `wake` is notified whenever a delivery is queued; each attempt is
+    /// counted in `metrics`.
     pub fn new(
         store: WorkflowStore,
         config: WebhookConfig,
         wake: Arc<Notify>,
+        metrics: crate::metrics::WorkflowMetrics,
     ) -> anyhow::Result<Self> {
         let client = Poster::new(
             config.request_timeout,
@@ -227,6 +230,7 @@ impl Dispatcher {
             config,
             client,
             wake,
+            metrics,
         })
     }
 
@@ -297,14 +301,19 @@ impl Dispatcher {
     ) -> Result<(), crate::error::WorkflowError> {
         let attempts = delivery.attempts + 1;
         let (status, error, next) = match result {
-            Ok(()) => (DeliveryStatus::Delivered, String::new(), 0),
+            Ok(()) => {
+                self.metrics.webhook_attempt("delivered");
+                (DeliveryStatus::Delivered, String::new(), 0)
+            }
             Err(error) if attempts >= i64::from(self.config.max_attempts) => {
                 tracing::warn!(delivery_id = %delivery.delivery_id, event = %delivery.event, %error, attempts, "webhook delivery gave up");
+                self.metrics.webhook_attempt("failed");
                 (DeliveryStatus::Failed, error, 0)
             }
             Err(error) => {
                 let backoff = self.config.backoff(attempts);
                 tracing::info!(delivery_id = %delivery.delivery_id, event = %delivery.event, %error, attempts, ?backoff, "webhook delivery failed; will retry");
+                self.metrics.webhook_attempt("retrying");
                 let next = airt_kit::clock::now_micros()
                     + i64::try_from(backoff.as_micros()).unwrap_or(i64::MAX / 2);
                 (DeliveryStatus::Pending, error, next)

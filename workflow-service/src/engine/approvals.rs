@@ -402,6 +402,7 @@ impl Engine {
                 Ok(()) => {}
             }
             tracing::info!(approval_id, workflow_id = %approval.workflow_id, %status, by = %caller, "approval decided");
+            self.metrics().approval_decided(status.as_str());
             self.run_in_background(&approval.workflow_id);
             return self
                 .inner

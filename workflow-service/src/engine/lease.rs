@@ -250,6 +250,7 @@ impl Engine {
             .store
             .claim_orphans(&owner, self.lease_until(), batch)
             .await?;
+        let taken_over = ids.len();
         if (ids.len() as i64) < batch {
             let paused = batch - ids.len() as i64;
             ids.extend(self.inner.store.decided_paused(&owner, paused).await?);
@@ -262,6 +263,7 @@ impl Engine {
             started += 1;
             self.run_in_background(&id);
         }
+        self.metrics().recovered(taken_over, started);
         Ok(started)
     }
 

@@ -69,6 +69,8 @@ pub struct EngineConfig {
     pub environment: String,
     /// How long a finished workflow's undo data is kept (see `collect.rs`).
     pub undo_retention: Duration,
+    /// What the engine counts (registered nowhere by default).
+    pub metrics: crate::metrics::WorkflowMetrics,
 }
 
 impl Default for EngineConfig {
@@ -84,6 +86,7 @@ impl Default for EngineConfig {
             max_active_runs: 1024,
             environment: String::new(),
             undo_retention: Duration::from_secs(24 * 3600),
+            metrics: crate::metrics::WorkflowMetrics::default(),
         }
     }
 }
@@ -237,6 +240,15 @@ impl Engine {
         self.inner.outbox.clone()
     }
 
+    /// The permits of the workflows this replica drives (for its metrics).
+    pub fn active_runs(&self) -> Arc<tokio::sync::Semaphore> {
+        self.inner.active.clone()
+    }
+
+    fn metrics(&self) -> &crate::metrics::WorkflowMetrics {
+        &self.inner.config.metrics
+    }
+
     /// Validates and stores a workflow for `submitter`, then runs it in the
     /// background. A `request_id` already used by the submitter returns the
     /// existing workflow and starts nothing.
@@ -265,6 +277,7 @@ impl Engine {
             )
             .await?;
         if created {
+            self.metrics().submitted();
             let engine = self.clone();
             let id = row.workflow_id.clone();
             tokio::spawn(async move {

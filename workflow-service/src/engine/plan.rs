@@ -124,6 +124,9 @@ impl Engine {
                     error: reason.clone(),
                 };
                 self.transition(&run.workflow_id, denied).await?;
+                let capability = Some(step.capability.as_str());
+                self.metrics()
+                    .step(capability, StepStatus::Denied, Duration::ZERO);
                 return Ok(Some((step.name.clone(), reason)));
             }
         }

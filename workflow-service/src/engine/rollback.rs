@@ -98,6 +98,7 @@ impl Engine {
             ),
         };
         self.set_status(run, status, &reason, &step).await?;
+        self.metrics().rolled_back(status);
         Ok(status)
     }
 

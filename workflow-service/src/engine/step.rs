@@ -127,11 +127,28 @@ impl Engine {
         step: &StepSpec,
         start: StepStart,
     ) -> Result<Outcome, WorkflowError> {
-        match self.step_pipeline(run, step, start).await {
-            Ok(outcome) => Ok(outcome),
-            Err(StepError::Stop { status, reason }) => self.fail(run, step, status, reason).await,
-            Err(StepError::Engine(error)) => Err(error),
-        }
+        let started = Instant::now();
+        let (status, outcome) = match self.step_pipeline(run, step, start).await {
+            Ok(outcome) => {
+                let status = match &outcome {
+                    Outcome::Succeeded(_) => StepStatus::Succeeded,
+                    Outcome::Failed { .. } => StepStatus::Failed,
+                    Outcome::AwaitingApproval => StepStatus::AwaitingApproval,
+                };
+                (status, outcome)
+            }
+            Err(StepError::Stop { status, reason }) => {
+                (status, self.fail(run, step, status, reason).await?)
+            }
+            Err(StepError::Engine(error)) => return Err(error),
+        };
+        let known = self.inner.registry.knows(&step.capability);
+        self.metrics().step(
+            known.then_some(step.capability.as_str()),
+            status,
+            started.elapsed(),
+        );
+        Ok(outcome)
     }
 
     async fn step_pipeline(

@@ -88,6 +88,11 @@ impl RegistryGate {
         }
     }
 
+    /// Whether the registry is known (from the cache) to hold `id`.
+    pub fn knows(&self, id: &str) -> bool {
+        matches!(self.cached(id), Some(Some(_)))
+    }
+
     fn generation(&self) -> u64 {
         self.cache
             .read()

@@ -17,12 +17,14 @@ use crate::error::WorkflowError;
 
 mod approvals;
 mod changes;
+mod gauges;
 mod leases;
 #[macro_use]
 mod transition;
 
 pub use approvals::{ApprovalFilter, ApprovalRow, DeliveryRow, NewDelivery};
 pub use changes::{ChangeFeed, ChangeSubscription};
+pub use gauges::PendingApprovals;
 pub use leases::Lease;
 pub use transition::Transition;
 

@@ -1,0 +1,240 @@
+//! The admin listeners of the three services, seen from outside: metrics
+//! that count what happened, and liveness/readiness while a dependency is
+//! down. The workflow service is the real binary; the registry and the
+//! policy service run in-process with their own admin listeners.
+
+// A test is one scenario, told in order; it may be long.
+#![allow(clippy::too_many_lines)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use airt_kit::auth::AuthSettings;
+use airt_kit::config::ServiceConfig;
+use airt_kit::testing::{ServiceProcess, TestDb, TestServer, as_principal};
+use airt_proto::policy::v1 as policy;
+use airt_proto::workflow::v1 as pb;
+use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// `GET url` over HTTP/1.1: (status, body).
+async fn get(url: &str) -> (u16, String) {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_at(rest.find('/').expect("path"));
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("headers end");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .expect("status")
+        .parse()
+        .expect("code");
+    (status, body.to_owned())
+}
+
+/// Samples of a Prometheus text exposition: `name{labels}` → value. Every
+/// line must be a comment or a well-formed sample.
+fn samples(text: &str) -> HashMap<String, f64> {
+    let mut samples = HashMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(comment) = line.strip_prefix("# ") {
+            assert!(
+                comment.starts_with("HELP ") || comment.starts_with("TYPE "),
+                "{line}"
+            );
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        assert!(
+            series[..name_end]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "{line}"
+        );
+        samples.insert(series.to_owned(), value);
+    }
+    samples
+}
+
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+async fn wait_for_status(url: &str, want: u16) -> String {
+    for _ in 0..200 {
+        let (status, body) = get(url).await;
+        if status == want {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never answered {want}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_happened_and_readiness_follows_the_dependencies() {
+    let (registry_admin, policy_admin) = (free_port(), free_port());
+    let config = |identity, db: &TestDb, admin| ServiceConfig {
+        database_url: db.url().to_owned(),
+        auth: AuthSettings::Development,
+        admin_listen: Some(admin),
+        ..ServiceConfig::local(identity)
+    };
+    let (registry_db, policy_db, workflow_db) =
+        (TestDb::sqlite(), TestDb::sqlite(), TestDb::sqlite());
+    let registry_config = config(&registry_service::IDENTITY, &registry_db, registry_admin);
+    let registry =
+        TestServer::start(move |l, s| registry_service::serve_on(registry_config, l, s)).await;
+    let policy_config = config(&policy_service::IDENTITY, &policy_db, policy_admin);
+    let policy_server =
+        TestServer::start(move |l, s| policy_service::serve_on(policy_config, l, s)).await;
+    policy::policy_service_client::PolicyServiceClient::new(policy_server.channel().await)
+        .put_policy_set(as_principal(
+            policy::PutPolicySetRequest {
+                source_yaml: "escalate_high_risk: false\nrules:\n  - {id: deny-deletes, when: {capability: io.fs.delete}, decision: DENY, reason: no deletes}\n  - {id: allow-all, decision: ALLOW}\n".into(),
+                activate: true,
+                ..Default::default()
+            },
+            "user:root",
+            &["admin"],
+        ))
+        .await
+        .expect("policy");
+    let workspace = tempfile::tempdir().expect("workspace");
+    let workspace_arg = workspace.path().to_string_lossy().into_owned();
+    let (registry_url, policy_url) = (registry.url(), policy_server.url());
+    let service = ServiceProcess::spawn(
+        env!("CARGO_BIN_EXE_workflow-service"),
+        workflow_db.url(),
+        &[
+            "--auth-dev-mode",
+            "--registry-addr",
+            &registry_url,
+            "--policy-addr",
+            &policy_url,
+            "--workspace",
+            &workspace_arg,
+        ],
+    );
+    let admin = service.admin_url();
+    // Ready once the built-ins are published and both dependencies answer.
+    let ready = wait_for_status(&format!("{admin}/readyz"), 200).await;
+    assert_eq!(
+        ready,
+        "[+]serving ok\n[+]database ok\n[+]registry ok\n[+]policy ok\n"
+    );
+
+    let mut client = WorkflowServiceClient::new(service.channel().await);
+    let specs = [
+        "name: write\nsteps:\n  - {name: w, capability: io.fs.write_file, inputs: {path: a.txt, content: hi}}\n",
+        "name: delete\nsteps:\n  - {name: d, capability: io.fs.delete, inputs: {path: a.txt}}\n",
+    ];
+    for spec in specs {
+        let id = client
+            .submit_workflow(as_principal(
+                pb::SubmitWorkflowRequest {
+                    source: Some(pb::submit_workflow_request::Source::SpecText(spec.into())),
+                    request_id: String::new(),
+                },
+                "user:alice",
+                &[],
+            ))
+            .await
+            .expect("submit")
+            .into_inner()
+            .workflow
+            .expect("workflow")
+            .workflow_id;
+        for _ in 0..400 {
+            let got = client
+                .get_workflow(as_principal(
+                    pb::GetWorkflowRequest {
+                        workflow_id: id.clone(),
+                    },
+                    "user:alice",
+                    &[],
+                ))
+                .await
+                .expect("get")
+                .into_inner()
+                .workflow
+                .expect("workflow");
+            if !matches!(
+                pb::WorkflowStatus::try_from(got.status),
+                Ok(pb::WorkflowStatus::Pending | pb::WorkflowStatus::Running)
+            ) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    let (status, text) = get(&format!("{admin}/metrics")).await;
+    assert_eq!(status, 200);
+    let workflow = samples(&text);
+    for (series, want) in [
+        ("airt_workflow_submissions_total", 2.0),
+        (
+            r#"airt_workflow_steps_total{capability="io.fs.write_file",status="SUCCEEDED"}"#,
+            1.0,
+        ),
+        (
+            r#"airt_workflow_steps_total{capability="io.fs.delete",status="DENIED"}"#,
+            1.0,
+        ),
+        (r#"airt_workflows{status="COMPLETED"}"#, 1.0),
+        (r#"airt_workflows{status="FAILED"}"#, 1.0),
+        (r#"airt_workflows{status="RUNNING"}"#, 0.0),
+        ("airt_workflow_approvals_pending", 0.0),
+        ("airt_workflow_active_runs_limit", 1024.0),
+        (
+            r#"airt_grpc_server_handled_total{grpc_service="airt.workflow.v1.WorkflowService",grpc_method="SubmitWorkflow",grpc_code="OK"}"#,
+            2.0,
+        ),
+    ] {
+        assert_eq!(workflow.get(series), Some(&want), "{series} in\n{text}");
+    }
+    assert!(workflow["airt_audit_chain_events"] > 0.0, "{text}");
+
+    let (_, text) = get(&format!("http://{policy_admin}/metrics")).await;
+    let decisions = samples(&text);
+    // The write was asked about before the run (preflight) and at its step.
+    assert!(
+        decisions[r#"airt_policy_decisions_total{decision="ALLOW",rule="allow-all"}"#] >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        decisions.get(r#"airt_policy_decisions_total{decision="DENY",rule="deny-deletes"}"#),
+        Some(&1.0),
+        "{text}"
+    );
+    assert!(
+        decisions["airt_policy_evaluation_seconds_count"] >= 2.0,
+        "{text}"
+    );
+    let (_, text) = get(&format!("http://{registry_admin}/metrics")).await;
+    let capabilities = samples(&text);
+    assert!(
+        capabilities[r#"airt_registry_capabilities{lifecycle="ACTIVE"}"#] >= 9.0,
+        "the built-ins are registered: {text}"
+    );
+
+    // The registry goes away: the workflow service is alive, not ready.
+    registry.stop().await.expect("registry stops");
+    let not_ready = wait_for_status(&format!("{admin}/readyz"), 503).await;
+    assert!(not_ready.contains("[-]registry failed"), "{not_ready}");
+    assert!(not_ready.contains("[+]policy ok"), "{not_ready}");
+    assert_eq!(
+        get(&format!("{admin}/livez")).await,
+        (200, "ok\n".to_owned())
+    );
+    policy_server.stop().await.expect("policy stops");
+}

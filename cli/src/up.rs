@@ -138,8 +138,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let registry_listener = TcpListener::bind(registry.listen).await?;
     let policy_listener = TcpListener::bind(policy.listen).await?;
     let workflow_listener = TcpListener::bind(workflow.listen).await?;
+    let admin = |config: &ServiceConfig| {
+        config
+            .admin_listen
+            .map_or_else(|| "off".to_owned(), |a| format!("http://{a}"))
+    };
     tracing::info!(
         registry = %registry.listen, policy = %policy.listen, workflow = %workflow.listen,
+        registry_admin = %admin(&registry), policy_admin = %admin(&policy), workflow_admin = %admin(&workflow),
         data_dir = %args.data_dir.display(), auth = %registry.redacted(), "airt up"
     );
 

@@ -6,7 +6,7 @@
 // A test is one scenario, told in order; it may be long.
 #![allow(clippy::too_many_lines)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -61,6 +61,75 @@ fn samples(text: &str) -> HashMap<String, f64> {
         samples.insert(series.to_owned(), value);
     }
     samples
+}
+
+/// A metric's documented name: histogram series name their family.
+fn family_of(series: &str) -> String {
+    let name = &series[..series.find('{').unwrap_or(series.len())];
+    for suffix in ["_bucket", "_sum", "_count"] {
+        if let Some(family) = name.strip_suffix(suffix)
+            && family.ends_with("_seconds")
+        {
+            return family.to_owned();
+        }
+    }
+    name.to_owned()
+}
+
+/// The metric names docs/OPERATIONS.md documents (its metrics table).
+fn documented() -> HashSet<String> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/OPERATIONS.md"
+    ))
+    .expect("OPERATIONS.md");
+    let mut names = HashSet::new();
+    for row in text.lines().filter(|l| l.starts_with("| `airt_")) {
+        let first_cell = row.split('|').nth(1).expect("cell");
+        for quoted in first_cell.split('`').skip(1).step_by(2) {
+            names.insert(quoted.to_owned());
+        }
+    }
+    names
+}
+
+/// Every PromQL expression of the alert rules and the dashboard parses and
+/// names only documented metrics.
+fn check_deploy_files(documented: &HashSet<String>) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/observability");
+    let rules: serde_json::Value = serde_norway::from_str(
+        &std::fs::read_to_string(format!("{dir}/alerts.yaml")).expect("alerts"),
+    )
+    .expect("alerts.yaml is YAML");
+    let mut exprs = Vec::new();
+    for group in rules["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            assert!(rule["alert"].is_string(), "{rule}");
+            assert!(rule["annotations"]["summary"].is_string(), "{rule}");
+            exprs.push(rule["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{dir}/grafana-dashboard.json")).expect("dashboard"),
+    )
+    .expect("the dashboard is JSON");
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            exprs.push(target["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    assert!(exprs.len() > 20, "{} expressions", exprs.len());
+    for expr in exprs {
+        promql_parser::parser::parse(&expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("airt_") {
+                assert!(
+                    documented.contains(&family_of(word)),
+                    "{word} in {expr} is not a documented metric"
+                );
+            }
+        }
+    }
 }
 
 fn free_port() -> SocketAddr {
@@ -226,6 +295,21 @@ async fn metrics_count_what_happened_and_readiness_follows_the_dependencies() {
         capabilities[r#"airt_registry_capabilities{lifecycle="ACTIVE"}"#] >= 9.0,
         "the built-ins are registered: {text}"
     );
+
+    // Every exposed metric is documented; the alerts and the dashboard
+    // name only documented metrics.
+    let documented = documented();
+    for series in workflow
+        .keys()
+        .chain(decisions.keys())
+        .chain(capabilities.keys())
+    {
+        assert!(
+            documented.contains(&family_of(series)),
+            "{series} is not in docs/OPERATIONS.md"
+        );
+    }
+    check_deploy_files(&documented);
 
     // The registry goes away: the workflow service is alive, not ready.
     registry.stop().await.expect("registry stops");

@@ -31,9 +31,15 @@ impl DecisionLog {
         (Self { queue }, tokio::spawn(write_batches(audit, receiver)))
     }
 
-    /// Decisions queued and not yet written.
-    pub fn backlog(&self) -> usize {
-        self.queue.max_capacity() - self.queue.capacity()
+    /// A gauge of the decisions queued and not yet written that does not
+    /// keep the writer alive (it ends when the last `DecisionLog` drops).
+    pub fn backlog_probe(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let queue = self.queue.downgrade();
+        move || {
+            queue
+                .upgrade()
+                .map_or(0, |queue| queue.max_capacity() - queue.capacity())
+        }
     }
 
     /// Queues the decision's audit event: caller, context (inputs masked,

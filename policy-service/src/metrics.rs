@@ -47,14 +47,14 @@ impl PolicyMetrics {
             "Decisions made but not yet written to the audit chain",
             backlog.clone(),
         );
-        let (active, log) = (active.clone(), log.clone());
+        let (active, queued) = (active.clone(), log.backlog_probe());
         metrics.on_scrape(move || {
             let current = active.current().revision().to_owned();
             revision.clear();
             revision
                 .get_or_create(&[("revision", current.into())])
                 .set(1);
-            backlog.set(i64::try_from(log.backlog()).unwrap_or(i64::MAX));
+            backlog.set(i64::try_from(queued()).unwrap_or(i64::MAX));
             std::future::ready(())
         });
         this

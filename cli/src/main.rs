@@ -61,7 +61,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the whole stack (registry, policy, workflow) in one process on SQLite.
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Check the health of the three services.
     Health,
     /// Register, read and manage capabilities.
@@ -102,7 +102,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Up(args) => up::run(args).await,
+            Command::Up(args) => up::run(*args).await,
             Command::Health => health::run(&cli.connection).await,
             Command::Registry(command) => registry::run(&cli.connection, command).await,
             Command::Policy(command) => policy::run(&cli.connection, command).await,

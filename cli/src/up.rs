@@ -93,7 +93,7 @@ fn service_config(args: &UpArgs, identity: &ServiceIdentity) -> anyhow::Result<S
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
-    airt_kit::telemetry::init(&args.log);
+    let telemetry = airt_kit::telemetry::init(&args.log, "airt-up");
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -192,6 +192,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     while let Some(result) = tasks.join_next().await {
         failed |= !report(result);
     }
+    telemetry.shutdown();
     Ok(if failed {
         ExitCode::FAILURE
     } else {

@@ -236,20 +236,22 @@ where
     ) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    crate::telemetry::init(&args.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
-            tracing::error!(%error, "cannot start the async runtime");
+            eprintln!("cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
+    // The OTLP exporter is a gRPC client: set up inside the runtime.
+    let telemetry = runtime.block_on(async { crate::telemetry::init(&args.log, identity.name) });
     let result = runtime.block_on(async move {
         let config = ServiceConfig::from_args(identity, &args)?;
         tracing::info!(service = identity.name, version = env!("CARGO_PKG_VERSION"), config = %config.redacted(), "starting");
         let listener = TcpListener::bind(config.listen).await?;
         serve_on(config, listener, Box::pin(shutdown_signal())).await
     });
+    runtime.block_on(async { telemetry.shutdown() });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -94,6 +94,11 @@ pub struct LogArgs {
     /// Filter directives, e.g. `info` or `info,sqlx=warn`.
     #[arg(long, env = "AIRT_LOG", default_value = "info")]
     pub log: String,
+
+    /// OTLP/gRPC collector that receives traces, e.g. `http://127.0.0.1:4317`
+    /// (default: no traces exported).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -72,6 +72,8 @@ impl Credentials {
         for (key, value) in &self.headers {
             request.metadata_mut().insert(*key, value.clone());
         }
+        // The call continues the caller's trace (when it is traced).
+        crate::trace::inject(request);
     }
 }
 

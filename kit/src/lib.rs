@@ -39,6 +39,7 @@ pub mod status;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 pub mod vocabulary;
 
 pub use principal::Principal;

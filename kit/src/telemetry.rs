@@ -1,18 +1,89 @@
-//! Tracing initialisation shared by every binary.
+//! Logs and traces, set up once per process.
+//!
+//! Logs go to stderr as text or JSON. Traces are exported over OTLP/gRPC
+//! when `--otlp-endpoint` / `OTEL_EXPORTER_OTLP_ENDPOINT` names a collector
+//! (the other standard `OTEL_*` variables, e.g. `OTEL_EXPORTER_OTLP_HEADERS`
+//! and `OTEL_TRACES_SAMPLER`, are honoured by the SDK); without one no span
+//! is exported and no trace context is kept. Context crosses processes as a
+//! W3C `traceparent` ([`crate::trace`]).
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::{LogArgs, LogFormat};
 
-/// Installs the global subscriber (text or JSON to stderr). Calling it twice
-/// is harmless: the second call keeps the first subscriber.
-pub fn init(args: &LogArgs) {
-    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _already_installed = match args.log_format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+/// What [`init`] installed; [`Telemetry::shutdown`] flushes the spans
+/// still queued for export.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("trace export did not finish: {error}");
+        }
+    }
+}
+
+/// Installs the global subscriber: logs, and spans exported over OTLP when
+/// an endpoint is configured (call it inside the tokio runtime: the
+/// exporter is a gRPC client). Calling it twice keeps the first.
+pub fn init(args: &LogArgs, service: &'static str) -> Telemetry {
+    let provider = match args.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+        None => None,
+        Some(endpoint) => match otlp_provider(endpoint, service) {
+            Ok(provider) => Some(provider),
+            Err(error) => {
+                eprintln!("traces will not be exported: {error}");
+                None
+            }
+        },
     };
+    install(args, provider.clone());
+    Telemetry { provider }
+}
+
+/// Installs the global subscriber exporting spans through `provider` (for
+/// tests with an in-memory exporter).
+pub fn install(args: &LogArgs, provider: Option<SdkTracerProvider>) {
+    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match args.log_format {
+        LogFormat::Text => logs.boxed(),
+        LogFormat::Json => logs.json().boxed(),
+    };
+    let traces = provider.map(|provider| {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        let tracer = provider.tracer("airt");
+        opentelemetry::global::set_tracer_provider(provider);
+        tracing_opentelemetry::layer().with_tracer(tracer)
+    });
+    let _already_installed = tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(traces)
+        .try_init();
+}
+
+fn otlp_provider(endpoint: &str, service: &'static str) -> anyhow::Result<SdkTracerProvider> {
+    use opentelemetry_otlp::WithExportConfig as _;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service)
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
 }

@@ -1,0 +1,69 @@
+//! W3C trace context across processes: read from an incoming call's
+//! `traceparent`/`tracestate`, written into outgoing gRPC metadata and HTTP
+//! headers. Without an exporter ([`crate::telemetry`]) nothing is read or
+//! written.
+
+use opentelemetry::propagation::{Extractor, Injector};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct Collect<'a>(&'a mut Vec<(String, String)>);
+
+impl Injector for Collect<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.push((key.to_owned(), value));
+    }
+}
+
+/// Makes the caller's trace (if its headers carry one) the parent of `span`.
+pub fn continue_from(span: &tracing::Span, headers: &http::HeaderMap) {
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&Headers(headers))
+    });
+    let _ = span.set_parent(parent);
+}
+
+/// The trace context of the current span as headers (`traceparent`,
+/// `tracestate`): empty when nothing is traced.
+pub fn current_headers() -> Vec<(String, String)> {
+    let mut headers = Vec::new();
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut Collect(&mut headers));
+    });
+    headers
+}
+
+/// Adds the current trace context to an outgoing gRPC request.
+pub fn inject<T>(request: &mut tonic::Request<T>) {
+    for (key, value) in current_headers() {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(value.as_str()),
+        ) {
+            request.metadata_mut().insert(key, value);
+        }
+    }
+}
+
+/// The trace id of the current span (32 hex digits), if it is traced.
+pub fn current_trace_id() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
+}

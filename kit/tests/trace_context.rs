@@ -1,0 +1,110 @@
+//! W3C trace context through a real server: a caller's `traceparent`
+//! becomes the parent of the server's `rpc` span, and a client call made
+//! inside a span carries that span's trace.
+
+use airt_kit::auth::AuthSettings;
+use airt_kit::config::{ServiceConfig, ServiceIdentity};
+use airt_kit::testing::{TestDb, TestServer, as_principal};
+use airt_proto::audit::v1 as pb;
+use airt_proto::audit::v1::audit_service_client::AuditServiceClient;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+use tracing_subscriber::layer::SubscriberExt as _;
+
+const IDENTITY: ServiceIdentity = ServiceIdentity {
+    name: "trace-test",
+    default_port: 0,
+    default_admin_port: 0,
+    default_db_file: "trace.db",
+};
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_SPAN: &str = "00f067aa0ba902b7";
+
+#[tokio::test]
+async fn a_callers_trace_continues_through_the_server_and_into_client_calls() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    // This (current-thread) runtime runs the server and the client.
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let db = TestDb::sqlite();
+    let config = ServiceConfig {
+        database_url: db.url().to_owned(),
+        auth: AuthSettings::Development,
+        ..ServiceConfig::local(&IDENTITY)
+    };
+    let server = TestServer::start(move |listener, shutdown| {
+        airt_kit::bootstrap::serve(
+            &IDENTITY,
+            config,
+            None,
+            listener,
+            shutdown,
+            |_, server| async { Ok(server) },
+        )
+    })
+    .await;
+    let mut client = AuditServiceClient::new(server.channel().await);
+
+    // 1. A caller that sends its own traceparent.
+    let mut request = as_principal(
+        pb::VerifyAuditChainRequest::default(),
+        "user:alice",
+        &["auditor"],
+    );
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-{PARENT_SPAN}-01").parse().unwrap(),
+    );
+    client.verify_audit_chain(request).await.expect("verify");
+
+    // 2. A call made inside a traced span, through the kit's credentials.
+    let (client_trace, headers) = {
+        let span = tracing::info_span!("agent.step");
+        let _entered = span.enter();
+        let mut request = tonic::Request::new(pb::VerifyAuditChainRequest::default());
+        airt_kit::credentials::Credentials::development("service:workflow", "auditor")
+            .expect("credentials")
+            .apply(&mut request);
+        let headers = airt_kit::trace::current_headers();
+        client.verify_audit_chain(request).await.expect("verify");
+        (
+            airt_kit::trace::current_trace_id().expect("traced"),
+            headers,
+        )
+    };
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "traceparent" && v.contains(&client_trace)),
+        "{headers:?}"
+    );
+    server.stop().await.expect("stop");
+    provider.force_flush().expect("flush");
+
+    let spans = exporter.get_finished_spans().expect("spans");
+    let rpcs: Vec<_> = spans.iter().filter(|s| s.name == "rpc").collect();
+    assert_eq!(rpcs.len(), 2, "{spans:#?}");
+    let continued = rpcs
+        .iter()
+        .find(|s| s.span_context.trace_id().to_string() == TRACE_ID)
+        .expect("the caller's trace continued");
+    assert_eq!(continued.parent_span_id.to_string(), PARENT_SPAN);
+    let from_client = rpcs
+        .iter()
+        .find(|s| s.span_context.trace_id().to_string() == client_trace)
+        .expect("the client span's trace continued");
+    let agent = spans
+        .iter()
+        .find(|s| s.name == "agent.step")
+        .expect("client span");
+    assert_eq!(from_client.parent_span_id, agent.span_context.span_id());
+}

@@ -44,6 +44,9 @@ pub struct ExecutionContext {
     pub idempotency_key: String,
     pub deadline: Instant,
     pub workspace: Arc<Workspace>,
+    /// The step's W3C trace context (`traceparent`, `tracestate`), sent
+    /// along with remote calls; empty when nothing is traced.
+    pub trace_headers: Vec<(String, String)>,
 }
 
 impl ExecutionContext {
@@ -61,7 +64,15 @@ impl ExecutionContext {
             idempotency_key: format!("{workflow_id}/{step_name}"),
             deadline,
             workspace,
+            trace_headers: Vec::new(),
         }
+    }
+
+    /// The same context, continuing the given trace in remote calls.
+    #[must_use]
+    pub fn with_trace_headers(mut self, headers: Vec<(String, String)>) -> Self {
+        self.trace_headers = headers;
+        self
     }
 }
 

@@ -52,25 +52,25 @@ impl RemoteCaller {
             },
         });
         let timeout = ctx.deadline.saturating_duration_since(Instant::now());
-        let response = self
+        let mut request = self
             .client
             .post(url.clone())
             .timeout(timeout)
             .header("content-type", "application/json")
-            .header("Idempotency-Key", ctx.idempotency_key.as_str())
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| {
-                let text = e.to_string();
-                if format!("{e:?}").contains("refused by the network sandbox") {
-                    HandlerError::sandbox(text)
-                } else if e.is_timeout() {
-                    HandlerError::new(ErrorKind::Timeout, text)
-                } else {
-                    HandlerError::new(ErrorKind::Transient, text)
-                }
-            })?;
+            .header("Idempotency-Key", ctx.idempotency_key.as_str());
+        for (name, value) in &ctx.trace_headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let response = request.body(body.to_string()).send().await.map_err(|e| {
+            let text = e.to_string();
+            if format!("{e:?}").contains("refused by the network sandbox") {
+                HandlerError::sandbox(text)
+            } else if e.is_timeout() {
+                HandlerError::new(ErrorKind::Timeout, text)
+            } else {
+                HandlerError::new(ErrorKind::Transient, text)
+            }
+        })?;
         let status = response.status();
         // Streamed with a cap: a hostile endpoint cannot make the service
         // buffer more than the ceiling.

@@ -52,8 +52,8 @@ check("registry: the built-ins are ACTIVE capabilities",
 check("policy: the high-risk step was denied by rule deny-high",
       total(policy, "airt_policy_decisions_total", decision="DENY", rule="deny-high") >= 1,
       policy.get("airt_policy_decisions_total"))
-check("policy: the release note asked for approval",
-      total(policy, "airt_policy_decisions_total", decision="REQUIRE_APPROVAL") >= 1,
+check("policy: the release note's writes were allowed by rule allow-workspace-writes",
+      total(policy, "airt_policy_decisions_total", decision="ALLOW", rule="allow-workspace-writes") >= 1,
       policy.get("airt_policy_decisions_total"))
 check("policy: decisions were timed", total(policy, "airt_policy_evaluation_seconds_count") >= 3)
 check("workflow: steps succeeded", total(workflow, "airt_workflow_steps_total", status="SUCCEEDED") >= 1,

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use serde_json::Value;
 
@@ -301,11 +302,17 @@ impl Engine {
     /// [`Engine::run`] in the background.
     pub(super) fn run_in_background(&self, workflow_id: &str) {
         let (engine, id) = (self.clone(), workflow_id.to_owned());
-        tokio::spawn(async move {
-            if let Err(error) = engine.run(&id).await {
-                tracing::error!(workflow_id = %id, %error, "workflow run stopped on an internal error");
+        // A resumed run (an approval decided, a recovery) is a trace of its
+        // own; one resumed by a decision continues the decider's trace.
+        let span = tracing::info_span!("workflow.run", workflow_id = %id);
+        tokio::spawn(
+            async move {
+                if let Err(error) = engine.run(&id).await {
+                    tracing::error!(workflow_id = %id, %error, "workflow run stopped on an internal error");
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     pub(super) fn slot(&self, workflow_id: &str) -> Arc<Slot> {

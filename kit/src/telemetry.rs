@@ -65,12 +65,28 @@ pub fn install(args: &LogArgs, provider: Option<SdkTracerProvider>) {
         );
         let tracer = provider.tracer("airt");
         opentelemetry::global::set_tracer_provider(provider);
-        tracing_opentelemetry::layer().with_tracer(tracer)
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(trace_filter())
     });
     let _already_installed = tracing_subscriber::registry()
         .with(logs.with_filter(filter))
         .with(traces)
         .try_init();
+}
+
+/// Which spans are exported: this project's, from INFO up (RPCs, workflow
+/// runs, steps, commits); other crates' only from WARN up, so the HTTP/2
+/// and database internals stay out of traces.
+pub fn trace_filter() -> tracing_subscriber::filter::Targets {
+    use tracing::Level;
+    tracing_subscriber::filter::Targets::new()
+        .with_default(Level::WARN)
+        .with_target("airt_kit", Level::INFO)
+        .with_target("airt_capabilities", Level::INFO)
+        .with_target("registry_service", Level::INFO)
+        .with_target("policy_service", Level::INFO)
+        .with_target("workflow_service", Level::INFO)
 }
 
 fn otlp_provider(endpoint: &str, service: &'static str) -> anyhow::Result<SdkTracerProvider> {

@@ -22,7 +22,9 @@ struct Collect<'a>(&'a mut Vec<(String, String)>);
 
 impl Injector for Collect<'_> {
     fn set(&mut self, key: &str, value: String) {
-        self.0.push((key.to_owned(), value));
+        if !value.is_empty() {
+            self.0.push((key.to_owned(), value));
+        }
     }
 }
 
@@ -32,6 +34,13 @@ pub fn continue_from(span: &tracing::Span, headers: &http::HeaderMap) {
         propagator.extract(&Headers(headers))
     });
     let _ = span.set_parent(parent);
+}
+
+/// Makes `span` (created without a parent) continue the current span's
+/// trace, for work that outlives the current span (a background run
+/// started by a call): the call's span can end before the work does.
+pub fn continue_current(span: &tracing::Span) {
+    let _ = span.set_parent(tracing::Span::current().context());
 }
 
 /// The trace context of the current span as headers (`traceparent`,

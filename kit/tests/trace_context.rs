@@ -9,6 +9,7 @@ use airt_proto::audit::v1 as pb;
 use airt_proto::audit::v1::audit_service_client::AuditServiceClient;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
 const IDENTITY: ServiceIdentity = ServiceIdentity {
@@ -30,8 +31,14 @@ async fn a_callers_trace_continues_through_the_server_and_into_client_calls() {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("test"))
+            .with_filter(
+                airt_kit::telemetry::trace_filter()
+                    .with_target("trace_context", tracing::Level::INFO),
+            ),
+    );
     // This (current-thread) runtime runs the server and the client.
     let _default = tracing::subscriber::set_default(subscriber);
 

@@ -14,17 +14,6 @@ pub enum Verdict {
     RequireApproval { rule: String, reason: String },
 }
 
-impl Verdict {
-    /// `ALLOW`, `DENY` or `REQUIRE_APPROVAL`, as the policy service says it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Allow => "ALLOW",
-            Self::Deny { .. } => "DENY",
-            Self::RequireApproval { .. } => "REQUIRE_APPROVAL",
-        }
-    }
-}
-
 /// Why the gate stopped a step before (or instead of) asking the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {

@@ -6,7 +6,6 @@ use super::{ACTOR, Engine, FLUSH_AFTER, Run};
 use crate::domain::{StepStatus, WorkflowStatus};
 use crate::error::WorkflowError;
 use crate::store::Transition;
-use tracing::Instrument as _;
 
 impl Engine {
     /// A write of the instance driving the workflow: committed only while
@@ -69,15 +68,9 @@ impl Engine {
                 | Transition::ApprovalClosed { deliveries, .. } if !deliveries.is_empty()
             )
         });
-        let commit = tracing::debug_span!(
-            "workflow.commit",
-            workflow_id,
-            transitions = transitions.len()
-        );
         self.inner
             .store
             .apply_all(workflow_id, actor, lease_owner, &transitions)
-            .instrument(commit)
             .await?;
         if announces {
             self.inner.outbox.notify_one();

@@ -4,7 +4,6 @@
 
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
-use tracing::Instrument as _;
 
 use serde_json::Value;
 
@@ -302,17 +301,11 @@ impl Engine {
     /// [`Engine::run`] in the background.
     pub(super) fn run_in_background(&self, workflow_id: &str) {
         let (engine, id) = (self.clone(), workflow_id.to_owned());
-        // A resumed run (an approval decided, a recovery) is a trace of its
-        // own; one resumed by a decision continues the decider's trace.
-        let span = tracing::info_span!("workflow.run", workflow_id = %id);
-        tokio::spawn(
-            async move {
-                if let Err(error) = engine.run(&id).await {
-                    tracing::error!(workflow_id = %id, %error, "workflow run stopped on an internal error");
-                }
+        tokio::spawn(async move {
+            if let Err(error) = engine.run(&id).await {
+                tracing::error!(workflow_id = %id, %error, "workflow run stopped on an internal error");
             }
-            .instrument(span),
-        );
+        });
     }
 
     pub(super) fn slot(&self, workflow_id: &str) -> Arc<Slot> {

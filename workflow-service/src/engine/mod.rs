@@ -21,7 +21,6 @@ mod undo;
 use lease::{CancelFlag, Claim, Slot};
 pub use plan::StepPlan;
 use step::StepStart;
-use tracing::Instrument as _;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -281,16 +280,11 @@ impl Engine {
             self.metrics().submitted();
             let engine = self.clone();
             let id = row.workflow_id.clone();
-            // The run continues the submitter's trace.
-            let span = tracing::info_span!("workflow.run", workflow_id = %id);
-            tokio::spawn(
-                async move {
-                    if let Err(error) = engine.run_with(&id, Claim::AlreadyHeld).await {
-                        tracing::error!(workflow_id = %id, %error, "workflow run stopped on an internal error");
-                    }
+            tokio::spawn(async move {
+                if let Err(error) = engine.run_with(&id, Claim::AlreadyHeld).await {
+                    tracing::error!(workflow_id = %id, %error, "workflow run stopped on an internal error");
                 }
-                .instrument(span),
-            );
+            });
         }
         Ok((row, created))
     }

@@ -5,7 +5,6 @@ use tokio::time::Instant;
 
 use airt_proto::registry::v1 as registry;
 use serde_json::{Map, Value};
-use tracing::Instrument as _;
 
 use super::assess::{Assessment, Examined, GateFailure, StepInputs};
 use super::{ACTOR, Engine, Outcome, Run, approvals};
@@ -129,19 +128,7 @@ impl Engine {
         start: StepStart,
     ) -> Result<Outcome, WorkflowError> {
         let started = Instant::now();
-        let span = tracing::info_span!(
-            "workflow.step",
-            workflow_id = %run.workflow_id,
-            step = %step.name,
-            capability = %step.capability,
-            decision = tracing::field::Empty,
-            attempt = tracing::field::Empty,
-            status = tracing::field::Empty,
-        );
-        let pipeline = self
-            .step_pipeline(run, step, start)
-            .instrument(span.clone());
-        let (status, outcome) = match pipeline.await {
+        let (status, outcome) = match self.step_pipeline(run, step, start).await {
             Ok(outcome) => {
                 let status = match &outcome {
                     Outcome::Succeeded(_) => StepStatus::Succeeded,
@@ -155,7 +142,6 @@ impl Engine {
             }
             Err(StepError::Engine(error)) => return Err(error),
         };
-        span.record("status", status.as_str());
         let known = self.inner.registry.knows(&step.capability);
         self.metrics().step(
             known.then_some(step.capability.as_str()),
@@ -195,7 +181,6 @@ impl Engine {
             .map_err(|failure| StepError::gate(failure, ""))?;
         // The decision is committed with the first attempt it allows (one
         // transaction), or on its own before anything else.
-        tracing::Span::current().record("decision", assessment.verdict.name());
         let examined = &assessment.examined;
         let mut decided = Some(Self::decided(
             step,
@@ -316,15 +301,13 @@ impl Engine {
                 decided.take().into_iter().chain([running]).collect();
             self.commit_all(&run.workflow_id, ACTOR, &self.inner.owner, transitions)
                 .await?;
-            tracing::Span::current().record("attempt", attempt);
             let ctx = ExecutionContext::new(
                 &run.workflow_id,
                 &step.name,
                 attempt,
                 deadline,
                 self.inner.workspace.clone(),
-            )
-            .with_trace_headers(airt_kit::trace::current_headers());
+            );
             let remaining = deadline.saturating_duration_since(Instant::now());
             let result = tokio::time::timeout(remaining, self.invoke(&examined.spec, &ctx, inputs))
                 .await

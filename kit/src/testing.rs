@@ -2,6 +2,7 @@
 //! `127.0.0.1:0`. Nothing here touches a shared path.
 
 pub mod http;
+pub mod spans;
 
 use std::future::Future;
 use std::net::SocketAddr;

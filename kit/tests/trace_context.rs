@@ -4,13 +4,10 @@
 
 use airt_kit::auth::AuthSettings;
 use airt_kit::config::{ServiceConfig, ServiceIdentity};
+use airt_kit::testing::spans::CapturedSpans;
 use airt_kit::testing::{TestDb, TestServer, as_principal};
 use airt_proto::audit::v1 as pb;
 use airt_proto::audit::v1::audit_service_client::AuditServiceClient;
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-use tracing_subscriber::Layer as _;
-use tracing_subscriber::layer::SubscriberExt as _;
 
 const IDENTITY: ServiceIdentity = ServiceIdentity {
     name: "trace-test",
@@ -24,23 +21,8 @@ const PARENT_SPAN: &str = "00f067aa0ba902b7";
 
 #[tokio::test]
 async fn a_callers_trace_continues_through_the_server_and_into_client_calls() {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .build();
-    opentelemetry::global::set_text_map_propagator(
-        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-    );
-    let subscriber = tracing_subscriber::registry().with(
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("test"))
-            .with_filter(
-                airt_kit::telemetry::trace_filter()
-                    .with_target("trace_context", tracing::Level::INFO),
-            ),
-    );
     // This (current-thread) runtime runs the server and the client.
-    let _default = tracing::subscriber::set_default(subscriber);
+    let captured = CapturedSpans::start("trace_context");
 
     let db = TestDb::sqlite();
     let config = ServiceConfig {
@@ -95,9 +77,7 @@ async fn a_callers_trace_continues_through_the_server_and_into_client_calls() {
         "{headers:?}"
     );
     server.stop().await.expect("stop");
-    provider.force_flush().expect("flush");
-
-    let spans = exporter.get_finished_spans().expect("spans");
+    let spans = captured.ended();
     let rpcs: Vec<_> = spans.iter().filter(|s| s.name == "rpc").collect();
     assert_eq!(rpcs.len(), 2, "{spans:#?}");
     let continued = rpcs

@@ -5,42 +5,21 @@
 use std::time::Duration;
 
 use airt_kit::testing::http::Recorder;
+use airt_kit::testing::spans::{CapturedSpans, attribute};
 use airt_kit::testing::{TestDb, as_principal};
 use airt_proto::workflow::v1 as pb;
 use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
 use airt_system_tests::{Stack, register_capability};
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use tracing_subscriber::Layer as _;
-use tracing_subscriber::layer::SubscriberExt as _;
+use opentelemetry_sdk::trace::SpanData;
 use workflow_service::capabilities::net::NetworkPolicy;
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const PARENT_SPAN: &str = "b7ad6b7169203331";
 
-fn attribute(span: &SpanData, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key.as_str() == key)
-        .map(|kv| kv.value.to_string())
-}
-
-// Current-thread: the test's subscriber sees every service's tasks.
+// Current-thread: the captured spans are every service's.
 #[tokio::test]
 async fn a_submission_continues_the_callers_trace_into_the_registry() {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .build();
-    opentelemetry::global::set_text_map_propagator(
-        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-    );
-    let subscriber = tracing_subscriber::registry().with(
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("test"))
-            .with_filter(airt_kit::telemetry::trace_filter()),
-    );
-    let _default = tracing::subscriber::set_default(subscriber);
+    let captured = CapturedSpans::start("tracing");
 
     let recorder = Recorder::start().await;
     let stack = Stack::start_with(
@@ -85,8 +64,7 @@ async fn a_submission_continues_the_callers_trace_into_the_registry() {
     // registry's answer to its static check is part of it.
     let mut spans = Vec::new();
     for _ in 0..250 {
-        provider.force_flush().expect("flush");
-        spans = exporter.get_finished_spans().expect("spans");
+        spans = captured.ended();
         if spans
             .iter()
             .any(|s| s.name == "rpc" && s.parent_span_id.to_string() == PARENT_SPAN)

@@ -1,15 +1,18 @@
 //! `airt-kit`: what every AI-First Runtime server shares.
 //!
 //! - [`config`]: flags and `AIRT_*` environment, secrets redacted when logged.
-//! - [`telemetry`]: tracing initialisation.
+//! - [`telemetry`]: logs, and traces exported over OTLP when configured;
+//!   [`trace`]: W3C trace context in and out of a process.
+//! - [`admin`] and [`metrics`]: the admin listener (`/metrics`, `/livez`,
+//!   `/readyz`) and the metrics registry every service fills.
 //! - [`server`] and [`bootstrap`]: one way to start a service — its gRPC
 //!   services, `AuditService`, health, reflection (v1 and v1alpha) and graceful
 //!   shutdown.
 //! - [`credentials`]: how a client identifies itself (token or development identity).
 //! - [`auth`]: bearer JWT (HS256, EdDSA) or explicit development mode →
 //!   [`Principal`]; role checks.
-//! - [`middleware`]: the tower layer every call passes: authentication and
-//!   one tracing span per RPC.
+//! - [`middleware`]: the tower layer every call passes: authentication, one
+//!   tracing span per RPC, gRPC metrics.
 //! - [`db`]: the database connection manager (SQLite or PostgreSQL from the URL).
 //! - [`audit`]: the hash-chained audit log and its gRPC service.
 //! - [`status`]: `tonic::Status` with `google.rpc.ErrorInfo` and field violations.

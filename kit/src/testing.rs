@@ -83,6 +83,19 @@ impl TestDb {
         &self.url
     }
 
+    /// A service on this database in development auth mode, without an
+    /// admin listener (set `admin_listen` to have one).
+    pub fn dev_config(
+        &self,
+        identity: &crate::config::ServiceIdentity,
+    ) -> crate::config::ServiceConfig {
+        crate::config::ServiceConfig {
+            database_url: self.url.clone(),
+            auth: crate::auth::AuthSettings::Development,
+            ..crate::config::ServiceConfig::local(identity)
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

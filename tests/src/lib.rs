@@ -6,23 +6,13 @@ pub use airt_kit::testing::http;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use airt_kit::auth::AuthSettings;
-use airt_kit::config::ServiceConfig;
 use airt_kit::testing::{TestDb, TestServer, health_status};
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-fn dev_config(identity: &airt_kit::config::ServiceIdentity, db: &TestDb) -> ServiceConfig {
-    ServiceConfig {
-        database_url: db.url().to_owned(),
-        auth: AuthSettings::Development,
-        ..ServiceConfig::local(identity)
-    }
-}
-
 /// The registry in development auth mode.
 pub async fn start_registry(db: &TestDb) -> TestServer {
-    let config = dev_config(&registry_service::IDENTITY, db);
+    let config = db.dev_config(&registry_service::IDENTITY);
     TestServer::start(move |listener, shutdown| {
         registry_service::serve_on(config, listener, shutdown)
     })
@@ -31,7 +21,7 @@ pub async fn start_registry(db: &TestDb) -> TestServer {
 
 /// The policy service in development auth mode.
 pub async fn start_policy(db: &TestDb) -> TestServer {
-    let config = dev_config(&policy_service::IDENTITY, db);
+    let config = db.dev_config(&policy_service::IDENTITY);
     TestServer::start(move |listener, shutdown| {
         policy_service::serve_on(config, listener, shutdown)
     })
@@ -84,7 +74,7 @@ pub async fn start_workflow_with_config(
     db: &TestDb,
     workflow: workflow_service::WorkflowConfig,
 ) -> TestServer {
-    let config = dev_config(&workflow_service::IDENTITY, db);
+    let config = db.dev_config(&workflow_service::IDENTITY);
     TestServer::start(move |listener, shutdown| {
         workflow_service::serve_on(config, workflow, listener, shutdown)
     })

@@ -3,6 +3,8 @@
 // A test is one scenario, told in order; it may be long.
 #![allow(clippy::too_many_lines)]
 
+mod common;
+
 /// With no registry reachable the built-ins cannot be published, so the
 /// service is up (reflection answers) but reports NOT_SERVING; SIGTERM still
 /// stops it cleanly.
@@ -34,24 +36,16 @@ async fn binary_reports_not_serving_without_a_registry_and_exits_cleanly_on_sigt
 /// a shell through `sort --compress-program`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_confines_program_arguments_to_the_workspace() {
-    use airt_kit::auth::AuthSettings;
-    use airt_kit::config::ServiceConfig;
     use airt_kit::testing::{ServiceProcess, TestDb, TestServer, as_principal};
     use airt_proto::policy::v1 as policy;
     use airt_proto::workflow::v1 as pb;
-    use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
 
-    let config = |identity, db: &TestDb| ServiceConfig {
-        database_url: db.url().to_owned(),
-        auth: AuthSettings::Development,
-        ..ServiceConfig::local(identity)
-    };
     let (registry_db, policy_db, workflow_db) =
         (TestDb::sqlite(), TestDb::sqlite(), TestDb::sqlite());
-    let registry_config = config(&registry_service::IDENTITY, &registry_db);
+    let registry_config = registry_db.dev_config(&registry_service::IDENTITY);
     let registry =
         TestServer::start(move |l, s| registry_service::serve_on(registry_config, l, s)).await;
-    let policy_config = config(&policy_service::IDENTITY, &policy_db);
+    let policy_config = policy_db.dev_config(&policy_service::IDENTITY);
     let policy_server =
         TestServer::start(move |l, s| policy_service::serve_on(policy_config, l, s)).await;
     policy::policy_service_client::PolicyServiceClient::new(policy_server.channel().await)
@@ -92,7 +86,6 @@ async fn the_binary_confines_program_arguments_to_the_workspace() {
         ],
     );
     let channel = service.channel().await;
-    let mut client = WorkflowServiceClient::new(channel.clone());
     let written = outside.path().join("written.txt");
     let attempts: [Vec<String>; 5] = [
         vec![
@@ -127,51 +120,16 @@ async fn the_binary_confines_program_arguments_to_the_workspace() {
         let mut workflow = None;
         // The service publishes its built-ins right after it starts serving.
         for _ in 0..200 {
-            let submitted = client
-                .submit_workflow(as_principal(
-                    pb::SubmitWorkflowRequest {
-                        source: Some(pb::submit_workflow_request::Source::SpecText(spec.clone())),
-                        request_id: String::new(),
-                    },
-                    "user:mallory",
-                    &[],
-                ))
-                .await;
-            let submitted = match submitted {
+            let submitted = match common::submit(channel.clone(), "user:mallory", &spec).await {
                 // Refused at submission until the built-ins are registered.
                 Err(status) if status.message().contains("sys.exec.run is registered") => {
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
-                other => other
-                    .expect("submit")
-                    .into_inner()
-                    .workflow
-                    .expect("workflow"),
+                other => other.expect("submit"),
             };
             let id = submitted.workflow_id;
-            let rested = loop {
-                let got = client
-                    .get_workflow(as_principal(
-                        pb::GetWorkflowRequest {
-                            workflow_id: id.clone(),
-                        },
-                        "user:mallory",
-                        &[],
-                    ))
-                    .await
-                    .expect("get")
-                    .into_inner()
-                    .workflow
-                    .expect("workflow");
-                if !matches!(
-                    pb::WorkflowStatus::try_from(got.status),
-                    Ok(pb::WorkflowStatus::Pending | pb::WorkflowStatus::Running)
-                ) {
-                    break got;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            };
+            let rested = common::rested(channel.clone(), "user:mallory", &id).await;
             if rested
                 .failure_reason
                 .contains("sys.exec.run is not registered")

@@ -15,11 +15,13 @@
 // paused tokio clock.
 #![allow(clippy::disallowed_types)]
 
+// Submits and reads; it needs no waiting for rest (it settles itself).
+#[allow(dead_code)]
+mod common;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use airt_kit::auth::AuthSettings;
-use airt_kit::config::ServiceConfig;
 use airt_kit::testing::http::{Recorded, Recorder};
 use airt_kit::testing::{ServiceProcess, TestDb, TestServer, as_principal};
 use airt_proto::audit::v1 as audit;
@@ -30,7 +32,6 @@ use airt_proto::registry::v1 as registry;
 use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
 use airt_proto::workflow::v1 as pb;
 use airt_proto::workflow::v1::approval_service_client::ApprovalServiceClient;
-use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
 use tonic::transport::Channel;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_workflow-service");
@@ -107,14 +108,6 @@ impl Kind {
     }
 }
 
-fn dev_config(identity: &airt_kit::config::ServiceIdentity, db: &TestDb) -> ServiceConfig {
-    ServiceConfig {
-        database_url: db.url().to_owned(),
-        auth: AuthSettings::Development,
-        ..ServiceConfig::local(identity)
-    }
-}
-
 /// The registry and policy services, the ledger capabilities and the policy.
 /// Workflows at rest (paused or finished) that still hold a lease: a lease
 /// never given up would keep other replicas from resuming them.
@@ -146,10 +139,10 @@ struct World {
 impl World {
     async fn start() -> Self {
         let (registry_db, policy_db) = (TestDb::sqlite(), TestDb::sqlite());
-        let config = dev_config(&registry_service::IDENTITY, &registry_db);
+        let config = registry_db.dev_config(&registry_service::IDENTITY);
         let registry =
             TestServer::start(move |l, s| registry_service::serve_on(config, l, s)).await;
-        let config = dev_config(&policy_service::IDENTITY, &policy_db);
+        let config = policy_db.dev_config(&policy_service::IDENTITY);
         let policy = TestServer::start(move |l, s| policy_service::serve_on(config, l, s)).await;
         let ledger = Recorder::start().await;
         for path in ["/write", "/erase", "/fail"] {
@@ -235,39 +228,12 @@ impl World {
 }
 
 async fn submit(channel: Channel, kind: Kind) -> String {
-    WorkflowServiceClient::new(channel)
-        .submit_workflow(as_principal(
-            pb::SubmitWorkflowRequest {
-                source: Some(pb::submit_workflow_request::Source::SpecText(
-                    kind.spec().into(),
-                )),
-                request_id: String::new(),
-            },
-            "user:alice",
-            &[],
-        ))
-        .await
-        .expect("submit")
-        .into_inner()
-        .workflow
-        .expect("workflow")
-        .workflow_id
+    let submitted = common::submit(channel, "user:alice", kind.spec()).await;
+    submitted.expect("submit").workflow_id
 }
 
 async fn get(channel: Channel, id: &str) -> pb::Workflow {
-    WorkflowServiceClient::new(channel)
-        .get_workflow(as_principal(
-            pb::GetWorkflowRequest {
-                workflow_id: id.into(),
-            },
-            "user:root",
-            &["admin"],
-        ))
-        .await
-        .expect("get")
-        .into_inner()
-        .workflow
-        .expect("workflow")
+    common::get(channel, "user:root", &["admin"], id).await
 }
 
 fn status(workflow: &pb::Workflow) -> pb::WorkflowStatus {

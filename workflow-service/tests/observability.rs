@@ -10,13 +10,12 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use airt_kit::auth::AuthSettings;
 use airt_kit::config::ServiceConfig;
 use airt_kit::testing::{ServiceProcess, TestDb, TestServer, as_principal};
 use airt_proto::policy::v1 as policy;
-use airt_proto::workflow::v1 as pb;
-use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+mod common;
 
 /// `GET url` over HTTP/1.1: (status, body).
 async fn get(url: &str) -> (u16, String) {
@@ -152,10 +151,8 @@ async fn wait_for_status(url: &str, want: u16) -> String {
 async fn metrics_count_what_happened_and_readiness_follows_the_dependencies() {
     let (registry_admin, policy_admin) = (free_port(), free_port());
     let config = |identity, db: &TestDb, admin| ServiceConfig {
-        database_url: db.url().to_owned(),
-        auth: AuthSettings::Development,
         admin_listen: Some(admin),
-        ..ServiceConfig::local(identity)
+        ..db.dev_config(identity)
     };
     let (registry_db, policy_db, workflow_db) =
         (TestDb::sqlite(), TestDb::sqlite(), TestDb::sqlite());
@@ -201,49 +198,15 @@ async fn metrics_count_what_happened_and_readiness_follows_the_dependencies() {
         "[+]serving ok\n[+]database ok\n[+]registry ok\n[+]policy ok\n"
     );
 
-    let mut client = WorkflowServiceClient::new(service.channel().await);
+    let channel = service.channel().await;
     let specs = [
         "name: write\nsteps:\n  - {name: w, capability: io.fs.write_file, inputs: {path: a.txt, content: hi}}\n",
         "name: delete\nsteps:\n  - {name: d, capability: io.fs.delete, inputs: {path: a.txt}}\n",
     ];
     for spec in specs {
-        let id = client
-            .submit_workflow(as_principal(
-                pb::SubmitWorkflowRequest {
-                    source: Some(pb::submit_workflow_request::Source::SpecText(spec.into())),
-                    request_id: String::new(),
-                },
-                "user:alice",
-                &[],
-            ))
-            .await
-            .expect("submit")
-            .into_inner()
-            .workflow
-            .expect("workflow")
-            .workflow_id;
-        for _ in 0..400 {
-            let got = client
-                .get_workflow(as_principal(
-                    pb::GetWorkflowRequest {
-                        workflow_id: id.clone(),
-                    },
-                    "user:alice",
-                    &[],
-                ))
-                .await
-                .expect("get")
-                .into_inner()
-                .workflow
-                .expect("workflow");
-            if !matches!(
-                pb::WorkflowStatus::try_from(got.status),
-                Ok(pb::WorkflowStatus::Pending | pb::WorkflowStatus::Running)
-            ) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let submitted = common::submit(channel.clone(), "user:alice", spec).await;
+        let id = submitted.expect("submit").workflow_id;
+        common::rested(channel.clone(), "user:alice", &id).await;
     }
 
     let (status, text) = get(&format!("{admin}/metrics")).await;

@@ -152,10 +152,13 @@ impl AdminTask {
     async fn stop(self) {
         let Self { stop, task } = self;
         drop(stop);
-        if let Some(task) = task
-            && let Ok(Err(error)) = task.await
-        {
-            tracing::warn!(%error, "the admin listener failed");
+        // A scraper holding a request open must not hold up the exit.
+        if let Some(task) = task {
+            match tokio::time::timeout(std::time::Duration::from_secs(2), task).await {
+                Ok(Ok(Err(error))) => tracing::warn!(%error, "the admin listener failed"),
+                Err(_) => tracing::warn!("the admin listener did not stop within 2s"),
+                Ok(_) => {}
+            }
         }
     }
 }

@@ -37,6 +37,9 @@ type Hook = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
     hooks: Arc<Mutex<Vec<Hook>>>,
+    /// One scrape at a time runs the hooks: concurrent scrapes (an
+    /// admin port hammered) do not multiply the database's work.
+    scraping: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -56,6 +59,7 @@ impl Metrics {
         Self {
             registry: Arc::new(Mutex::new(Registry::with_prefix("airt"))),
             hooks: Arc::new(Mutex::new(Vec::new())),
+            scraping: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -87,6 +91,7 @@ impl Metrics {
 
     /// The exposition: scrape hooks first, then every metric as text.
     pub async fn render(&self) -> String {
+        let _one_at_a_time = self.scraping.lock().await;
         let hooks: Vec<Hook> = lock(&self.hooks).clone();
         let refreshed = futures::future::join_all(hooks.iter().map(|hook| hook()));
         if tokio::time::timeout(SCRAPE_HOOK_TIMEOUT, refreshed)

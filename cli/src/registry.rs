@@ -224,27 +224,43 @@ async fn list(
         .map(lifecycle_from_name)
         .transpose()?
         .unwrap_or(0);
+    print_pages(|page_token| {
+        let mut client = client.clone();
+        let request = pb::ListCapabilitiesRequest {
+            page_size: 500,
+            page_token,
+            id_prefix: prefix.clone(),
+            risk_level,
+            tag: tag.clone(),
+            lifecycle,
+        };
+        async move {
+            let page = client.list_capabilities(request).await?.into_inner();
+            Ok((page.capabilities, page.next_page_token))
+        }
+    })
+    .await
+}
+
+/// Prints every page `fetch` returns (given the page token), one line per
+/// capability, until the last page.
+async fn print_pages<F, Fut>(mut fetch: F) -> anyhow::Result<ExitCode>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<pb::Capability>, String), tonic::Status>>,
+{
     let mut page_token = String::new();
     loop {
-        let page = client
-            .list_capabilities(pb::ListCapabilitiesRequest {
-                page_size: 500,
-                page_token,
-                id_prefix: prefix.clone(),
-                risk_level,
-                tag: tag.clone(),
-                lifecycle,
-            })
+        let (capabilities, next) = fetch(page_token)
             .await
-            .map_err(|status| anyhow::anyhow!(describe(&status)))?
-            .into_inner();
-        for capability in &page.capabilities {
+            .map_err(|status| anyhow::anyhow!(describe(&status)))?;
+        for capability in &capabilities {
             out!("{}", summary(capability));
         }
-        if page.next_page_token.is_empty() {
+        if next.is_empty() {
             return Ok(ExitCode::SUCCESS);
         }
-        page_token = page.next_page_token;
+        page_token = next;
     }
 }
 
@@ -280,25 +296,19 @@ pub async fn run(args: &ConnectionArgs, command: RegistryCommand) -> anyhow::Res
             lifecycle,
         } => list(&mut client, prefix, risk, tag, lifecycle).await,
         RegistryCommand::Versions { capability_id } => {
-            let mut page_token = String::new();
-            loop {
-                let page = client
-                    .list_capability_versions(pb::ListCapabilityVersionsRequest {
-                        capability_id: capability_id.clone(),
-                        page_size: 500,
-                        page_token,
-                    })
-                    .await
-                    .map_err(fail)?
-                    .into_inner();
-                for capability in &page.capabilities {
-                    out!("{}", summary(capability));
+            print_pages(|page_token| {
+                let mut client = client.clone();
+                let request = pb::ListCapabilityVersionsRequest {
+                    capability_id: capability_id.clone(),
+                    page_size: 500,
+                    page_token,
+                };
+                async move {
+                    let page = client.list_capability_versions(request).await?.into_inner();
+                    Ok((page.capabilities, page.next_page_token))
                 }
-                if page.next_page_token.is_empty() {
-                    return Ok(ExitCode::SUCCESS);
-                }
-                page_token = page.next_page_token;
-            }
+            })
+            .await
         }
         RegistryCommand::Seed => {
             use workflow_service::publish::publish_all;

@@ -91,6 +91,9 @@ pub fn print(workflow: &pb::Workflow) {
     if !workflow.failure_reason.is_empty() {
         out!("  reason: {}", workflow.failure_reason);
     }
+    if !workflow.trace_id.is_empty() {
+        out!("  trace: {}", workflow.trace_id);
+    }
     for step in &workflow.steps {
         let decision = step
             .decision

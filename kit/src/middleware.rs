@@ -115,11 +115,10 @@ where
             code = tracing::field::Empty,
             latency_us = tracing::field::Empty,
             trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
         );
         crate::trace::continue_from(&span, request.headers());
-        if let Some(trace_id) = span.in_scope(crate::trace::current_trace_id) {
-            span.record("trace_id", trace_id);
-        }
+        crate::trace::record_ids(&span);
         let refused = match caller {
             Some(Ok(principal)) => {
                 request.extensions_mut().insert::<Principal>(principal);

@@ -2,6 +2,7 @@
 //! `127.0.0.1:0`. Nothing here touches a shared path.
 
 pub mod http;
+pub mod otlp;
 pub mod spans;
 
 use std::future::Future;
@@ -363,6 +364,7 @@ pub struct ServiceProcess {
     child: std::process::Child,
     addr: SocketAddr,
     admin: SocketAddr,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
 }
 
 impl ServiceProcess {
@@ -393,6 +395,8 @@ impl ServiceProcess {
             .unwrap_or_else(|e| panic!("start {binary}: {e}"));
         let stderr = child.stderr.take().expect("piped stderr");
         let (found, address) = std::sync::mpsc::channel::<(&'static str, SocketAddr)>();
+        let logs = std::sync::Arc::<std::sync::Mutex<Vec<serde_json::Value>>>::default();
+        let kept = logs.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { return };
@@ -400,6 +404,9 @@ impl ServiceProcess {
                 let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
                     continue;
                 };
+                kept.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(event.clone());
                 let fields = &event["fields"];
                 let Some(addr) = fields["addr"].as_str().and_then(|a| a.parse().ok()) else {
                     continue;
@@ -425,7 +432,13 @@ impl ServiceProcess {
             child,
             addr: addr.expect("serving address"),
             admin: admin.expect("the admin listener starts before serving"),
+            logs,
         }
+    }
+
+    /// Its JSON log lines so far.
+    pub fn logs(&self) -> Vec<serde_json::Value> {
+        self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// `http://127.0.0.1:<port>` of its admin listener.

@@ -28,6 +28,21 @@ impl Injector for Collect<'_> {
     }
 }
 
+struct Pairs<'a>(&'a [(&'a str, &'a str)]);
+
+impl Extractor for Pairs<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| *v)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| *k).collect()
+    }
+}
+
 /// Makes the caller's trace (if its headers carry one) the parent of `span`.
 pub fn continue_from(span: &tracing::Span, headers: &http::HeaderMap) {
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
@@ -41,6 +56,40 @@ pub fn continue_from(span: &tracing::Span, headers: &http::HeaderMap) {
 /// started by a call): the call's span can end before the work does.
 pub fn continue_current(span: &tracing::Span) {
     let _ = span.set_parent(tracing::Span::current().context());
+}
+
+/// Makes the span named by a stored W3C `traceparent` the parent of `span`
+/// (a workflow's later runs join the trace of its submission). An empty or
+/// malformed value leaves `span` a root.
+pub fn continue_traceparent(span: &tracing::Span, traceparent: &str) {
+    if traceparent.is_empty() {
+        return;
+    }
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&Pairs(&[("traceparent", traceparent)]))
+    });
+    let _ = span.set_parent(parent);
+}
+
+/// The current span as a W3C `traceparent` value, empty when nothing is
+/// traced (what a workflow stores to join its later runs to its trace).
+pub fn current_traceparent() -> String {
+    current_headers()
+        .into_iter()
+        .find(|(key, _)| key == "traceparent")
+        .map(|(_, value)| value)
+        .unwrap_or_default()
+}
+
+/// The trace id in a W3C `traceparent` value (`00-<trace id>-<span id>-<flags>`),
+/// if it is well formed.
+pub fn trace_id_of(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
+    let (_version, trace_id) = (parts.next()?, parts.next()?);
+    let well_formed = trace_id.len() == 32
+        && trace_id.bytes().all(|b| b.is_ascii_hexdigit())
+        && trace_id.bytes().any(|b| b != b'0');
+    well_formed.then_some(trace_id)
 }
 
 /// The trace context of the current span as headers (`traceparent`,
@@ -63,6 +112,20 @@ pub fn inject<T>(request: &mut tonic::Request<T>) {
         ) {
             request.metadata_mut().insert(key, value);
         }
+    }
+}
+
+/// Records the span's OpenTelemetry ids in its `trace_id` and `span_id`
+/// fields (declared empty), so that log lines inside it name the trace.
+/// Nothing when traces are off.
+pub fn record_ids(span: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt as _;
+    let context = span.context();
+    let otel = context.span();
+    let ids = otel.span_context();
+    if ids.is_valid() {
+        span.record("trace_id", ids.trace_id().to_string());
+        span.record("span_id", ids.span_id().to_string());
     }
 }
 

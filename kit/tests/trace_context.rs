@@ -95,3 +95,54 @@ async fn a_callers_trace_continues_through_the_server_and_into_client_calls() {
         .expect("client span");
     assert_eq!(from_client.parent_span_id, agent.span_context.span_id());
 }
+
+#[test]
+fn a_stored_traceparent_parents_a_later_span() {
+    let captured = CapturedSpans::start("trace_context");
+    let stored = {
+        let span = tracing::info_span!("submission");
+        let _entered = span.enter();
+        airt_kit::trace::current_traceparent()
+    };
+    assert_eq!(
+        airt_kit::trace::trace_id_of(&stored).map(str::len),
+        Some(32),
+        "{stored}"
+    );
+    {
+        let later = tracing::info_span!(parent: None, "later.run");
+        airt_kit::trace::continue_traceparent(&later, &stored);
+    }
+    {
+        // Nothing stored: a root of its own trace.
+        let root = tracing::info_span!(parent: None, "untraced.run");
+        airt_kit::trace::continue_traceparent(&root, "");
+    }
+    let spans = captured.ended();
+    let find = |name: &str| spans.iter().find(|s| s.name == name).expect(name);
+    let (submission, later, root) = (find("submission"), find("later.run"), find("untraced.run"));
+    assert_eq!(
+        later.span_context.trace_id(),
+        submission.span_context.trace_id()
+    );
+    assert_eq!(later.parent_span_id, submission.span_context.span_id());
+    assert_ne!(
+        root.span_context.trace_id(),
+        submission.span_context.trace_id()
+    );
+}
+
+#[test]
+fn only_well_formed_traceparents_name_a_trace() {
+    use airt_kit::trace::trace_id_of;
+    assert_eq!(
+        trace_id_of(&format!("00-{TRACE_ID}-{PARENT_SPAN}-01")),
+        Some(TRACE_ID)
+    );
+    assert_eq!(trace_id_of(""), None);
+    assert_eq!(trace_id_of("00-xyz-00f067aa0ba902b7-01"), None);
+    assert_eq!(
+        trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+        None
+    );
+}

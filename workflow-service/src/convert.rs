@@ -244,6 +244,9 @@ pub fn workflow_to_proto(
         create_time: timestamp(row.created_at_us),
         update_time: timestamp(row.updated_at_us),
         end_time: timestamp(row.ended_at_us),
+        trace_id: airt_kit::trace::trace_id_of(&row.trace_parent)
+            .unwrap_or_default()
+            .to_owned(),
     }
 }
 

@@ -17,6 +17,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 
 use crate::domain::DeliveryStatus;
 use crate::domain::approval::rfc3339;
@@ -67,7 +68,9 @@ impl WebhookConfig {
     }
 
     /// One delivery of `payload` (with `event`) per configured URL.
+    /// Each carries the current span's trace context to its request.
     pub fn deliveries(&self, approval_id: &str, event: &str, payload: &Value) -> Vec<NewDelivery> {
+        let trace_parent = airt_kit::trace::current_traceparent();
         self.urls
             .iter()
             .map(|url| {
@@ -82,6 +85,7 @@ impl WebhookConfig {
                     url: url.clone(),
                     event: event.to_owned(),
                     payload: body.to_string(),
+                    trace_parent: trace_parent.clone(),
                 }
             })
             .collect()
@@ -280,10 +284,25 @@ impl Dispatcher {
                     continue;
                 }
                 let (client, secret) = (self.client.clone(), self.config.secret.clone());
-                sends.spawn(async move {
-                    let result = send(&client, secret.as_ref(), &delivery).await;
-                    (delivery, result)
-                });
+                // Each attempt is a span in the trace of the run that queued it.
+                let span = tracing::info_span!(
+                    parent: None,
+                    "webhook.deliver",
+                    delivery_id = %delivery.delivery_id,
+                    event = %delivery.event,
+                    attempt = delivery.attempts + 1,
+                    trace_id = tracing::field::Empty,
+                    span_id = tracing::field::Empty,
+                );
+                airt_kit::trace::continue_traceparent(&span, &delivery.trace_parent);
+                airt_kit::trace::record_ids(&span);
+                sends.spawn(
+                    async move {
+                        let result = send(&client, secret.as_ref(), &delivery).await;
+                        (delivery, result)
+                    }
+                    .instrument(span),
+                );
             }
             while let Some(joined) = sends.join_next().await {
                 let Ok((delivery, result)) = joined else {
@@ -342,6 +361,10 @@ async fn send(
     if let Some(secret) = secret {
         let signed = signature(secret.expose(), &delivery.delivery_id, timestamp, &body);
         headers.push(("webhook-signature", signed));
+    }
+    let trace = airt_kit::trace::current_headers();
+    for (name, value) in &trace {
+        headers.push((name.as_str(), value.clone()));
     }
     match client.post(&delivery.url, &headers, body).await? {
         200..=299 => Ok(()),

@@ -1,7 +1,8 @@
 //! The admin listeners of the three services, seen from outside: metrics
 //! that count what happened, and liveness/readiness while a dependency is
 //! down. The workflow service is the real binary; the registry and the
-//! policy service run in-process with their own admin listeners.
+//! policy service run in-process with their own admin listeners. And the
+//! binary's traces, exported over OTLP to an in-process receiver.
 
 // A test is one scenario, told in order; it may be long.
 #![allow(clippy::too_many_lines)]
@@ -11,8 +12,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use airt_kit::config::ServiceConfig;
+use airt_kit::testing::otlp::Collector;
 use airt_kit::testing::{ServiceProcess, TestDb, TestServer, as_principal};
 use airt_proto::policy::v1 as policy;
+use airt_proto::workflow::v1 as pb;
+use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 mod common;
@@ -283,5 +287,126 @@ async fn metrics_count_what_happened_and_readiness_follows_the_dependencies() {
         get(&format!("{admin}/livez")).await,
         (200, "ok\n".to_owned())
     );
+    policy_server.stop().await.expect("policy stops");
+}
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_SPAN: &str = "00f067aa0ba902b7";
+
+#[tokio::test]
+async fn a_traced_binary_exports_its_runs_and_its_logs_name_the_trace() {
+    let collector = Collector::start().await;
+    let (registry_db, policy_db, workflow_db) =
+        (TestDb::sqlite(), TestDb::sqlite(), TestDb::sqlite());
+    let registry_config = registry_db.dev_config(&registry_service::IDENTITY);
+    let registry =
+        TestServer::start(move |l, s| registry_service::serve_on(registry_config, l, s)).await;
+    let policy_config = policy_db.dev_config(&policy_service::IDENTITY);
+    let policy_server =
+        TestServer::start(move |l, s| policy_service::serve_on(policy_config, l, s)).await;
+    policy::policy_service_client::PolicyServiceClient::new(policy_server.channel().await)
+        .put_policy_set(as_principal(
+            policy::PutPolicySetRequest {
+                source_yaml: "rules:\n  - {id: allow-all, decision: ALLOW}\n".into(),
+                activate: true,
+                ..Default::default()
+            },
+            "user:root",
+            &["admin"],
+        ))
+        .await
+        .expect("policy");
+    let workspace = tempfile::tempdir().expect("workspace");
+    let workspace_arg = workspace.path().to_string_lossy().into_owned();
+    let (registry_url, policy_url, endpoint) =
+        (registry.url(), policy_server.url(), collector.endpoint());
+    let service = ServiceProcess::spawn(
+        env!("CARGO_BIN_EXE_workflow-service"),
+        workflow_db.url(),
+        &[
+            "--auth-dev-mode",
+            "--registry-addr",
+            &registry_url,
+            "--policy-addr",
+            &policy_url,
+            "--workspace",
+            &workspace_arg,
+            "--otlp-endpoint",
+            &endpoint,
+        ],
+    );
+    wait_for_status(&format!("{}/readyz", service.admin_url()), 200).await;
+
+    let channel = service.channel().await;
+    let mut request = as_principal(
+        pb::SubmitWorkflowRequest {
+            source: Some(pb::submit_workflow_request::Source::SpecText(
+                "name: traced\nsteps:\n  - {name: w, capability: io.fs.write_file, inputs: {path: a.txt, content: hi}}\n".into(),
+            )),
+            request_id: String::new(),
+        },
+        "user:alice",
+        &[],
+    );
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-{PARENT_SPAN}-01").parse().unwrap(),
+    );
+    let submitted = WorkflowServiceClient::new(channel.clone())
+        .submit_workflow(request)
+        .await
+        .expect("submit")
+        .into_inner()
+        .workflow
+        .expect("workflow");
+    let rested = common::rested(channel, "user:alice", &submitted.workflow_id).await;
+    assert_eq!(rested.trace_id, TRACE_ID, "GetWorkflow names the trace");
+
+    // The submission's log line names the trace and its span.
+    let logs = service.logs();
+    let submitted_line = logs
+        .iter()
+        .find(|line| line["fields"]["message"] == "workflow submitted")
+        .expect("a submission log line");
+    assert_eq!(
+        submitted_line["span"]["trace_id"], TRACE_ID,
+        "{submitted_line}"
+    );
+    assert_eq!(
+        submitted_line["span"]["span_id"].as_str().map(str::len),
+        Some(16),
+        "{submitted_line}"
+    );
+
+    // Stopping flushes what is queued for export.
+    let status = service.terminate(Duration::from_secs(20)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let spans = collector
+        .wait_until(Duration::from_secs(10), |spans| {
+            spans.iter().any(|s| s.name == "workflow.run")
+        })
+        .await;
+    let traced: Vec<_> = spans.iter().filter(|s| s.trace_id == TRACE_ID).collect();
+    let find = |name: &str| {
+        traced
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} span exported: {spans:#?}"))
+    };
+    let submit = traced
+        .iter()
+        .find(|s| s.name == "rpc" && s.attributes["method"].ends_with("/SubmitWorkflow"))
+        .expect("the submission's span");
+    assert_eq!(submit.parent_span_id, PARENT_SPAN);
+    assert_eq!(submit.service, "workflow-service");
+    let run = find("workflow.run");
+    assert_eq!(run.parent_span_id, submit.span_id);
+    assert_eq!(run.attributes["to"], "COMPLETED");
+    let step = find("workflow.step");
+    assert_eq!(step.parent_span_id, run.span_id);
+    assert_eq!(step.attributes["decision"], "ALLOW");
+    assert_eq!(step.attributes["status"], "SUCCEEDED");
+    find("workflow.commit");
+    registry.stop().await.expect("registry stops");
     policy_server.stop().await.expect("policy stops");
 }

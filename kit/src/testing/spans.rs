@@ -1,18 +1,23 @@
 //! Spans kept in memory instead of exported, for tests of tracing.
 
+use std::sync::OnceLock;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
-/// Captures the spans of this thread (run a current-thread runtime: the
-/// servers' and the clients' tasks then all report here) with the
-/// production trace filter plus the test's own target, and installs the
-/// W3C propagator. Dropping it stops capturing.
+/// Captures the spans of the whole test process: installs (once) a global
+/// subscriber with the production trace filter plus the test crate's own
+/// target, and the W3C propagator.
+///
+/// Global, not a thread's default: spans end on whichever thread drops
+/// their last handle (SQLite's worker threads among them), and a parent is
+/// released through that thread's subscriber. Tests of one binary run in
+/// parallel and share the capture: tell yours apart by trace id.
 pub struct CapturedSpans {
     exporter: InMemorySpanExporter,
     provider: SdkTracerProvider,
-    _default: tracing::subscriber::DefaultGuard,
 }
 
 impl std::fmt::Debug for CapturedSpans {
@@ -21,31 +26,40 @@ impl std::fmt::Debug for CapturedSpans {
     }
 }
 
+static CAPTURE: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::new();
+
 impl CapturedSpans {
-    /// `test_target`: the test crate's own spans to keep too (its name).
+    /// `test_target`: the test crate's own spans to keep too (its name;
+    /// the first call's is kept for the process).
+    ///
+    /// # Panics
+    /// When another global subscriber was installed first.
     pub fn start(test_target: &'static str) -> Self {
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
-        opentelemetry::global::set_text_map_propagator(
-            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-        );
-        let filter =
-            crate::telemetry::trace_filter().with_target(test_target, tracing::Level::INFO);
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("test"))
-                .with_filter(filter),
-        );
-        Self {
-            exporter,
-            provider,
-            _default: tracing::subscriber::set_default(subscriber),
-        }
+        let (exporter, provider) = CAPTURE
+            .get_or_init(|| {
+                let exporter = InMemorySpanExporter::default();
+                let provider = SdkTracerProvider::builder()
+                    .with_simple_exporter(exporter.clone())
+                    .build();
+                opentelemetry::global::set_text_map_propagator(
+                    opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+                );
+                let filter =
+                    crate::telemetry::trace_filter().with_target(test_target, tracing::Level::INFO);
+                let subscriber = tracing_subscriber::registry().with(
+                    tracing_opentelemetry::layer()
+                        .with_tracer(provider.tracer("test"))
+                        .with_filter(filter),
+                );
+                tracing::subscriber::set_global_default(subscriber)
+                    .expect("no other global subscriber in a test of tracing");
+                (exporter, provider)
+            })
+            .clone();
+        Self { exporter, provider }
     }
 
-    /// The spans ended so far.
+    /// The spans ended so far, in this process.
     pub fn ended(&self) -> Vec<SpanData> {
         let _ = self.provider.force_flush();
         self.exporter.get_finished_spans().unwrap_or_default()

@@ -14,6 +14,17 @@ pub enum Verdict {
     RequireApproval { rule: String, reason: String },
 }
 
+impl Verdict {
+    /// The decision's name: `ALLOW`, `DENY` or `REQUIRE_APPROVAL`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Allow => "ALLOW",
+            Self::Deny { .. } => "DENY",
+            Self::RequireApproval { .. } => "REQUIRE_APPROVAL",
+        }
+    }
+}
+
 /// Why the gate stopped a step before (or instead of) asking the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {

@@ -2,6 +2,8 @@
 //! announces, fenced by the workflow's lease; a driver's writes may be
 //! deferred to ride with its next commit of the same workflow.
 
+use tracing::Instrument as _;
+
 use super::{ACTOR, Engine, FLUSH_AFTER, Run};
 use crate::domain::{StepStatus, WorkflowStatus};
 use crate::error::WorkflowError;
@@ -68,9 +70,11 @@ impl Engine {
                 | Transition::ApprovalClosed { deliveries, .. } if !deliveries.is_empty()
             )
         });
+        let span = tracing::info_span!("workflow.commit", workflow_id, writes = transitions.len());
         self.inner
             .store
             .apply_all(workflow_id, actor, lease_owner, &transitions)
+            .instrument(span)
             .await?;
         if announces {
             self.inner.outbox.notify_one();

@@ -263,7 +263,14 @@ impl Engine {
         self.check_statically(&run).await?;
         let spec = run.spec;
         let workflow_id = uuid::Uuid::now_v7().to_string();
-        // Stored with this instance's lease: its first run claims nothing.
+        // Stored with this instance's lease (its first run claims nothing)
+        // and the submission's trace, which every run of it joins.
+        let trace_parent = airt_kit::trace::current_traceparent();
+        let origin = crate::store::Origin {
+            lease_owner: &self.inner.owner,
+            lease_until_us: self.lease_until(),
+            trace_parent: &trace_parent,
+        };
         let (row, created) = self
             .inner
             .store
@@ -273,7 +280,7 @@ impl Engine {
                 &spec,
                 &submitter,
                 request_id.as_deref(),
-                (&self.inner.owner, self.lease_until()),
+                origin,
             )
             .await?;
         if created {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use airt_kit::Principal;
 use serde_json::{Map, Value, json};
@@ -33,11 +34,41 @@ impl Engine {
     ) -> Result<WorkflowStatus, WorkflowError> {
         let row = self.workflow_row(workflow_id).await?;
         let status = row.status()?;
-        let cancel = flag.requested();
-        let entry = progress::entry(status, cancel.is_some());
+        let entry = progress::entry(status, flag.requested().is_some());
         if entry == Entry::Finished {
             return Ok(status);
         }
+        // Every run of a workflow (first, after an approval, after a
+        // takeover) is a span in the trace of its submission.
+        let span = tracing::info_span!(
+            parent: None,
+            "workflow.run",
+            workflow_id,
+            workflow = %row.name,
+            from = status.as_str(),
+            to = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        airt_kit::trace::continue_traceparent(&span, &row.trace_parent);
+        airt_kit::trace::record_ids(&span);
+        let ended = self
+            .advance_from(row, entry, flag)
+            .instrument(span.clone())
+            .await;
+        if let Ok(status) = &ended {
+            span.record("to", status.as_str());
+        }
+        ended
+    }
+
+    async fn advance_from(
+        &self,
+        row: WorkflowRow,
+        entry: Entry,
+        flag: &CancelFlag,
+    ) -> Result<WorkflowStatus, WorkflowError> {
+        let status = row.status()?;
         let run = Arc::new(self.load_run(&row).await?);
         let progress = match entry {
             // Interrupted rollback: continue at the first unfinished compensation.
@@ -237,10 +268,13 @@ impl Engine {
                         first_attempt: progress.interrupted.get(&step.name).copied().unwrap_or(1),
                     };
                     let (engine, run) = (self.clone(), run.clone());
-                    running.spawn(async move {
-                        let outcome = engine.run_step(&run, &step, start).await;
-                        (step.name, outcome)
-                    });
+                    running.spawn(
+                        async move {
+                            let outcome = engine.run_step(&run, &step, start).await;
+                            (step.name, outcome)
+                        }
+                        .in_current_span(),
+                    );
                     started_now = true;
                 }
             }

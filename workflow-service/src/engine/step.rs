@@ -2,6 +2,7 @@
 //! and a deadline, record the outputs and the undo record.
 
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use airt_proto::registry::v1 as registry;
 use serde_json::{Map, Value};
@@ -128,7 +129,21 @@ impl Engine {
         start: StepStart,
     ) -> Result<Outcome, WorkflowError> {
         let started = Instant::now();
-        let (status, outcome) = match self.step_pipeline(run, step, start).await {
+        let span = tracing::info_span!(
+            "workflow.step",
+            workflow_id = %run.workflow_id,
+            step = %step.name,
+            capability = %step.capability,
+            decision = tracing::field::Empty,
+            attempt = tracing::field::Empty,
+            status = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        airt_kit::trace::record_ids(&span);
+        let pipeline = self
+            .step_pipeline(run, step, start)
+            .instrument(span.clone());
+        let (status, outcome) = match pipeline.await {
             Ok(outcome) => {
                 let status = match &outcome {
                     Outcome::Succeeded(_) => StepStatus::Succeeded,
@@ -142,6 +157,7 @@ impl Engine {
             }
             Err(StepError::Engine(error)) => return Err(error),
         };
+        span.record("status", status.as_str());
         let known = self.inner.registry.knows(&step.capability);
         self.metrics().step(
             known.then_some(step.capability.as_str()),
@@ -181,6 +197,7 @@ impl Engine {
             .map_err(|failure| StepError::gate(failure, ""))?;
         // The decision is committed with the first attempt it allows (one
         // transaction), or on its own before anything else.
+        tracing::Span::current().record("decision", assessment.verdict.name());
         let examined = &assessment.examined;
         let mut decided = Some(Self::decided(
             step,
@@ -301,13 +318,16 @@ impl Engine {
                 decided.take().into_iter().chain([running]).collect();
             self.commit_all(&run.workflow_id, ACTOR, &self.inner.owner, transitions)
                 .await?;
+            tracing::Span::current().record("attempt", attempt);
+            // A remote handler's request joins the step's trace.
             let ctx = ExecutionContext::new(
                 &run.workflow_id,
                 &step.name,
                 attempt,
                 deadline,
                 self.inner.workspace.clone(),
-            );
+            )
+            .with_trace_headers(airt_kit::trace::current_headers());
             let remaining = deadline.saturating_duration_since(Instant::now());
             let result = tokio::time::timeout(remaining, self.invoke(&examined.spec, &ctx, inputs))
                 .await

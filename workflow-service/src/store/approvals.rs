@@ -59,6 +59,8 @@ pub struct DeliveryRow {
     pub last_attempt_at_us: i64,
     pub next_attempt_at_us: i64,
     pub created_at_us: i64,
+    /// The W3C `traceparent` of the run that queued it (empty: untraced).
+    pub trace_parent: String,
 }
 
 /// A webhook delivery to queue with a transition.
@@ -71,6 +73,8 @@ pub struct NewDelivery {
     pub event: String,
     /// The exact body that is signed and sent.
     pub payload: String,
+    /// The W3C `traceparent` of the span that queued it (empty: untraced).
+    pub trace_parent: String,
 }
 
 /// Restricts [`WorkflowStore::list_approvals`]; empty strings match everything.
@@ -84,7 +88,7 @@ const APPROVAL_COLUMNS: &str = "approval_id, workflow_id, workflow_name, step_na
      risk_level, resolved_inputs, decision, action_digest, approver_roles, message, status, requested_for, decided_by, \
      comment, status_reason, requested_at_us, expires_at_us, decided_at_us";
 const DELIVERY_COLUMNS: &str = "delivery_id, approval_id, workflow_id, url, event, payload, status, attempts, last_error, \
-     last_attempt_at_us, next_attempt_at_us, created_at_us";
+     last_attempt_at_us, next_attempt_at_us, created_at_us, trace_parent";
 
 pub(super) const INSERT_APPROVAL: &str = "INSERT INTO approvals (approval_id, workflow_id, workflow_name, step_name, \
      capability_id, capability_version, risk_level, resolved_inputs, decision, action_digest, approver_roles, message, \
@@ -97,8 +101,8 @@ pub(super) const CLOSE_APPROVAL: &str = "UPDATE approvals SET status = $3, statu
      decided_at_us = CASE WHEN decided_at_us = 0 THEN $5 ELSE decided_at_us END \
      WHERE approval_id = $1 AND status = $2";
 pub(super) const INSERT_DELIVERY: &str = "INSERT INTO webhook_outbox (delivery_id, approval_id, workflow_id, url, event, \
-     payload, status, attempts, last_error, last_attempt_at_us, next_attempt_at_us, created_at_us) \
-     VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', 0, '', 0, $7, $7)";
+     payload, status, attempts, last_error, last_attempt_at_us, next_attempt_at_us, created_at_us, trace_parent) \
+     VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', 0, '', 0, $7, $7, $8)";
 /// Takes a due delivery for one attempt: moves its next attempt past the
 /// attempt's time limit, so another replica does not send it meanwhile.
 const CLAIM_DELIVERY: &str = "UPDATE webhook_outbox SET next_attempt_at_us = $3 \
@@ -144,6 +148,7 @@ macro_rules! insert_delivery {
             .bind(&d.event)
             .bind(&d.payload)
             .bind($now)
+            .bind(&d.trace_parent)
             .execute(&mut *$tx)
             .await?;
     }};

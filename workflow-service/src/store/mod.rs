@@ -52,6 +52,8 @@ pub struct WorkflowRow {
     pub created_at_us: i64,
     pub updated_at_us: i64,
     pub ended_at_us: i64,
+    /// The W3C `traceparent` of the submission (empty: untraced).
+    pub trace_parent: String,
 }
 
 impl WorkflowRow {
@@ -127,15 +129,15 @@ pub struct ListFilter {
 }
 
 const WORKFLOW_COLUMNS: &str = "workflow_id, name, draft_json, status, submitter, submitter_roles, request_id, owner, \
-     failure_reason, failed_step, event_seq, created_at_us, updated_at_us, ended_at_us";
+     failure_reason, failed_step, event_seq, created_at_us, updated_at_us, ended_at_us, trace_parent";
 const STEP_COLUMNS: &str = "workflow_id, step_name, position, status, attempt, capability_version, risk_level, \
      resolved_inputs, outputs, decision, approval_id, error, undo, completed_seq, started_at_us, ended_at_us";
 const COMPENSATION_COLUMNS: &str = "workflow_id, step_name, position, capability_id, inputs, status, attempts, error, started_at_us, ended_at_us";
 
 const INSERT_WORKFLOW: &str = "INSERT INTO workflows (workflow_id, name, draft_json, status, submitter, submitter_roles, \
      request_id, owner, failure_reason, failed_step, event_seq, created_at_us, updated_at_us, ended_at_us, \
-     lease_owner, lease_expires_at_us) \
-     VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, '', '', 1, $8, $8, 0, $9, $10)";
+     lease_owner, lease_expires_at_us, trace_parent) \
+     VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, '', '', 1, $8, $8, 0, $9, $10, $11)";
 /// Followed by one `(workflow_id, step_name, position)` row per step.
 const INSERT_STEPS_PREFIX: &str = "INSERT INTO workflow_steps (workflow_id, step_name, position, status, attempt, capability_version, \
      risk_level, resolved_inputs, outputs, decision, approval_id, error, undo, completed_seq, started_at_us, ended_at_us) ";
@@ -170,6 +172,17 @@ fn select_page() -> String {
 const SELECT_EVENTS: &str = "SELECT workflow_id, seq, occurred_at_us, kind, step_name, detail FROM workflow_events \
      WHERE workflow_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 
+/// Where a new workflow comes from: the lease its submitter's instance
+/// holds on it, and the trace of its submission.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origin<'a> {
+    /// Empty: no lease (any instance may claim it).
+    pub lease_owner: &'a str,
+    pub lease_until_us: i64,
+    /// W3C `traceparent`; empty when the submission was not traced.
+    pub trace_parent: &'a str,
+}
+
 /// The workflow service's database.
 #[derive(Debug, Clone)]
 pub struct WorkflowStore {
@@ -201,12 +214,13 @@ impl WorkflowStore {
         submitter: &Principal,
         request_id: Option<&str>,
     ) -> Result<(WorkflowRow, bool), WorkflowError> {
-        self.create_leased(workflow_id, draft, spec, submitter, request_id, ("", 0))
+        let origin = Origin::default();
+        self.create_leased(workflow_id, draft, spec, submitter, request_id, origin)
             .await
     }
 
     /// [`WorkflowStore::create`] with the new workflow's lease already held
-    /// by `lease.0` until `lease.1` (µs), so its first run claims nothing.
+    /// (so its first run claims nothing) and its trace context.
     pub async fn create_leased(
         &self,
         workflow_id: &str,
@@ -214,7 +228,7 @@ impl WorkflowStore {
         spec: &WorkflowSpec,
         submitter: &Principal,
         request_id: Option<&str>,
-        lease: (&str, i64),
+        origin: Origin<'_>,
     ) -> Result<(WorkflowRow, bool), WorkflowError> {
         if let Some(existing) = self.by_request(submitter, request_id).await? {
             return Ok((existing, false));
@@ -234,8 +248,9 @@ impl WorkflowStore {
                 .bind(request_id)
                 .bind(&spec.owner)
                 .bind(now)
-                .bind(lease.0)
-                .bind(lease.1)
+                .bind(origin.lease_owner)
+                .bind(origin.lease_until_us)
+                .bind(origin.trace_parent)
                 .execute(&mut *tx)
                 .await?;
             // Every step PENDING, in one statement (a valid spec has 1 to

@@ -190,6 +190,11 @@ fn observe_storage(
             version: env!("CARGO_PKG_VERSION"),
         }),
     );
+    metrics.register_seconds(
+        "db_transaction",
+        "Write transactions, from asking for one to its commit, by outcome (committed, failed, rolled_back).",
+        crate::db::transaction_seconds(),
+    );
     let pool: Family<State, Gauge> = Family::default();
     metrics.register(
         "db_pool_connections",

@@ -224,19 +224,69 @@ macro_rules! write_tx {
     ($db:expr, $tx:ident => $body:expr) => {
         match $db {
             $crate::db::Database::Sqlite(pool) => {
+                let timer = $crate::db::TransactionTimer::start();
                 #[allow(unused_mut)]
                 let mut $tx = $crate::db::begin_immediate(pool).await?;
                 let value = $body;
-                $tx.commit().await.map(|()| value)
+                timer.finish($tx.commit().await).map(|()| value)
             }
             $crate::db::Database::Postgres(pool) => {
+                let timer = $crate::db::TransactionTimer::start();
                 #[allow(unused_mut)]
                 let mut $tx = pool.begin().await?;
                 let value = $body;
-                $tx.commit().await.map(|()| value)
+                timer.finish($tx.commit().await).map(|()| value)
             }
         }
     };
+}
+
+/// Times one [`write_tx!`] transaction, from asking for it to its commit,
+/// into [`transaction_seconds`]: `committed`, `failed` (the commit or the
+/// begin failed) or `rolled_back` (the body left early).
+#[derive(Debug)]
+pub struct TransactionTimer {
+    started: std::time::Instant,
+    outcome: Option<&'static str>,
+}
+
+impl TransactionTimer {
+    pub fn start() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            outcome: None,
+        }
+    }
+
+    /// Records the commit's outcome and hands it back.
+    pub fn finish<T>(mut self, commit: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        self.outcome = Some(if commit.is_ok() {
+            "committed"
+        } else {
+            "failed"
+        });
+        commit
+    }
+}
+
+impl Drop for TransactionTimer {
+    fn drop(&mut self) {
+        let outcome = self.outcome.unwrap_or("rolled_back");
+        TRANSACTIONS
+            .get_or_create(&[("outcome", outcome)])
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+type TransactionFamily = crate::metrics::LatencyFamily<[(&'static str, &'static str); 1]>;
+
+static TRANSACTIONS: std::sync::LazyLock<TransactionFamily> =
+    std::sync::LazyLock::new(crate::metrics::latency_family);
+
+/// This process's write transactions by outcome (one service per process
+/// in a deployment; services embedded in one process share it).
+pub fn transaction_seconds() -> TransactionFamily {
+    TRANSACTIONS.clone()
 }
 
 /// Whether a database error says "not now" rather than "never": the pool

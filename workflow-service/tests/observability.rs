@@ -239,6 +239,10 @@ async fn metrics_count_what_happened_and_readiness_follows_the_dependencies() {
         assert_eq!(workflow.get(series), Some(&want), "{series} in\n{text}");
     }
     assert!(workflow["airt_audit_chain_events"] > 0.0, "{text}");
+    assert!(
+        workflow[r#"airt_db_transaction_seconds_count{outcome="committed"}"#] >= 4.0,
+        "each workflow committed its submission, decisions and outcome: {text}"
+    );
 
     let (_, text) = get(&format!("http://{policy_admin}/metrics")).await;
     let decisions = samples(&text);

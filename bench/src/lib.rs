@@ -11,6 +11,8 @@
 
 use std::fmt::Write as _;
 
+pub mod workflows;
+
 /// A tiny deterministic generator (SplitMix64), so every run and every
 /// engine sees the same sets and requests.
 #[derive(Debug, Clone)]
@@ -20,6 +22,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Self(seed)
     }
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;

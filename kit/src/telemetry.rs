@@ -65,14 +65,29 @@ pub fn install(args: &LogArgs, provider: Option<SdkTracerProvider>) {
         );
         let tracer = provider.tracer("airt");
         opentelemetry::global::set_tracer_provider(provider);
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_filter(trace_filter())
+        exporting_layer(tracer).with_filter(trace_filter())
     });
     let _already_installed = tracing_subscriber::registry()
         .with(logs.with_filter(filter))
         .with(traces)
         .try_init();
+}
+
+/// The layer that turns spans into OpenTelemetry spans, with only what a
+/// trace needs: no source locations, thread names or busy/idle times per
+/// span (each costs work on every span or every poll of an instrumented
+/// future, on the request path).
+pub fn exporting_layer<S, T>(tracer: T) -> tracing_opentelemetry::OpenTelemetryLayer<S, T>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    T: opentelemetry::trace::Tracer + 'static,
+    T::Span: Send + Sync,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
 }
 
 /// Which spans are exported: this project's, from INFO up (RPCs, workflow

@@ -21,113 +21,25 @@
 
 use std::time::{Duration, Instant};
 
-use airt_kit::testing::{TestDb, as_principal};
-use airt_proto::workflow::v1 as pb;
-use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
+use airt_bench::workflows::{Probe, chain_spec, ms, percentile, submit};
+use airt_kit::testing::TestDb;
 use airt_system_tests::Stack;
-use tonic::transport::Channel;
 
 const POLICY: &str = "default: DENY\nrules:\n  - {id: allow-all, when: {risk_level: [LOW, MEDIUM]}, decision: ALLOW}\n";
 const SUBMITTERS: usize = 16;
 
-fn spec(k: usize) -> String {
-    let mut text = String::from("name: bench\noptions: {preflight: false}\nsteps:\n");
-    for i in 0..k {
-        let depends = if i == 0 {
-            String::new()
-        } else {
-            format!(", depends_on: [s{}]", i - 1)
-        };
-        text.push_str(&format!(
-            "  - {{name: s{i}, capability: sys.info.get_time{depends}}}\n"
-        ));
-    }
-    text
-}
-
-async fn submit(channel: Channel, text: &str) -> anyhow::Result<String> {
-    Ok(WorkflowServiceClient::new(channel)
-        .submit_workflow(as_principal(
-            pb::SubmitWorkflowRequest {
-                source: Some(pb::submit_workflow_request::Source::SpecText(text.into())),
-                request_id: String::new(),
-            },
-            "user:bench",
-            &[],
-        ))
-        .await?
-        .into_inner()
-        .workflow
-        .map(|w| w.workflow_id)
-        .unwrap_or_default())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-/// Reads the workflow database directly (status counts and event times).
-struct Probe(airt_kit::db::Database);
-
-impl Probe {
-    async fn count(&self, status: &str) -> anyhow::Result<i64> {
-        Ok(airt_kit::with_pool!(&self.0, pool => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM workflows WHERE status = $1").bind(status).fetch_one(pool).await?
-        }))
-    }
-
-    async fn status(&self, id: &str) -> anyhow::Result<String> {
-        Ok(airt_kit::with_pool!(&self.0, pool => {
-            sqlx::query_scalar("SELECT status FROM workflows WHERE workflow_id = $1").bind(id).fetch_one(pool).await?
-        }))
-    }
-
-    /// Per-step times of one finished workflow.
-    async fn step_times(&self, id: &str) -> anyhow::Result<Vec<Duration>> {
-        let events: Vec<(String, String, i64)> = airt_kit::with_pool!(&self.0, pool => {
-            sqlx::query_as("SELECT kind, detail, occurred_at_us FROM workflow_events WHERE workflow_id = $1 ORDER BY seq")
-                .bind(id)
-                .fetch_all(pool)
-                .await?
-        });
-        let mut last = None;
-        let mut times = Vec::new();
-        for (kind, detail, at) in events {
-            if kind == "workflow.status" && detail.contains("\"RUNNING\"") {
-                last = Some(at);
-            } else if kind == "step.succeeded"
-                && let Some(previous) = last
-            {
-                times.push(Duration::from_micros(u64::try_from(at - previous)?));
-                last = Some(at);
-            }
-        }
-        Ok(times)
-    }
-}
-
 async fn measure(label: &str, db: TestDb, k: usize, n: usize) -> anyhow::Result<()> {
     let stack = Stack::start(db, POLICY).await;
-    let probe = Probe(airt_kit::db::Database::connect(stack.workflow_db_url(), None).await?);
+    let probe = Probe::connect(stack.workflow_db_url()).await?;
     let channel = stack.workflow.channel().await;
-    let text = spec(k);
+    let text = chain_spec(k);
 
     // Overhead: one workflow at a time.
     let sequential = (1000 / k).max(1);
     let mut samples = Vec::with_capacity(1000);
     for _ in 0..sequential {
         let id = submit(channel.clone(), &text).await?;
-        loop {
-            match probe.status(&id).await?.as_str() {
-                "COMPLETED" => break,
-                "PENDING" | "RUNNING" => tokio::time::sleep(Duration::from_micros(500)).await,
-                other => anyhow::bail!("workflow {id} ended {other}"),
-            }
-        }
+        probe.until_completed(&id).await?;
         samples.extend(probe.step_times(&id).await?);
     }
     samples.sort_unstable();

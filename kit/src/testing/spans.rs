@@ -47,8 +47,7 @@ impl CapturedSpans {
                 let filter =
                     crate::telemetry::trace_filter().with_target(test_target, tracing::Level::INFO);
                 let subscriber = tracing_subscriber::registry().with(
-                    tracing_opentelemetry::layer()
-                        .with_tracer(provider.tracer("test"))
+                    crate::telemetry::exporting_layer(provider.tracer("test"))
                         .with_filter(filter),
                 );
                 tracing::subscriber::set_global_default(subscriber)

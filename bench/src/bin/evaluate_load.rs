@@ -6,7 +6,10 @@
 //! database, development auth), activates a generated 100-rule set, then:
 //! 1. concurrency 1: 20,000 sequential calls, each timed → p50/p99;
 //! 2. concurrency 32: 32 callers over 4 connections for 10 s → decisions/s.
+//!
 //! Every decision is also written to the decision log, as in production.
+//! With `AIRT_BENCH_OTLP=<collector URL>` the service's spans are exported
+//! over OTLP (an unreachable URL still builds and queues every span).
 
 use std::time::{Duration, Instant};
 
@@ -62,6 +65,17 @@ fn main() -> anyhow::Result<()> {
     let server_runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // With AIRT_BENCH_OTLP=<collector URL>: spans exported, as a service
+    // started with --otlp-endpoint does.
+    let _telemetry = std::env::var("AIRT_BENCH_OTLP").ok().map(|endpoint| {
+        let _runtime = server_runtime.enter();
+        let logs = airt_kit::config::LogArgs {
+            log: "warn".into(),
+            log_format: airt_kit::config::LogFormat::Json,
+            otlp_endpoint: Some(endpoint),
+        };
+        airt_kit::telemetry::init(&logs, "policy-service")
+    });
     let listener = server_runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -47,8 +47,7 @@ impl CapturedSpans {
                 let filter =
                     crate::telemetry::trace_filter().with_target(test_target, tracing::Level::INFO);
                 let subscriber = tracing_subscriber::registry().with(
-                    crate::telemetry::exporting_layer(provider.tracer("test"))
-                        .with_filter(filter),
+                    crate::telemetry::exporting_layer(provider.tracer("test")).with_filter(filter),
                 );
                 tracing::subscriber::set_global_default(subscriber)
                     .expect("no other global subscriber in a test of tracing");

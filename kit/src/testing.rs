@@ -340,6 +340,21 @@ pub async fn reflected_services(channel: Channel) -> Vec<String> {
     names
 }
 
+/// Puts `source_yaml` as the active policy set, as `user:root` (admin) in
+/// development auth mode.
+pub async fn activate_policy(channel: Channel, source_yaml: &str) {
+    use airt_proto::policy::v1 as policy;
+    let request = policy::PutPolicySetRequest {
+        source_yaml: source_yaml.into(),
+        activate: true,
+        ..Default::default()
+    };
+    policy::policy_service_client::PolicyServiceClient::new(channel)
+        .put_policy_set(as_principal(request, "user:root", &["admin"]))
+        .await
+        .expect("the policy set is activated");
+}
+
 /// `grpc.health.v1.Health/Check` for `service` ("" is the whole server).
 pub async fn health_status(
     channel: Channel,

@@ -188,22 +188,10 @@ impl Stack {
         policy_yaml: &str,
         configure: impl FnOnce(&mut workflow_service::WorkflowConfig),
     ) -> Self {
-        use airt_proto::policy::v1 as policy;
         let (registry_db, policy_db) = (TestDb::sqlite(), TestDb::sqlite());
         let registry = start_registry(&registry_db).await;
         let policy_server = start_policy(&policy_db).await;
-        policy::policy_service_client::PolicyServiceClient::new(policy_server.channel().await)
-            .put_policy_set(airt_kit::testing::as_principal(
-                policy::PutPolicySetRequest {
-                    source_yaml: policy_yaml.into(),
-                    activate: true,
-                    ..Default::default()
-                },
-                "user:root",
-                &["admin"],
-            ))
-            .await
-            .expect("policy set");
+        airt_kit::testing::activate_policy(policy_server.channel().await, policy_yaml).await;
         let workspace = tempfile::tempdir().expect("workspace");
         let mut workflow_config =
             workflow_config(&registry.url(), &policy_server.url(), workspace.path());

@@ -36,8 +36,7 @@ async fn binary_reports_not_serving_without_a_registry_and_exits_cleanly_on_sigt
 /// a shell through `sort --compress-program`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_confines_program_arguments_to_the_workspace() {
-    use airt_kit::testing::{ServiceProcess, TestDb, TestServer, as_principal};
-    use airt_proto::policy::v1 as policy;
+    use airt_kit::testing::{ServiceProcess, TestDb, TestServer};
     use airt_proto::workflow::v1 as pb;
 
     let (registry_db, policy_db, workflow_db) =
@@ -48,20 +47,11 @@ async fn the_binary_confines_program_arguments_to_the_workspace() {
     let policy_config = policy_db.dev_config(&policy_service::IDENTITY);
     let policy_server =
         TestServer::start(move |l, s| policy_service::serve_on(policy_config, l, s)).await;
-    policy::policy_service_client::PolicyServiceClient::new(policy_server.channel().await)
-        .put_policy_set(as_principal(
-            policy::PutPolicySetRequest {
-                source_yaml:
-                    "escalate_high_risk: false\nrules:\n  - {id: allow-all, decision: ALLOW}\n"
-                        .into(),
-                activate: true,
-                ..Default::default()
-            },
-            "user:root",
-            &["admin"],
-        ))
-        .await
-        .expect("policy");
+    airt_kit::testing::activate_policy(
+        policy_server.channel().await,
+        "escalate_high_risk: false\nrules:\n  - {id: allow-all, decision: ALLOW}\n",
+    )
+    .await;
     let workspace = tempfile::tempdir().expect("workspace");
     let outside = tempfile::tempdir().expect("outside");
     std::fs::write(outside.path().join("secret.txt"), "s3cret-value").expect("secret");

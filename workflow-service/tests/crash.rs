@@ -26,8 +26,6 @@ use airt_kit::testing::http::{Recorded, Recorder};
 use airt_kit::testing::{ServiceProcess, TestDb, TestServer, as_principal};
 use airt_proto::audit::v1 as audit;
 use airt_proto::audit::v1::audit_service_client::AuditServiceClient;
-use airt_proto::policy::v1 as policy;
-use airt_proto::policy::v1::policy_service_client::PolicyServiceClient;
 use airt_proto::registry::v1 as registry;
 use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
 use airt_proto::workflow::v1 as pb;
@@ -178,18 +176,7 @@ impl World {
                 .await
                 .expect("register");
         }
-        PolicyServiceClient::new(policy.channel().await)
-            .put_policy_set(as_principal(
-                policy::PutPolicySetRequest {
-                    source_yaml: POLICY.into(),
-                    activate: true,
-                    ..Default::default()
-                },
-                "user:root",
-                &["admin"],
-            ))
-            .await
-            .expect("policy");
+        airt_kit::testing::activate_policy(policy.channel().await, POLICY).await;
         Self {
             registry,
             policy,

@@ -14,7 +14,6 @@ use std::time::Duration;
 use airt_kit::config::ServiceConfig;
 use airt_kit::testing::otlp::Collector;
 use airt_kit::testing::{ServiceProcess, TestDb, TestServer, as_principal};
-use airt_proto::policy::v1 as policy;
 use airt_proto::workflow::v1 as pb;
 use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -166,18 +165,7 @@ async fn metrics_count_what_happened_and_readiness_follows_the_dependencies() {
     let policy_config = config(&policy_service::IDENTITY, &policy_db, policy_admin);
     let policy_server =
         TestServer::start(move |l, s| policy_service::serve_on(policy_config, l, s)).await;
-    policy::policy_service_client::PolicyServiceClient::new(policy_server.channel().await)
-        .put_policy_set(as_principal(
-            policy::PutPolicySetRequest {
-                source_yaml: "escalate_high_risk: false\nrules:\n  - {id: deny-deletes, when: {capability: io.fs.delete}, decision: DENY, reason: no deletes}\n  - {id: allow-all, decision: ALLOW}\n".into(),
-                activate: true,
-                ..Default::default()
-            },
-            "user:root",
-            &["admin"],
-        ))
-        .await
-        .expect("policy");
+    airt_kit::testing::activate_policy(policy_server.channel().await, "escalate_high_risk: false\nrules:\n  - {id: deny-deletes, when: {capability: io.fs.delete}, decision: DENY, reason: no deletes}\n  - {id: allow-all, decision: ALLOW}\n").await;
     let workspace = tempfile::tempdir().expect("workspace");
     let workspace_arg = workspace.path().to_string_lossy().into_owned();
     let (registry_url, policy_url) = (registry.url(), policy_server.url());
@@ -308,18 +296,11 @@ async fn a_traced_binary_exports_its_runs_and_its_logs_name_the_trace() {
     let policy_config = policy_db.dev_config(&policy_service::IDENTITY);
     let policy_server =
         TestServer::start(move |l, s| policy_service::serve_on(policy_config, l, s)).await;
-    policy::policy_service_client::PolicyServiceClient::new(policy_server.channel().await)
-        .put_policy_set(as_principal(
-            policy::PutPolicySetRequest {
-                source_yaml: "rules:\n  - {id: allow-all, decision: ALLOW}\n".into(),
-                activate: true,
-                ..Default::default()
-            },
-            "user:root",
-            &["admin"],
-        ))
-        .await
-        .expect("policy");
+    airt_kit::testing::activate_policy(
+        policy_server.channel().await,
+        "rules:\n  - {id: allow-all, decision: ALLOW}\n",
+    )
+    .await;
     let workspace = tempfile::tempdir().expect("workspace");
     let workspace_arg = workspace.path().to_string_lossy().into_owned();
     let (registry_url, policy_url, endpoint) =

@@ -149,17 +149,7 @@ async fn measure(observed: bool) -> anyhow::Result<Run> {
     };
     let registry = spawn("registry-service", &registry_db, with(&[]))?;
     let policy_service = spawn("policy-service", &policy_db, with(&[]))?;
-    PolicyServiceClient::new(policy_service.channel().await)
-        .put_policy_set(as_principal(
-            policy::PutPolicySetRequest {
-                source_yaml: POLICY.into(),
-                activate: true,
-                ..Default::default()
-            },
-            "user:root",
-            &["admin"],
-        ))
-        .await?;
+    airt_kit::testing::activate_policy(policy_service.channel().await, POLICY).await;
     let workspace = tempfile::tempdir()?;
     let (registry_url, policy_url) = (registry.url(), policy_service.url());
     let workspace_arg = workspace.path().to_string_lossy().into_owned();

@@ -17,8 +17,6 @@ use std::time::{Duration, Instant};
 
 use airt_kit::testing::http::Recorder;
 use airt_kit::testing::{ServiceProcess, TestDb, as_principal};
-use airt_proto::policy::v1 as policy;
-use airt_proto::policy::v1::policy_service_client::PolicyServiceClient;
 use airt_proto::workflow::v1 as pb;
 use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
 
@@ -61,17 +59,7 @@ async fn main() -> anyhow::Result<()> {
         ledger.url("/slow")
     );
     airt_system_tests::register_capability(registry.channel().await, spec).await;
-    PolicyServiceClient::new(policy_server.channel().await)
-        .put_policy_set(as_principal(
-            policy::PutPolicySetRequest {
-                source_yaml: "default: DENY\nrules:\n  - {id: allow-ledger, when: {capability: \"ledger.*\"}, decision: ALLOW}\n".into(),
-                activate: true,
-                ..Default::default()
-            },
-            "user:root",
-            &["admin"],
-        ))
-        .await?;
+    airt_kit::testing::activate_policy(policy_server.channel().await, "default: DENY\nrules:\n  - {id: allow-ledger, when: {capability: \"ledger.*\"}, decision: ALLOW}\n").await;
     let workspace = tempfile::tempdir()?;
     let (registry_url, policy_url) = (registry.url(), policy_server.url());
     let workspace_path = workspace.path().to_string_lossy().into_owned();

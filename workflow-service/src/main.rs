@@ -2,6 +2,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc: under many small allocations across threads (spans, protobuf
+/// messages) it spends far less than the system allocator (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// AI-First Runtime workflow service: the Body — runs workflows durably,
 /// asking the registry and the policy service before every step.
 #[derive(Debug, Parser)]

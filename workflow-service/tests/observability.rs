@@ -134,6 +134,30 @@ fn check_deploy_files(documented: &HashSet<String>) {
     }
 }
 
+/// The workflow-service binary on `db` in development auth mode, with the
+/// in-process registry and policy service, and `extra` arguments.
+fn spawn_workflow(
+    db: &TestDb,
+    registry: &TestServer,
+    policy: &TestServer,
+    workspace: &std::path::Path,
+    extra: &[&str],
+) -> ServiceProcess {
+    let (registry_url, policy_url) = (registry.url(), policy.url());
+    let workspace = workspace.to_string_lossy();
+    let mut args = vec![
+        "--auth-dev-mode",
+        "--registry-addr",
+        &registry_url,
+        "--policy-addr",
+        &policy_url,
+        "--workspace",
+        &workspace,
+    ];
+    args.extend_from_slice(extra);
+    ServiceProcess::spawn(env!("CARGO_BIN_EXE_workflow-service"), db.url(), &args)
+}
+
 fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
@@ -167,20 +191,12 @@ async fn metrics_count_what_happened_and_readiness_follows_the_dependencies() {
         TestServer::start(move |l, s| policy_service::serve_on(policy_config, l, s)).await;
     airt_kit::testing::activate_policy(policy_server.channel().await, "escalate_high_risk: false\nrules:\n  - {id: deny-deletes, when: {capability: io.fs.delete}, decision: DENY, reason: no deletes}\n  - {id: allow-all, decision: ALLOW}\n").await;
     let workspace = tempfile::tempdir().expect("workspace");
-    let workspace_arg = workspace.path().to_string_lossy().into_owned();
-    let (registry_url, policy_url) = (registry.url(), policy_server.url());
-    let service = ServiceProcess::spawn(
-        env!("CARGO_BIN_EXE_workflow-service"),
-        workflow_db.url(),
-        &[
-            "--auth-dev-mode",
-            "--registry-addr",
-            &registry_url,
-            "--policy-addr",
-            &policy_url,
-            "--workspace",
-            &workspace_arg,
-        ],
+    let service = spawn_workflow(
+        &workflow_db,
+        &registry,
+        &policy_server,
+        workspace.path(),
+        &[],
     );
     let admin = service.admin_url();
     // Ready once the built-ins are published and both dependencies answer.
@@ -302,23 +318,13 @@ async fn a_traced_binary_exports_its_runs_and_its_logs_name_the_trace() {
     )
     .await;
     let workspace = tempfile::tempdir().expect("workspace");
-    let workspace_arg = workspace.path().to_string_lossy().into_owned();
-    let (registry_url, policy_url, endpoint) =
-        (registry.url(), policy_server.url(), collector.endpoint());
-    let service = ServiceProcess::spawn(
-        env!("CARGO_BIN_EXE_workflow-service"),
-        workflow_db.url(),
-        &[
-            "--auth-dev-mode",
-            "--registry-addr",
-            &registry_url,
-            "--policy-addr",
-            &policy_url,
-            "--workspace",
-            &workspace_arg,
-            "--otlp-endpoint",
-            &endpoint,
-        ],
+    let endpoint = collector.endpoint();
+    let service = spawn_workflow(
+        &workflow_db,
+        &registry,
+        &policy_server,
+        workspace.path(),
+        &["--otlp-endpoint", &endpoint],
     );
     wait_for_status(&format!("{}/readyz", service.admin_url()), 200).await;
 

@@ -76,7 +76,9 @@ pub fn install(args: &LogArgs, provider: Option<SdkTracerProvider>) {
 /// The layer that turns spans into OpenTelemetry spans, with only what a
 /// trace needs: no source locations, thread names or busy/idle times per
 /// span (each costs work on every span or every poll of an instrumented
-/// future, on the request path).
+/// future, on the request path), and no OpenTelemetry context made current
+/// on every poll (parents and propagation come from the `tracing` span
+/// tree, [`crate::trace`]).
 pub fn exporting_layer<S, T>(tracer: T) -> tracing_opentelemetry::OpenTelemetryLayer<S, T>
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
@@ -88,6 +90,7 @@ where
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
+        .with_context_activation(false)
 }
 
 /// Which spans are exported: this project's, from INFO up (RPCs, workflow

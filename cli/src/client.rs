@@ -1,11 +1,14 @@
 //! Connecting to the services and presenting the caller's identity.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use airt_kit::tls::{ClientTls, ClientTlsArgs};
 
 pub use airt_kit::credentials::Credentials;
 use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Where the services are and who is calling.
 #[derive(Debug, Clone, clap::Args)]
@@ -48,6 +51,19 @@ pub struct ConnectionArgs {
     /// Development mode only: comma-separated roles to claim.
     #[arg(long, global = true, env = "AIRT_ROLES", default_value = "")]
     pub roles: String,
+
+    /// PEM CA bundle that verifies `https://` services (default: the
+    /// system's trusted roots).
+    #[arg(long, global = true, env = "AIRT_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate for services that require one (mTLS).
+    #[arg(long, global = true, env = "AIRT_TLS_CLIENT_CERT")]
+    pub tls_client_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-client-cert`.
+    #[arg(long, global = true, env = "AIRT_TLS_CLIENT_KEY")]
+    pub tls_client_key: Option<PathBuf>,
 }
 
 /// Which service a command talks to.
@@ -67,11 +83,16 @@ impl ConnectionArgs {
         }
     }
 
-    /// A lazily connecting channel with a per-call deadline.
+    /// A lazily connecting channel with a per-call deadline (TLS for an
+    /// `https://` address).
     pub fn channel(&self, service: ServiceName) -> anyhow::Result<Channel> {
-        let address = self.address(service);
-        let endpoint = Endpoint::from_shared(address.to_owned())
-            .map_err(|e| anyhow::anyhow!("invalid address {address:?}: {e}"))?
+        let tls = ClientTls::load(&ClientTlsArgs {
+            tls_ca: self.tls_ca.clone(),
+            tls_client_cert: self.tls_client_cert.clone(),
+            tls_client_key: self.tls_client_key.clone(),
+        })?;
+        let endpoint = tls
+            .endpoint(self.address(service))?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30));
         Ok(endpoint.connect_lazy())

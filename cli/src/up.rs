@@ -86,6 +86,7 @@ fn service_config(args: &UpArgs, identity: &ServiceIdentity) -> anyhow::Result<S
             args.data_dir.join(identity.default_db_file).display()
         )),
         shutdown_grace: Duration::from_secs(5),
+        tls: airt_kit::tls::ServerTlsArgs::default(),
         auth: args.auth.clone(),
         log: args.log.clone(),
     };
@@ -106,6 +107,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         &workflow_service::WorkflowArgs {
             registry_addr: format!("http://{}", registry.listen),
             policy_addr: format!("http://{}", policy.listen),
+            tls: airt_kit::tls::ClientTlsArgs::default(),
             workspace: args.data_dir.join("workspace"),
             service_token: args.service_token.clone(),
             service_token_file: args.service_token_file.clone(),

@@ -94,8 +94,8 @@ where
         health: server.health_reporter(),
     };
     let server = server.add_service(AuditServiceServer::new(AuditApi::new(audit)));
-    let grace = ctx.config.shutdown_grace;
-    let server = build(ctx, server).await?;
+    let (grace, tls) = (ctx.config.shutdown_grace, ctx.config.tls.clone());
+    let server = build(ctx, server).await?.with_tls(tls);
     tracing::info!(service = identity.name, addr = %listener.local_addr()?, ?server, "serving");
     let stopping = token.clone();
     let shutdown = async move {

@@ -34,6 +34,9 @@ pub struct ServerArgs {
     pub shutdown_grace: Duration,
 
     #[command(flatten)]
+    pub tls: crate::tls::ServerTlsArgs,
+
+    #[command(flatten)]
     pub auth: AuthArgs,
 
     #[command(flatten)]
@@ -211,6 +214,8 @@ pub struct ServiceConfig {
     pub database_url: String,
     pub auth: AuthSettings,
     pub shutdown_grace: Duration,
+    /// TLS of the gRPC listener (`None`: plaintext).
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl ServiceConfig {
@@ -223,6 +228,7 @@ impl ServiceConfig {
             database_url: format!("sqlite://.airt/{}", identity.default_db_file),
             auth: AuthSettings::Unconfigured,
             shutdown_grace: Duration::from_secs(5),
+            tls: None,
         }
     }
 
@@ -245,14 +251,20 @@ impl ServiceConfig {
         }
         config.shutdown_grace = args.shutdown_grace;
         config.auth = auth_settings(&args.auth)?;
+        config.tls = crate::tls::ServerTls::load(&args.tls)?;
         Ok(config)
     }
 
     /// The configuration as it may be logged: secrets and passwords redacted.
     pub fn redacted(&self) -> String {
         format!(
-            "listen={} admin_listen={} database_url={} auth={} shutdown_grace={:?}",
+            "listen={} tls={} admin_listen={} database_url={} auth={} shutdown_grace={:?}",
             self.listen,
+            match &self.tls {
+                None => "off",
+                Some(tls) if tls.is_mutual() => "mutual",
+                Some(_) => "on",
+            },
             self.admin_listen
                 .map_or_else(|| "off".to_owned(), |a| a.to_string()),
             redact_url(&self.database_url),

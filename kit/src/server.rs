@@ -39,6 +39,7 @@ pub struct GrpcServer {
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     rpc: RpcLayer,
     phase: Readiness,
+    tls: Option<crate::tls::ServerTls>,
 }
 
 impl std::fmt::Debug for GrpcServer {
@@ -67,7 +68,14 @@ impl GrpcServer {
             health_service,
             rpc,
             phase: readiness,
+            tls: None,
         }
+    }
+
+    /// Serves TLS (mutual when `tls` names a client CA) instead of plaintext.
+    pub fn with_tls(mut self, tls: Option<crate::tls::ServerTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The reporter behind `grpc.health.v1.Health`, for services whose
@@ -125,12 +133,17 @@ impl GrpcServer {
             health_service,
             rpc,
             phase,
+            tls,
         } = self;
         let reflection_v1 = reflection_builder(&names).build_v1()?;
         let reflection_v1alpha = reflection_builder(&names).build_v1alpha()?;
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls.config())?;
+        }
+        let server = builder
             .layer(tower::util::MapResponseLayer::new(
                 malformed_is_invalid_argument,
             ))

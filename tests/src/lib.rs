@@ -54,6 +54,7 @@ pub fn workflow_config(
     workflow_service::WorkflowConfig {
         registry_addr: registry_url.to_owned(),
         policy_addr: policy_url.to_owned(),
+        client_tls: Default::default(),
         workspace: workspace.to_path_buf(),
         credentials: workflow_service::publish::development_credentials(),
         catalogue: Default::default(),

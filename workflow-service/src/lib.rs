@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use airt_kit::config::{ServiceConfig, ServiceIdentity};
 use tokio::net::TcpListener;
-use tonic::transport::Endpoint;
 
 /// The standard capabilities (their own crate, re-exported).
 pub use airt_capabilities as capabilities;
@@ -47,6 +46,10 @@ pub struct WorkflowArgs {
         default_value = "http://127.0.0.1:50052"
     )]
     pub policy_addr: String,
+
+    /// TLS towards `https://` registry and policy addresses.
+    #[command(flatten)]
+    pub tls: airt_kit::tls::ClientTlsArgs,
 
     /// Root of the filesystem sandbox for io.fs.* capabilities.
     #[arg(long, env = "AIRT_WORKSPACE", default_value = ".airt/workspace")]
@@ -180,6 +183,8 @@ pub struct WorkflowArgs {
 pub struct WorkflowConfig {
     pub registry_addr: String,
     pub policy_addr: String,
+    /// What `https://` dependencies are verified with and presented.
+    pub client_tls: airt_kit::tls::ClientTls,
     pub workspace: PathBuf,
     pub credentials: Credentials,
     pub catalogue: CatalogueConfig,
@@ -245,6 +250,7 @@ impl WorkflowConfig {
         Ok(Self {
             registry_addr: args.registry_addr.clone(),
             policy_addr: args.policy_addr.clone(),
+            client_tls: airt_kit::tls::ClientTls::load(&args.tls)?,
             workspace: args.workspace.clone(),
             credentials,
             instance_id: args
@@ -295,8 +301,12 @@ impl WorkflowConfig {
 /// A lazily connected channel to the registry or the policy service. HTTP/2
 /// keepalive pings notice a connection that went silent (a vanished host, a
 /// partition) so calls fail over to a new connection instead of hanging.
-fn dependency(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
-    Ok(Endpoint::from_shared(addr.to_owned())?
+fn dependency(
+    addr: &str,
+    tls: &airt_kit::tls::ClientTls,
+) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(tls
+        .endpoint(addr)?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
@@ -323,8 +333,8 @@ pub async fn serve_on(
     workflow.webhooks.validate().map_err(anyhow::Error::msg)?;
     let workspace = Arc::new(Workspace::open(&workflow.workspace)?);
     let catalogue = Arc::new(Catalogue::new(&workflow.catalogue));
-    let registry = dependency(&workflow.registry_addr)?;
-    let policy = dependency(&workflow.policy_addr)?;
+    let registry = dependency(&workflow.registry_addr, &workflow.client_tls)?;
+    let policy = dependency(&workflow.policy_addr, &workflow.client_tls)?;
     airt_kit::bootstrap::serve(&IDENTITY, config, Some(store::MIGRATIONS), listener, shutdown, move |ctx, server| async move {
         let credentials = workflow.credentials.clone();
         // Ready only while both dependencies answer (each check bounded).

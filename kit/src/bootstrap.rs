@@ -71,7 +71,7 @@ where
             service = identity.name,
             "no token verifier configured: every authenticated call will be refused (set AIRT_JWT_HS256_SECRET or AIRT_JWT_EDDSA_PUBLIC_KEY_FILE)"
         ),
-        AuthSettings::Jwt(_) => {}
+        AuthSettings::Jwt(_) => auth.warm_up().await,
     }
     let (metrics, readiness) = (Metrics::new(), Readiness::new());
     // Up before the migrations, so liveness answers while they run.

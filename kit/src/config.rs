@@ -6,12 +6,15 @@
 //! `airt up` build it directly).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::auth::{AuthSettings, JwtKey, JwtSettings};
+use crate::auth::AuthSettings;
+pub use crate::auth::args::AuthArgs;
+#[cfg(test)]
+use crate::auth::{JwtKey, JwtSettings};
 
 /// Flags shared by every service binary.
 #[derive(Debug, Clone, clap::Args)]
@@ -57,34 +60,6 @@ fn parse_admin_listen(text: &str) -> Result<AdminListen, String> {
             format!("{addr:?} is not an address (e.g. 127.0.0.1:9453) nor `off`: {e}")
         }),
     }
-}
-
-/// Authentication flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct AuthArgs {
-    /// Trust `x-airt-principal` / `x-airt-roles` metadata instead of tokens. Development only.
-    #[arg(long, env = "AIRT_AUTH_DEV_MODE", default_value_t = false)]
-    pub auth_dev_mode: bool,
-
-    /// HS256 secret (at least 32 bytes) that signs bearer tokens.
-    #[arg(long, env = "AIRT_JWT_HS256_SECRET", hide_env_values = true)]
-    pub jwt_hs256_secret: Option<Secret>,
-
-    /// File holding the HS256 secret (instead of passing it as a value).
-    #[arg(long, env = "AIRT_JWT_HS256_SECRET_FILE")]
-    pub jwt_hs256_secret_file: Option<PathBuf>,
-
-    /// PEM file with the Ed25519 public key that verifies EdDSA bearer tokens.
-    #[arg(long, env = "AIRT_JWT_EDDSA_PUBLIC_KEY_FILE")]
-    pub jwt_eddsa_public_key_file: Option<PathBuf>,
-
-    /// Required `iss` claim.
-    #[arg(long, env = "AIRT_JWT_ISSUER", default_value = "airt")]
-    pub jwt_issuer: String,
-
-    /// Required `aud` claim.
-    #[arg(long, env = "AIRT_JWT_AUDIENCE", default_value = "airt")]
-    pub jwt_audience: String,
 }
 
 /// Logging flags.
@@ -250,7 +225,7 @@ impl ServiceConfig {
             config.database_url = url.clone();
         }
         config.shutdown_grace = args.shutdown_grace;
-        config.auth = auth_settings(&args.auth)?;
+        config.auth = args.auth.settings()?;
         config.tls = crate::tls::ServerTls::load(&args.tls)?;
         Ok(config)
     }
@@ -280,35 +255,6 @@ impl ServiceConfig {
             self.shutdown_grace,
         )
     }
-}
-
-fn auth_settings(args: &AuthArgs) -> anyhow::Result<AuthSettings> {
-    let hs256 = Secret::from_value_or_file(
-        "jwt-hs256-secret",
-        args.jwt_hs256_secret.as_ref(),
-        args.jwt_hs256_secret_file.as_deref(),
-    )?;
-    let key = match (&hs256, &args.jwt_eddsa_public_key_file) {
-        (Some(_), Some(_)) => {
-            anyhow::bail!("configure either an HS256 secret or an EdDSA public key, not both")
-        }
-        (Some(secret), None) => Some(JwtKey::Hs256(secret.expose().as_bytes().to_vec())),
-        (None, Some(path)) => Some(JwtKey::EdDsaPem(
-            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-        )),
-        (None, None) => None,
-    };
-    Ok(match (args.auth_dev_mode, key) {
-        (true, Some(_)) => anyhow::bail!("development auth mode and JWT keys are exclusive"),
-        (true, None) => AuthSettings::Development,
-        (false, Some(key)) => AuthSettings::Jwt(JwtSettings {
-            key,
-            issuer: args.jwt_issuer.clone(),
-            audience: args.jwt_audience.clone(),
-            leeway_secs: 30,
-        }),
-        (false, None) => AuthSettings::Unconfigured,
-    })
 }
 
 /// Replaces the password of a URL with `***`.
@@ -423,6 +369,7 @@ mod tests {
                 issuer: "airt".into(),
                 audience: "airt".into(),
                 leeway_secs: 0,
+                claims: Default::default(),
             }),
             database_url: "postgres://u:pw@h/db".into(),
             ..ServiceConfig::local(&ServiceIdentity {

@@ -102,6 +102,9 @@ where
             *request.headers_mut() = metadata.into_headers();
             Some(caller)
         };
+        // A token signed by a key not cached yet: its identity provider's
+        // keys are fetched (rate-bounded) inside the call's future.
+        let fetch_keys = matches!(caller, Some(Err(_))) && self.auth.fetches_keys();
         let principal = match &caller {
             Some(Ok(principal)) => principal.to_string(),
             _ => String::new(),
@@ -119,7 +122,7 @@ where
         );
         crate::trace::continue_from(&span, request.headers());
         crate::trace::record_ids(&span);
-        let refused = match caller {
+        let mut refused = match caller {
             Some(Ok(principal)) => {
                 request.extensions_mut().insert::<Principal>(principal);
                 None
@@ -127,12 +130,26 @@ where
             Some(Err(status)) => Some(status),
             None => None,
         };
+        let auth = fetch_keys.then(|| self.auth.clone());
         // The routes' clone is the one that was polled ready.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let finish = Finish(Some((call, span.clone())));
         Box::pin(
             async move {
+                if let Some(auth) = auth {
+                    let metadata = MetadataMap::from_headers(std::mem::take(request.headers_mut()));
+                    let caller = auth.authenticate_call(&metadata).await;
+                    *request.headers_mut() = metadata.into_headers();
+                    refused = match caller {
+                        Ok(principal) => {
+                            tracing::Span::current().record("principal", principal.to_string());
+                            request.extensions_mut().insert::<Principal>(principal);
+                            None
+                        }
+                        Err(status) => Some(status),
+                    };
+                }
                 let response = match refused {
                     Some(status) => Ok(status.into_http()),
                     None => inner.call(request).await,

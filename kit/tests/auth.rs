@@ -18,6 +18,7 @@ fn settings(key: JwtKey) -> AuthSettings {
         issuer: "https://idp.example".into(),
         audience: "airt".into(),
         leeway_secs: 0,
+        claims: Default::default(),
     })
 }
 

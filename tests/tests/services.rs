@@ -264,6 +264,7 @@ async fn with_jwt_auth_only_valid_tokens_get_through() {
         issuer: "airt".into(),
         audience: "airt".into(),
         leeway_secs: 0,
+        claims: Default::default(),
     });
     let server = start(
         |c, l, s| Box::pin(registry_service::serve_on(c, l, s)),

@@ -29,6 +29,7 @@ struct State {
     failures: HashMap<String, usize>,
     statuses: HashMap<String, u16>,
     delays: HashMap<String, std::time::Duration>,
+    bodies: HashMap<String, String>,
 }
 
 /// The server; it stops when dropped with the runtime.
@@ -80,6 +81,11 @@ impl Recorder {
     }
 
     /// Requests to `path` are answered `delay` after they arrive.
+    /// Answers 200 with `body` (JSON) at `path` from now on.
+    pub fn serve_body(&self, path: &str, body: impl Into<String>) {
+        self.lock().bodies.insert(path.to_owned(), body.into());
+    }
+
     pub fn delay(&self, path: &str, delay: std::time::Duration) {
         self.lock().delays.insert(path.to_owned(), delay);
     }
@@ -189,7 +195,11 @@ impl Recorder {
                         ),
                         None => (
                             "200 OK".to_owned(),
-                            format!("{{\"ok\": true, \"path\": \"{path}\", \"calls\": {calls}}}"),
+                            state.bodies.get(&path).cloned().unwrap_or_else(|| {
+                                format!(
+                                    "{{\"ok\": true, \"path\": \"{path}\", \"calls\": {calls}}}"
+                                )
+                            }),
                         ),
                     },
                 };

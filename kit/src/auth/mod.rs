@@ -1,23 +1,32 @@
 //! Authentication and role checks.
 //!
-//! Callers present `authorization: Bearer <JWT>` (HS256 or EdDSA; issuer,
-//! audience and expiry checked). The claims become a [`Principal`]: `sub` is
-//! `type:id` (a bare id means `user:<id>`), `roles` a list of strings.
+//! Callers present `authorization: Bearer <JWT>`: HS256 with a shared
+//! secret, EdDSA with a public key, or RS256/ES256/EdDSA (and RS384/RS512/
+//! ES384) with keys from an identity provider's JWKS URL ([`jwks`]); issuer,
+//! audience, expiry and not-before checked. The claims become a
+//! [`Principal`]: by default `sub` is `type:id` (a bare id means
+//! `user:<id>`) and `roles` a list of strings; both claim names are
+//! configurable ([`claims`]).
 //!
 //! Development mode trusts `x-airt-principal` / `x-airt-roles` metadata
 //! instead. It is off unless switched on explicitly, and logs a warning at
 //! start-up. With neither configured, every call is refused (fail closed);
 //! health and reflection stay reachable because they are not intercepted.
 
+pub mod args;
+pub mod claims;
+pub mod jwks;
+
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Status};
 
 use crate::Principal;
 use crate::status;
+pub use claims::ClaimNames;
+pub use jwks::JwksSettings;
 
 /// Metadata key carrying the principal in development mode.
 pub const DEV_PRINCIPAL_HEADER: &str = "x-airt-principal";
@@ -31,6 +40,8 @@ pub enum JwtKey {
     Hs256(Vec<u8>),
     /// Ed25519 public key in PEM (EdDSA).
     EdDsaPem(Vec<u8>),
+    /// An identity provider's JWKS document (RS256, ES256, EdDSA, ...).
+    Jwks(JwksSettings),
 }
 
 impl std::fmt::Debug for JwtKey {
@@ -38,6 +49,7 @@ impl std::fmt::Debug for JwtKey {
         match self {
             Self::Hs256(_) => f.write_str("Hs256(<redacted>)"),
             Self::EdDsaPem(_) => f.write_str("EdDsaPem(<public key>)"),
+            Self::Jwks(jwks) => write!(f, "Jwks({})", jwks.url),
         }
     }
 }
@@ -50,6 +62,8 @@ pub struct JwtSettings {
     pub audience: String,
     /// Clock skew tolerated on `exp`/`nbf`, in seconds.
     pub leeway_secs: u64,
+    /// Which claims name the caller and its roles.
+    pub claims: ClaimNames,
 }
 
 /// Which authentication a server uses.
@@ -71,6 +85,8 @@ pub enum AuthConfigError {
     InvalidKey(#[from] jsonwebtoken::errors::Error),
     #[error("the HS256 secret must be at least 32 bytes")]
     WeakSecret,
+    #[error("JWKS: {0}")]
+    Jwks(String),
 }
 
 #[derive(Clone)]
@@ -80,6 +96,14 @@ enum Mode {
     Jwt {
         key: Arc<DecodingKey>,
         validation: Arc<Validation>,
+        claims: Arc<ClaimNames>,
+    },
+    Jwks {
+        jwks: Arc<jwks::Jwks>,
+        /// Issuer, audience and required claims; the algorithm is the
+        /// token's, once it is one of [`jwks::ALGORITHMS`].
+        validation: Arc<Validation>,
+        claims: Arc<ClaimNames>,
     },
 }
 
@@ -95,18 +119,12 @@ impl std::fmt::Debug for Authenticator {
             Mode::Unconfigured => "unconfigured",
             Mode::Development => "development",
             Mode::Jwt { .. } => "jwt",
+            Mode::Jwks { .. } => "jwks",
         };
         f.debug_struct("Authenticator")
             .field("mode", &mode)
             .finish()
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct Claims {
-    sub: String,
-    #[serde(default)]
-    roles: Vec<String>,
 }
 
 impl Authenticator {
@@ -115,6 +133,7 @@ impl Authenticator {
             AuthSettings::Unconfigured => Mode::Unconfigured,
             AuthSettings::Development => Mode::Development,
             AuthSettings::Jwt(jwt) => {
+                let claims = Arc::new(jwt.claims.clone());
                 let (key, algorithm) = match &jwt.key {
                     JwtKey::Hs256(secret) => {
                         if secret.len() < 32 {
@@ -123,21 +142,37 @@ impl Authenticator {
                         (DecodingKey::from_secret(secret), Algorithm::HS256)
                     }
                     JwtKey::EdDsaPem(pem) => (DecodingKey::from_ed_pem(pem)?, Algorithm::EdDSA),
+                    JwtKey::Jwks(settings) => {
+                        let jwks = jwks::Jwks::new(settings.clone())
+                            .map_err(|e| AuthConfigError::Jwks(e.to_string()))?;
+                        let mut validation = validation(jwt, Algorithm::RS256);
+                        validation.algorithms = jwks::ALGORITHMS.to_vec();
+                        return Ok(Self {
+                            mode: Mode::Jwks {
+                                jwks: Arc::new(jwks),
+                                validation: Arc::new(validation),
+                                claims,
+                            },
+                        });
+                    }
                 };
-                let mut validation = Validation::new(algorithm);
-                validation.set_issuer(&[&jwt.issuer]);
-                validation.set_audience(&[&jwt.audience]);
-                validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-                validation.leeway = jwt.leeway_secs;
-                // A token is not valid before its `nbf`.
-                validation.validate_nbf = true;
                 Mode::Jwt {
                     key: Arc::new(key),
-                    validation: Arc::new(validation),
+                    validation: Arc::new(validation(jwt, algorithm)),
+                    claims,
                 }
             }
         };
         Ok(Self { mode })
+    }
+
+    /// Fetches the identity provider's keys now (JWKS mode; nothing
+    /// otherwise), so the first call does not wait for them. A failure is
+    /// logged and retried when calls arrive.
+    pub async fn warm_up(&self) {
+        if let Mode::Jwks { jwks, .. } = &self.mode {
+            jwks.refresh().await;
+        }
     }
 
     /// Development mode (trusts metadata). Tests and `airt up --dev-auth` only.
@@ -145,6 +180,11 @@ impl Authenticator {
         Self {
             mode: Mode::Development,
         }
+    }
+
+    /// Whether a refused token may verify once keys are fetched (JWKS mode).
+    pub fn fetches_keys(&self) -> bool {
+        matches!(self.mode, Mode::Jwks { .. })
     }
 
     pub fn is_development(&self) -> bool {
@@ -159,21 +199,113 @@ impl Authenticator {
                 "this server has no token verifier configured; it accepts no authenticated calls",
             )),
             Mode::Development => development_principal(metadata),
-            Mode::Jwt { key, validation } => {
+            Mode::Jwt {
+                key,
+                validation,
+                claims,
+            } => verify(bearer_token(metadata)?, key, validation, claims),
+            Mode::Jwks {
+                jwks,
+                validation,
+                claims,
+            } => {
                 let token = bearer_token(metadata)?;
-                let data = jsonwebtoken::decode::<Claims>(token, key, validation)
-                    .map_err(|e| unauthenticated("INVALID_TOKEN", format!("invalid token: {e}")))?;
-                let subject = if data.claims.sub.contains(':') {
-                    data.claims.sub
-                } else {
-                    format!("user:{}", data.claims.sub)
-                };
-                Principal::parse(&subject, data.claims.roles).map_err(|e| {
-                    unauthenticated("INVALID_TOKEN", format!("invalid token subject: {e}"))
-                })
+                let header = token_header(token)?;
+                let key = jwks
+                    .cached(header.kid.as_deref(), header.alg)
+                    .map_err(key_error)?;
+                verify(token, &key, &validation_for(validation, header.alg), claims)
             }
         }
     }
+
+    /// Like [`Authenticator::authenticate`], but in JWKS mode a token
+    /// signed by a key the cache does not know (yet) makes the provider's
+    /// keys be fetched again first (at most once per the configured
+    /// interval).
+    pub async fn authenticate_call(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
+        let Mode::Jwks {
+            jwks,
+            validation,
+            claims,
+        } = &self.mode
+        else {
+            return self.authenticate(metadata);
+        };
+        let token = bearer_token(metadata)?;
+        let header = token_header(token)?;
+        let key = jwks
+            .key(header.kid.as_deref(), header.alg)
+            .await
+            .map_err(key_error)?;
+        verify(token, &key, &validation_for(validation, header.alg), claims)
+    }
+}
+
+/// The checks every token passes, for keys of `algorithm`.
+fn validation(jwt: &JwtSettings, algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.set_issuer(&[&jwt.issuer]);
+    validation.set_audience(&[&jwt.audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    validation.leeway = jwt.leeway_secs;
+    // A token is not valid before its `nbf`.
+    validation.validate_nbf = true;
+    validation
+}
+
+/// `template` narrowed to the token's own algorithm, once that is one a
+/// JWKS key may verify.
+fn validation_for(template: &Validation, algorithm: Algorithm) -> Validation {
+    let mut validation = template.clone();
+    validation.algorithms = vec![algorithm];
+    validation
+}
+
+/// The token's header, if its algorithm is one a JWKS key may verify
+/// (never a shared secret, never `none`).
+fn token_header(token: &str) -> Result<jsonwebtoken::Header, Status> {
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|e| unauthenticated("INVALID_TOKEN", format!("invalid token: {e}")))?;
+    if !jwks::ALGORITHMS.contains(&header.alg) {
+        return Err(unauthenticated(
+            "INVALID_TOKEN",
+            format!("invalid token: algorithm {:?} is not accepted", header.alg),
+        ));
+    }
+    Ok(header)
+}
+
+fn key_error(error: jwks::KeyError) -> Status {
+    match error {
+        jwks::KeyError::Unavailable(why) => status::error(
+            Code::Unavailable,
+            "JWKS_UNAVAILABLE",
+            format!("the identity provider's keys cannot be fetched: {why}"),
+        ),
+        jwks::KeyError::Unknown(kid) => unauthenticated(
+            "INVALID_TOKEN",
+            format!(
+                "invalid token: no key {kid:?} for its algorithm in the identity provider's key set"
+            ),
+        ),
+    }
+}
+
+/// Checks `token`'s signature and claims; its caller as a [`Principal`].
+fn verify(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+    claims: &ClaimNames,
+) -> Result<Principal, Status> {
+    let data = jsonwebtoken::decode::<serde_json::Value>(token, key, validation)
+        .map_err(|e| unauthenticated("INVALID_TOKEN", format!("invalid token: {e}")))?;
+    let (subject, roles) = claims
+        .extract(&data.claims)
+        .map_err(|e| unauthenticated("INVALID_TOKEN", format!("invalid token: {e}")))?;
+    Principal::parse(&subject, roles)
+        .map_err(|e| unauthenticated("INVALID_TOKEN", format!("invalid token subject: {e}")))
 }
 
 /// The authenticated principal of a request (put there by the server's

@@ -108,6 +108,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             registry_addr: format!("http://{}", registry.listen),
             policy_addr: format!("http://{}", policy.listen),
             tls: airt_kit::tls::ClientTlsArgs::default(),
+            resolve_interval: Duration::from_secs(5),
             workspace: args.data_dir.join("workspace"),
             service_token: args.service_token.clone(),
             service_token_file: args.service_token_file.clone(),

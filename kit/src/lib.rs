@@ -26,6 +26,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod backoff;
+pub mod balance;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;

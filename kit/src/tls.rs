@@ -177,6 +177,26 @@ impl ClientTls {
         }
     }
 
+    /// An endpoint for `address` that connects to `at` (one of the
+    /// addresses its host resolved to): the request's authority and, over
+    /// TLS, the name checked against the server's certificate stay the
+    /// host's.
+    pub fn endpoint_at(&self, address: &str, at: std::net::SocketAddr) -> anyhow::Result<Endpoint> {
+        let named = self.endpoint(address)?;
+        let uri = named.uri().clone();
+        let scheme = uri.scheme_str().unwrap_or("http");
+        let endpoint = Endpoint::from_shared(format!("{scheme}://{at}"))
+            .with_context(|| format!("invalid address {at}"))?
+            .origin(uri.clone());
+        if scheme != "https" {
+            return Ok(endpoint);
+        }
+        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+        endpoint
+            .tls_config(self.config().domain_name(host))
+            .with_context(|| format!("TLS for {address}"))
+    }
+
     fn config(&self) -> ClientTlsConfig {
         let config = match &self.ca {
             Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)),

@@ -55,6 +55,7 @@ pub fn workflow_config(
         registry_addr: registry_url.to_owned(),
         policy_addr: policy_url.to_owned(),
         client_tls: Default::default(),
+        resolve_interval: Duration::from_millis(200),
         workspace: workspace.to_path_buf(),
         credentials: workflow_service::publish::development_credentials(),
         catalogue: Default::default(),

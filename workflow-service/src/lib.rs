@@ -51,6 +51,11 @@ pub struct WorkflowArgs {
     #[command(flatten)]
     pub tls: airt_kit::tls::ClientTlsArgs,
 
+    /// How often registry and policy host names are resolved again (and
+    /// their addresses probed) to spread calls over every replica.
+    #[arg(long, env = "AIRT_RESOLVE_INTERVAL", default_value = "5s", value_parser = airt_kit::config::parse_duration)]
+    pub resolve_interval: Duration,
+
     /// Root of the filesystem sandbox for io.fs.* capabilities.
     #[arg(long, env = "AIRT_WORKSPACE", default_value = ".airt/workspace")]
     pub workspace: PathBuf,
@@ -185,6 +190,8 @@ pub struct WorkflowConfig {
     pub policy_addr: String,
     /// What `https://` dependencies are verified with and presented.
     pub client_tls: airt_kit::tls::ClientTls,
+    /// How often dependency names are resolved again ([`airt_kit::balance`]).
+    pub resolve_interval: Duration,
     pub workspace: PathBuf,
     pub credentials: Credentials,
     pub catalogue: CatalogueConfig,
@@ -251,6 +258,7 @@ impl WorkflowConfig {
             registry_addr: args.registry_addr.clone(),
             policy_addr: args.policy_addr.clone(),
             client_tls: airt_kit::tls::ClientTls::load(&args.tls)?,
+            resolve_interval: args.resolve_interval.max(Duration::from_millis(100)),
             workspace: args.workspace.clone(),
             credentials,
             instance_id: args
@@ -298,20 +306,30 @@ impl WorkflowConfig {
     }
 }
 
-/// A lazily connected channel to the registry or the policy service. HTTP/2
-/// keepalive pings notice a connection that went silent (a vanished host, a
-/// partition) so calls fail over to a new connection instead of hanging.
-fn dependency(
+/// A lazily connected channel to the registry or the policy service: one
+/// address, or a host name / comma-separated list spread over every
+/// replica ([`airt_kit::balance`]). HTTP/2 keepalive pings notice a
+/// connection that went silent (a vanished host, a partition) so calls
+/// fail over to a new connection instead of hanging.
+async fn dependency(
     addr: &str,
-    tls: &airt_kit::tls::ClientTls,
+    workflow: &WorkflowConfig,
 ) -> anyhow::Result<tonic::transport::Channel> {
-    Ok(tls
-        .endpoint(addr)?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+    fn shaped(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
+        endpoint
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
+    }
+    airt_kit::balance::channel(
+        addr,
+        &workflow.client_tls,
+        shaped,
+        workflow.resolve_interval,
+    )
+    .await
+    .map_err(|e| e.context(format!("dependency address {addr:?}")))
 }
 
 /// Serves on `listener` until `shutdown` resolves: `WorkflowService`,
@@ -333,8 +351,8 @@ pub async fn serve_on(
     workflow.webhooks.validate().map_err(anyhow::Error::msg)?;
     let workspace = Arc::new(Workspace::open(&workflow.workspace)?);
     let catalogue = Arc::new(Catalogue::new(&workflow.catalogue));
-    let registry = dependency(&workflow.registry_addr, &workflow.client_tls)?;
-    let policy = dependency(&workflow.policy_addr, &workflow.client_tls)?;
+    let registry = dependency(&workflow.registry_addr, &workflow).await?;
+    let policy = dependency(&workflow.policy_addr, &workflow).await?;
     airt_kit::bootstrap::serve(&IDENTITY, config, Some(store::MIGRATIONS), listener, shutdown, move |ctx, server| async move {
         let credentials = workflow.credentials.clone();
         // Ready only while both dependencies answer (each check bounded).

@@ -121,8 +121,13 @@ pub async fn run(policy_url: &str, workflow_url: &str) -> anyhow::Result<()> {
             crate::workflow::print(&workflow);
         }
     }
+    let at = if workflow_url == "http://127.0.0.1:50053" {
+        String::new()
+    } else {
+        format!(" --workflow-addr {workflow_url}")
+    };
     out!(
-        "\n== demo done. Try: airt --as user:demo workflow list ; airt --as user:root --roles admin audit verify --service workflow\n"
+        "\n== demo done. Try: airt{at} --as user:demo workflow list ; airt{at} --as user:root --roles admin audit verify --service workflow\n"
     );
     Ok(())
 }

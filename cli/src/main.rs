@@ -102,7 +102,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Up(args) => up::run(*args).await,
+            Command::Up(args) => up::run(*args, &cli.connection).await,
             Command::Health => health::run(&cli.connection).await,
             Command::Registry(command) => registry::run(&cli.connection, command).await,
             Command::Policy(command) => policy::run(&cli.connection, command).await,

@@ -16,9 +16,15 @@ pub struct UpArgs {
     #[arg(long, env = "AIRT_DATA_DIR", default_value = ".airt")]
     data_dir: PathBuf,
 
-    /// Interface to listen on.
+    /// Interface to listen on. The ports are those of `--registry-addr`,
+    /// `--policy-addr` and `--workflow-addr` (default 50051–50053).
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
+
+    /// Ports of the registry, policy and workflow admin listeners
+    /// (`/metrics`, `/livez`, `/readyz`), or `off`.
+    #[arg(long, env = "AIRT_UP_ADMIN_PORTS", default_value = "9451,9452,9453", value_parser = parse_admin_ports)]
+    admin_ports: AdminPorts,
 
     #[command(flatten)]
     auth: AuthArgs,
@@ -74,13 +80,52 @@ pub struct UpArgs {
     demo: bool,
 }
 
-fn service_config(args: &UpArgs, identity: &ServiceIdentity) -> anyhow::Result<ServiceConfig> {
+/// `--admin-ports`: three ports, or none.
+#[derive(Debug, Clone, Copy)]
+struct AdminPorts(Option<[u16; 3]>);
+
+fn parse_admin_ports(text: &str) -> Result<AdminPorts, String> {
+    if matches!(text.trim(), "off" | "none") {
+        return Ok(AdminPorts(None));
+    }
+    let ports: Vec<u16> = text
+        .split(',')
+        .map(|p| p.trim().parse::<u16>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{text:?}: expected three ports like 9451,9452,9453, or off: {e}"))?;
+    <[u16; 3]>::try_from(ports)
+        .map(|ports| AdminPorts(Some(ports)))
+        .map_err(|_| format!("{text:?}: expected three ports (registry,policy,workflow), or off"))
+}
+
+/// The port of a service address given to the CLI (`http://host:port`).
+fn port_of(service: &str, address: &str) -> anyhow::Result<u16> {
+    let uri: tonic::transport::Uri = address
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--{service}-addr {address:?}: {e}"))?;
+    anyhow::ensure!(
+        uri.scheme_str() == Some("http"),
+        "--{service}-addr {address:?}: `airt up` serves plaintext; use http://"
+    );
+    uri.port_u16()
+        .ok_or_else(|| anyhow::anyhow!("--{service}-addr {address:?} names no port"))
+}
+
+/// Where `airt up` serves each service: the interface of `--host`, the
+/// ports of the CLI's service addresses.
+fn service_config(
+    args: &UpArgs,
+    identity: &ServiceIdentity,
+    port: u16,
+    admin_port: Option<u16>,
+) -> anyhow::Result<ServiceConfig> {
+    let admin_listen = match admin_port {
+        Some(port) => airt_kit::config::AdminListen::At(SocketAddr::new(args.host, port)),
+        None => airt_kit::config::AdminListen::Off,
+    };
     let server_args = ServerArgs {
-        listen: Some(SocketAddr::new(args.host, identity.default_port)),
-        admin_listen: Some(airt_kit::config::AdminListen::At(SocketAddr::new(
-            args.host,
-            identity.default_admin_port,
-        ))),
+        listen: Some(SocketAddr::new(args.host, port)),
+        admin_listen: Some(admin_listen),
         database_url: Some(format!(
             "sqlite://{}",
             args.data_dir.join(identity.default_db_file).display()
@@ -93,16 +138,42 @@ fn service_config(args: &UpArgs, identity: &ServiceIdentity) -> anyhow::Result<S
     ServiceConfig::from_args(identity, &server_args)
 }
 
-pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+/// Binds a service's listener; the error names the service and address.
+async fn bind(service: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the {service} service: {e}"))
+}
+
+pub async fn run(
+    args: UpArgs,
+    connection: &crate::client::ConnectionArgs,
+) -> anyhow::Result<ExitCode> {
     let telemetry = airt_kit::telemetry::init(&args.log, "airt-up");
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    let registry = service_config(&args, &registry_service::IDENTITY)?;
-    let policy = service_config(&args, &policy_service::IDENTITY)?;
-    let workflow = service_config(&args, &workflow_service::IDENTITY)?;
+    let admin = |i: usize| args.admin_ports.0.map(|ports| ports[i]);
+    let registry = service_config(
+        &args,
+        &registry_service::IDENTITY,
+        port_of("registry", &connection.registry_addr)?,
+        admin(0),
+    )?;
+    let policy = service_config(
+        &args,
+        &policy_service::IDENTITY,
+        port_of("policy", &connection.policy_addr)?,
+        admin(1),
+    )?;
+    let workflow = service_config(
+        &args,
+        &workflow_service::IDENTITY,
+        port_of("workflow", &connection.workflow_addr)?,
+        admin(2),
+    )?;
     let workflow_own = workflow_service::WorkflowConfig::from_args(
         &workflow_service::WorkflowArgs {
             registry_addr: format!("http://{}", registry.listen),
@@ -138,9 +209,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     )?;
     // Bind everything first so a busy port fails before anything starts.
     let (policy_listen, workflow_listen) = (policy.listen, workflow.listen);
-    let registry_listener = TcpListener::bind(registry.listen).await?;
-    let policy_listener = TcpListener::bind(policy.listen).await?;
-    let workflow_listener = TcpListener::bind(workflow.listen).await?;
+    let registry_listener = bind("registry", registry.listen).await?;
+    let policy_listener = bind("policy", policy.listen).await?;
+    let workflow_listener = bind("workflow", workflow.listen).await?;
     let admin = |config: &ServiceConfig| {
         config
             .admin_listen

@@ -250,6 +250,16 @@ fn reserve_port(addr: SocketAddr) {
     }
 }
 
+/// Metadata carrying `authorization: Bearer <token>`.
+pub fn bearer(token: &str) -> tonic::metadata::MetadataMap {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    metadata.insert(
+        "authorization",
+        tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).expect("ascii token"),
+    );
+    metadata
+}
+
 /// A request carrying development-mode identity metadata.
 pub fn as_principal<T>(message: T, principal: &str, roles: &[&str]) -> Request<T> {
     let mut request = Request::new(message);

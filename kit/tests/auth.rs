@@ -2,6 +2,7 @@
 
 use airt_kit::Principal;
 use airt_kit::auth::{AuthSettings, Authenticator, JwtKey, JwtSettings, require_any_role};
+use airt_kit::testing::bearer;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
 use serde_json::json;
 use tonic::Code;
@@ -43,15 +44,6 @@ fn hs_token(claims: &serde_json::Value, secret: &[u8]) -> String {
         &EncodingKey::from_secret(secret),
     )
     .expect("encode")
-}
-
-fn bearer(token: &str) -> MetadataMap {
-    let mut metadata = MetadataMap::new();
-    metadata.insert(
-        "authorization",
-        MetadataValue::try_from(format!("Bearer {token}")).expect("ascii"),
-    );
-    metadata
 }
 
 fn unauthenticated(result: Result<Principal, tonic::Status>) -> String {

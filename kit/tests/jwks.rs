@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 use airt_kit::auth::{AuthSettings, Authenticator, ClaimNames, JwksSettings, JwtKey, JwtSettings};
+use airt_kit::testing::bearer;
 use airt_kit::testing::http::Recorder;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
 use serde_json::{Value, json};
 use tonic::Code;
-use tonic::metadata::{MetadataMap, MetadataValue};
 
 const ISSUER: &str = "https://idp.example/realms/agents";
 
@@ -96,15 +96,6 @@ fn authenticator(provider: &Recorder, min_refresh: Duration) -> Authenticator {
         },
     }))
     .expect("JWKS settings")
-}
-
-fn bearer(token: &str) -> MetadataMap {
-    let mut metadata = MetadataMap::new();
-    metadata.insert(
-        "authorization",
-        MetadataValue::try_from(format!("Bearer {token}")).expect("ascii"),
-    );
-    metadata
 }
 
 async fn refused(auth: &Authenticator, token: &str) -> (Code, String) {

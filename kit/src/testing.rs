@@ -4,6 +4,7 @@
 pub mod http;
 pub mod otlp;
 pub mod spans;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;

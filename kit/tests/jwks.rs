@@ -42,17 +42,15 @@ fn rsa_key(kid: &str) -> SigningKey {
 }
 
 fn ec_key(kid: &str) -> SigningKey {
-    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key");
-    let point = pair.public_key_raw();
-    assert_eq!(point.len(), 65, "an uncompressed P-256 point");
+    let (pem, x, y) = airt_kit::testing::tls::p256_key();
     SigningKey {
         kid: kid.into(),
         algorithm: Algorithm::ES256,
-        encoding: EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).expect("EC key"),
+        encoding: EncodingKey::from_ec_pem(&pem).expect("EC key"),
         jwk: json!({
             "kty": "EC", "crv": "P-256", "kid": kid,
-            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
-            "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+            "x": URL_SAFE_NO_PAD.encode(x),
+            "y": URL_SAFE_NO_PAD.encode(y),
         }),
     }
 }

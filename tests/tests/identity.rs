@@ -23,14 +23,12 @@ struct Key {
 }
 
 fn ec_key(kid: &'static str) -> Key {
-    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-    let point = pair.public_key_raw();
+    let (pem, x, y) = airt_kit::testing::tls::p256_key();
     Key {
         kid,
-        encoding: EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).expect("EC key"),
+        encoding: EncodingKey::from_ec_pem(&pem).expect("EC key"),
         jwk: json!({"kty": "EC", "crv": "P-256", "alg": "ES256", "kid": kid,
-                    "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
-                    "y": URL_SAFE_NO_PAD.encode(&point[33..])}),
+                    "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)}),
     }
 }
 

@@ -6,59 +6,12 @@
 
 use std::time::Duration;
 
+use airt_kit::testing::tls::Authority;
 use airt_kit::testing::{TestDb, TestServer, health_status};
 use airt_kit::tls::{ClientTls, ServerTls};
 use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
 use airt_system_tests::{run_workflow, start_workflow_with_config, workflow_config};
-use rcgen::{CertificateParams, CertifiedIssuer, KeyPair};
 use tonic_health::pb::health_check_response::ServingStatus;
-
-/// A CA that signs certificates for the loopback addresses.
-struct Authority {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-/// A certificate and its key, as PEM.
-struct Pair {
-    cert: Vec<u8>,
-    key: Vec<u8>,
-}
-
-impl Authority {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let key = KeyPair::generate().expect("CA key");
-        Self {
-            issuer: CertifiedIssuer::self_signed(params, key).expect("CA"),
-        }
-    }
-
-    fn pem(&self) -> Vec<u8> {
-        self.issuer.pem().into_bytes()
-    }
-
-    /// A certificate for `names` (DNS names or IP addresses).
-    fn sign(&self, names: &[&str]) -> Pair {
-        let params =
-            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-                .expect("params");
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("signed");
-        Pair {
-            cert: cert.pem().into_bytes(),
-            key: key.serialize_pem().into_bytes(),
-        }
-    }
-}
-
-fn server_tls(ca: &Authority, client_ca: Option<&Authority>) -> ServerTls {
-    let pair = ca.sign(&["localhost", "127.0.0.1"]);
-    ServerTls::from_pem(pair.cert, pair.key, client_ca.map(Authority::pem)).expect("server TLS")
-}
 
 async fn start_policy(db: &TestDb, tls: ServerTls) -> TestServer {
     let mut config = db.dev_config(&policy_service::IDENTITY);
@@ -94,7 +47,7 @@ async fn check(tls: &ClientTls, address: &str) -> Result<ServingStatus, String> 
 async fn tls_serves_clients_that_trust_its_ca_and_nothing_in_plaintext() {
     let (ca, stranger) = (Authority::new("airt test CA"), Authority::new("other CA"));
     let db = TestDb::sqlite();
-    let server = start_policy(&db, server_tls(&ca, None)).await;
+    let server = start_policy(&db, ca.loopback_server(None)).await;
 
     let trusting = ClientTls::from_pem(Some(ca.pem()), None);
     assert_eq!(
@@ -128,7 +81,7 @@ async fn mutual_tls_requires_a_client_certificate_from_its_client_ca() {
         Authority::new("other clients"),
     );
     let db = TestDb::sqlite();
-    let server = start_policy(&db, server_tls(&ca, Some(&clients))).await;
+    let server = start_policy(&db, ca.loopback_server(Some(&clients))).await;
     let address = https(&server);
 
     let client = clients.sign(&["workflow-service"]);
@@ -152,12 +105,12 @@ async fn the_workflow_service_runs_steps_against_dependencies_that_require_mutua
     let (registry_db, policy_db, workflow_db) =
         (TestDb::sqlite(), TestDb::sqlite(), TestDb::sqlite());
     let mut registry_config = registry_db.dev_config(&registry_service::IDENTITY);
-    registry_config.tls = Some(server_tls(&ca, Some(&clients)));
+    registry_config.tls = Some(ca.loopback_server(Some(&clients)));
     let registry = TestServer::start(move |listener, shutdown| {
         registry_service::serve_on(registry_config, listener, shutdown)
     })
     .await;
-    let policy = start_policy(&policy_db, server_tls(&ca, Some(&clients))).await;
+    let policy = start_policy(&policy_db, ca.loopback_server(Some(&clients))).await;
     let client = clients.sign(&["workflow-service"]);
     let tls = ClientTls::from_pem(Some(ca.pem()), Some((client.cert, client.key)));
     {

@@ -29,6 +29,12 @@ pub enum WorkflowError {
     ApprovalConflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A `request_id` the submitter already used for a different workflow.
+    #[error("request_id {request_id:?} was used for workflow {workflow_id} with a different spec")]
+    RequestIdConflict {
+        request_id: String,
+        workflow_id: String,
+    },
     /// Another instance took over the workflow: this one must stop.
     #[error("lease of workflow {0} lost to another instance")]
     LeaseLost(String),
@@ -71,6 +77,11 @@ impl From<WorkflowError> for Status {
             WorkflowError::Unavailable(message) => {
                 status::error(Code::Unavailable, "DEPENDENCY_UNAVAILABLE", message)
             }
+            error @ WorkflowError::RequestIdConflict { .. } => status::error(
+                Code::AlreadyExists,
+                "REQUEST_ID_CONFLICT",
+                format!("{error}; use a new request_id for a new workflow"),
+            ),
             WorkflowError::FailedPrecondition(message) => {
                 status::error(Code::FailedPrecondition, "WRONG_STATE", message)
             }

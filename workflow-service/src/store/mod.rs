@@ -230,11 +230,11 @@ impl WorkflowStore {
         request_id: Option<&str>,
         origin: Origin<'_>,
     ) -> Result<(WorkflowRow, bool), WorkflowError> {
-        if let Some(existing) = self.by_request(submitter, request_id).await? {
-            return Ok((existing, false));
-        }
         let draft_json =
             serde_json::to_string(draft).map_err(|e| WorkflowError::Corrupt(e.to_string()))?;
+        if let Some(existing) = self.by_request(submitter, request_id).await? {
+            return same_request(existing, &draft_json);
+        }
         let roles = serde_json::to_string(&submitter.roles)
             .map_err(|e| WorkflowError::Corrupt(e.to_string()))?;
         let now = airt_kit::clock::now_micros();
@@ -282,7 +282,7 @@ impl WorkflowStore {
             // A concurrent retry with the same request_id won the insert.
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() && request_id.is_some() => {
                 if let Some(existing) = self.by_request(submitter, request_id).await? {
-                    return Ok((existing, false));
+                    return same_request(existing, &draft_json);
                 }
                 return Err(WorkflowError::Storage(sqlx::Error::Database(e)));
             }
@@ -466,4 +466,20 @@ impl WorkflowStore {
         self.changes.changed(workflow_id);
         Ok(seq)
     }
+}
+
+/// The workflow a retried submission names: the one stored under its
+/// `request_id` when it carries the same spec; a different spec under a
+/// used `request_id` is a conflict, never silently the old workflow.
+fn same_request(
+    existing: WorkflowRow,
+    draft_json: &str,
+) -> Result<(WorkflowRow, bool), WorkflowError> {
+    if existing.draft_json == draft_json {
+        return Ok((existing, false));
+    }
+    Err(WorkflowError::RequestIdConflict {
+        request_id: existing.request_id.clone().unwrap_or_default(),
+        workflow_id: existing.workflow_id,
+    })
 }

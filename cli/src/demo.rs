@@ -95,6 +95,7 @@ pub async fn run(policy_url: &str, workflow_url: &str) -> anyhow::Result<()> {
             .watch_workflow(as_demo(
                 pb::WatchWorkflowRequest {
                     workflow_id: id.clone(),
+                    after_sequence: 0,
                 },
                 "",
             ))

@@ -125,6 +125,7 @@ pub async fn follow(
     let mut stream = client
         .watch_workflow(pb::WatchWorkflowRequest {
             workflow_id: workflow_id.to_owned(),
+            after_sequence: 0,
         })
         .await
         .map_err(|s| anyhow::anyhow!(describe(&s)))?

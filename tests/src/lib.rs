@@ -108,7 +108,10 @@ pub async fn run_workflow(
         .workflow_id;
     let mut stream = client
         .watch_workflow(airt_kit::testing::as_principal(
-            pb::WatchWorkflowRequest { workflow_id: id },
+            pb::WatchWorkflowRequest {
+                workflow_id: id,
+                after_sequence: 0,
+            },
             principal,
             &[],
         ))

@@ -84,6 +84,7 @@ impl Clients {
             .workflows
             .watch_workflow(alice(pb::WatchWorkflowRequest {
                 workflow_id: id.into(),
+                after_sequence: 0,
             }))
             .await
             .expect("watch")
@@ -324,6 +325,7 @@ async fn a_watcher_hears_of_this_replicas_changes_without_polling() {
         .workflows
         .watch_workflow(alice(pb::WatchWorkflowRequest {
             workflow_id: id.clone(),
+            after_sequence: 0,
         }))
         .await
         .expect("watch")
@@ -613,10 +615,12 @@ async fn approvals_and_deadlines_survive_a_restart() {
         c.until(&expiring, pb::WorkflowStatus::Paused).await;
         assert!(stack.root().join("expiring").is_dir());
         let expiring_approval = c.pending_approval(&expiring).await;
-        // The inbox pages oldest first.
+        // The inbox pages oldest first; the last page names no next one.
         let mut seen = Vec::new();
         let mut page_token = String::new();
+        let mut pages = 0;
         loop {
+            pages += 1;
             let page = c
                 .approvals
                 .list_approvals(bob(pb::ListApprovalsRequest {
@@ -636,6 +640,25 @@ async fn approvals_and_deadlines_survive_a_restart() {
             page_token = page.next_page_token;
         }
         assert_eq!(seen, [waiting.clone(), expiring.clone()]);
+        assert_eq!(
+            pages, 2,
+            "two approvals in pages of one: no empty third page"
+        );
+        let whole = c
+            .approvals
+            .list_approvals(bob(pb::ListApprovalsRequest {
+                status: pb::ApprovalStatus::Pending as i32,
+                page_size: 2,
+                ..Default::default()
+            }))
+            .await
+            .expect("one full page")
+            .into_inner();
+        assert_eq!(whole.approvals.len(), 2);
+        assert!(
+            whole.next_page_token.is_empty(),
+            "nothing follows a page that holds the rest"
+        );
         // Someone who may not decide sees nothing.
         let hidden = c
             .approvals

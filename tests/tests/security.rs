@@ -263,6 +263,7 @@ async fn watch_streams_are_bounded_per_principal() {
         let request = as_principal(
             pb::WatchWorkflowRequest {
                 workflow_id: paused.workflow_id.clone(),
+                after_sequence: 0,
             },
             who,
             &["admin"],

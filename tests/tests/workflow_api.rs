@@ -49,6 +49,7 @@ async fn watch(
     let mut stream = client
         .watch_workflow(alice(pb::WatchWorkflowRequest {
             workflow_id: id.into(),
+            after_sequence: 0,
         }))
         .await
         .expect("watch")
@@ -157,6 +158,19 @@ async fn submit_watch_and_get_over_grpc() {
             (again.created, again.workflow.expect("workflow").workflow_id),
             (false, id.clone())
         );
+        // The same request_id with a different spec is a conflict, not the old workflow.
+        let changed = spec.replace("hello.txt", "other.txt");
+        let conflict = s
+            .client
+            .submit_workflow(alice(submit(&changed, "req-7")))
+            .await
+            .expect_err("a different spec under a used request_id");
+        assert_eq!(conflict.code(), Code::AlreadyExists);
+        assert_eq!(
+            airt_kit::status::reason_of(&conflict).as_deref(),
+            Some("REQUEST_ID_CONFLICT")
+        );
+        assert!(conflict.message().contains(&id), "{}", conflict.message());
 
         // Others do not see it; admins do.
         let other = s
@@ -301,5 +315,101 @@ async fn denied_invalid_planned_and_cancelled_workflows_over_grpc() {
         .await
         .expect_err("already over");
     assert_eq!(twice.code(), Code::FailedPrecondition);
+    s.stack.stop().await;
+}
+
+/// Follows workflow `id` from `after_sequence` until it rests: the event
+/// sequences received, in order, and the last status.
+async fn sequences(
+    client: &mut WorkflowServiceClient<Channel>,
+    id: &str,
+    after_sequence: i64,
+) -> (Vec<i64>, pb::WorkflowStatus) {
+    let mut stream = client
+        .watch_workflow(alice(pb::WatchWorkflowRequest {
+            workflow_id: id.into(),
+            after_sequence,
+        }))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut seen = Vec::new();
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("an update")
+            .expect("stream ok")
+            .expect("open until the workflow rests");
+        seen.extend(item.events.iter().map(|e| e.sequence));
+        let status = item.workflow.expect("snapshot").status();
+        if status != pb::WorkflowStatus::Running && status != pb::WorkflowStatus::Pending {
+            return (seen, status);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumed_after_its_last_sequence_misses_and_repeats_nothing() {
+    let mut s = stack(TestDb::sqlite()).await;
+    let spec = "name: wait\nsteps:\n  - {name: write, capability: io.fs.write_file, inputs: {path: w.txt, content: x}}\n  - {name: ok, type: HUMAN_APPROVAL, depends_on: [write], approval: {message: go?}}\n";
+    let id = s
+        .client
+        .submit_workflow(alice(submit(spec, "")))
+        .await
+        .expect("submit")
+        .into_inner()
+        .workflow
+        .expect("workflow")
+        .workflow_id;
+    // The first connection sees everything up to the pause, then drops.
+    let (before, paused) = sequences(&mut s.client, &id, 0).await;
+    assert_eq!(paused, pb::WorkflowStatus::Paused);
+    let last = *before.last().expect("events before the pause");
+    assert_eq!(before, (1..=last).collect::<Vec<_>>());
+
+    // Meanwhile the workflow moves on (a rollback: several more events).
+    s.client
+        .cancel_workflow(alice(pb::CancelWorkflowRequest {
+            workflow_id: id.clone(),
+            rollback: true,
+            reason: "resume test".into(),
+            request_id: String::new(),
+        }))
+        .await
+        .expect("cancel");
+    let (after, status) = sequences(&mut s.client, &id, last).await;
+    assert_eq!(status, pb::WorkflowStatus::RolledBack);
+    let end = *after.last().expect("events after the pause");
+    assert!(end > last + 1, "the rollback made events: {after:?}");
+    assert_eq!(
+        after,
+        (last + 1..=end).collect::<Vec<_>>(),
+        "exactly what was missed"
+    );
+
+    // Reconnecting at the end gets the snapshot at once and no event.
+    let (none, status) = sequences(&mut s.client, &id, end).await;
+    assert!(none.is_empty() && status == pb::WorkflowStatus::RolledBack);
+    let negative = s
+        .client
+        .watch_workflow(alice(pb::WatchWorkflowRequest {
+            workflow_id: id,
+            after_sequence: -1,
+        }))
+        .await
+        .expect_err("a negative sequence");
+    assert_eq!(negative.code(), Code::InvalidArgument);
+    // A page that holds the last workflow names no next page.
+    let page = s
+        .client
+        .list_workflows(alice(pb::ListWorkflowsRequest {
+            page_size: 1,
+            ..Default::default()
+        }))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(page.workflows.len(), 1);
+    assert!(page.next_page_token.is_empty(), "{}", page.next_page_token);
     s.stack.stop().await;
 }

@@ -109,11 +109,13 @@ impl ApprovalService for ApprovalApi {
             status: status_filter(req.status)?,
             workflow_id: req.workflow_id,
         };
-        // Oldest first; rows the caller may not see are passed over.
+        // Oldest first; rows the caller may not see are passed over. A full
+        // page names a next page only if another visible row follows, so
+        // the last page never points at an empty one.
         let mut after = req.page_token;
         let mut approvals = Vec::new();
         let mut next_page_token = String::new();
-        loop {
+        'scan: loop {
             let rows = self
                 .engine
                 .store()
@@ -122,15 +124,19 @@ impl ApprovalService for ApprovalApi {
             let exhausted = rows.len() < 200;
             for row in rows {
                 after = row.approval_id.clone();
-                if may_see(&caller, &row) {
-                    approvals.push(self.to_proto(&row).await?);
-                    if approvals.len() == limit {
-                        next_page_token = row.approval_id;
-                        break;
-                    }
+                if !may_see(&caller, &row) {
+                    continue;
                 }
+                if approvals.len() == limit {
+                    next_page_token = approvals
+                        .last()
+                        .map(|a: &pb::Approval| a.approval_id.clone())
+                        .unwrap_or_default();
+                    break 'scan;
+                }
+                approvals.push(self.to_proto(&row).await?);
             }
-            if exhausted || !next_page_token.is_empty() {
+            if exhausted {
                 break;
             }
         }

@@ -3,6 +3,7 @@
 //! encode.
 
 mod approvals;
+mod watch;
 pub mod watchers;
 
 pub use approvals::ApprovalApi;
@@ -256,11 +257,14 @@ impl WorkflowService for WorkflowApi {
             name: req.name,
             owner: req.owner,
         };
-        let rows = self
+        // One row more than the page: whether another page follows.
+        let mut rows = self
             .engine
             .store()
-            .list(&filter, &req.page_token, limit)
+            .list(&filter, &req.page_token, limit + 1)
             .await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         // A page ends early rather than outgrow what clients decode (4 MiB
         // by default): one large workflow cannot break listing for others.
         let mut workflows = Vec::with_capacity(rows.len());
@@ -274,9 +278,7 @@ impl WorkflowService for WorkflowApi {
             workflows.push(workflow);
         }
         let next_page_token = match workflows.last() {
-            Some(last) if workflows.len() < rows.len() || rows.len() as i64 == limit => {
-                last.workflow_id.clone()
-            }
+            Some(last) if workflows.len() < rows.len() || more => last.workflow_id.clone(),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListWorkflowsResponse {
@@ -292,92 +294,20 @@ impl WorkflowService for WorkflowApi {
         request: Request<pb::WatchWorkflowRequest>,
     ) -> Result<Response<Self::WatchWorkflowStream>, Status> {
         let caller = principal(&request)?;
-        let row = self
-            .visible(&caller, &request.into_inner().workflow_id)
-            .await?;
+        let req = request.into_inner();
+        if req.after_sequence < 0 {
+            return Err(invalid("after_sequence", "must not be negative"));
+        }
+        let row = self.visible(&caller, &req.workflow_id).await?;
         let slot = self.watchers.open(&caller.to_string())?;
         let (tx, rx) = mpsc::channel(16);
-        let api = self.clone();
-        tokio::spawn(async move {
-            // Held while the stream is open.
-            let _slot = slot;
-            let shutdown = api.shutdown.clone();
-            let mut last_seq = -1;
-            let id = row.workflow_id.clone();
-            let changes = api.engine.store().subscribe(&id);
-            loop {
-                // Armed before the read: a commit after it wakes the wait below.
-                let mut changed = std::pin::pin!(changes.notified());
-                changed.as_mut().enable();
-                let row = match api.engine.store().get(&id).await {
-                    Ok(Some(row)) => row,
-                    Ok(None) => return,
-                    Err(error) => {
-                        let _ = tx.send(Err(error.into())).await;
-                        return;
-                    }
-                };
-                if row.event_seq != last_seq {
-                    let events = match api
-                        .engine
-                        .store()
-                        .events(&id, last_seq.max(0), 10_000)
-                        .await
-                    {
-                        Ok(events) => events,
-                        Err(error) => {
-                            let _ = tx.send(Err(error.into())).await;
-                            return;
-                        }
-                    };
-                    // Only the events the snapshot below reflects: later ones
-                    // (committed since `row` was read) come with the next
-                    // snapshot, so the last status is never skipped.
-                    last_seq = row.event_seq;
-                    let events = events
-                        .into_iter()
-                        .filter(|e| e.seq <= row.event_seq)
-                        .map(|e| pb::WorkflowEvent {
-                            sequence: e.seq,
-                            occur_time: Some(airt_kit::clock::timestamp_from_micros(
-                                e.occurred_at_us,
-                            )),
-                            kind: e.kind,
-                            step_name: e.step_name,
-                            detail: serde_json::from_str::<serde_json::Value>(&e.detail)
-                                .ok()
-                                .and_then(|d| d.as_object().map(airt_kit::json::to_proto_struct)),
-                        })
-                        .collect();
-                    let snapshot = match api.snapshot(&row).await {
-                        Ok(snapshot) => snapshot,
-                        Err(error) => {
-                            let _ = tx.send(Err(error.into())).await;
-                            return;
-                        }
-                    };
-                    if tx
-                        .send(Ok(pb::WatchWorkflowResponse {
-                            workflow: Some(snapshot),
-                            events,
-                        }))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    if row.status().is_ok_and(WorkflowStatus::is_terminal) {
-                        return;
-                    }
-                }
-                tokio::select! {
-                    () = &mut changed => {}
-                    () = tokio::time::sleep(api.watch_poll) => {}
-                    () = tx.closed() => return,
-                    () = shutdown.cancelled() => return,
-                }
-            }
-        });
+        tokio::spawn(watch::follow(
+            self.clone(),
+            row.workflow_id,
+            req.after_sequence,
+            slot,
+            tx,
+        ));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

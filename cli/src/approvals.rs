@@ -166,6 +166,7 @@ pub async fn run(args: &ConnectionArgs, command: ApprovalsCommand) -> anyhow::Re
                     as i32,
             };
             let mut page_token = String::new();
+            let mut listed = 0;
             loop {
                 let page = client
                     .list_approvals(pb::ListApprovalsRequest {
@@ -177,11 +178,19 @@ pub async fn run(args: &ConnectionArgs, command: ApprovalsCommand) -> anyhow::Re
                     .await
                     .map_err(fail)?
                     .into_inner();
+                listed += page.approvals.len();
                 page.approvals.iter().for_each(line);
                 if page.next_page_token.is_empty() {
                     break;
                 }
                 page_token = page.next_page_token;
+            }
+            if listed == 0 {
+                eprintln!(
+                    "no {} approvals you may see. An approval is listed for its approvers (a role its step names, e.g. `approver_roles: [release_manager]`), for the submitter of its workflow and for admins{}",
+                    wanted.to_lowercase(),
+                    args.identity_hint()
+                );
             }
         }
         ApprovalsCommand::Show { approval_id } => {

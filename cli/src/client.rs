@@ -109,6 +109,19 @@ impl ConnectionArgs {
         ))
     }
 
+    /// Who the caller claims to be, for messages that depend on it: `; you
+    /// are calling as user:bob with roles [viewer]` in development mode.
+    pub fn identity_hint(&self) -> String {
+        match (&self.principal, &self.token) {
+            (Some(principal), _) => {
+                let roles = self.roles.trim();
+                format!("; you are calling as {principal} with roles [{roles}]")
+            }
+            (None, Some(_)) => "; your token names who you are and your roles".to_owned(),
+            (None, None) => String::new(),
+        }
+    }
+
     /// The caller's token and/or development-mode identity.
     pub fn credentials(&self) -> anyhow::Result<Credentials> {
         let mut credentials = Credentials::none();

@@ -152,6 +152,9 @@ pub async fn follow(
                 format!(" {}", event.step_name)
             };
             out!("  #{:<3} {}{step} {status}", event.sequence, event.kind);
+            if event.kind == "approval.requested" {
+                print_approval_hint(&detail);
+            }
         }
         let workflow = update.workflow.unwrap_or_default();
         let done = finished(workflow.status, through_pauses);
@@ -161,6 +164,31 @@ pub async fn follow(
         }
     }
     last.ok_or_else(|| anyhow::anyhow!("the watch ended without news"))
+}
+
+/// What a paused workflow waits for, and how to decide it.
+fn print_approval_hint(detail: &serde_json::Map<String, serde_json::Value>) {
+    let id = detail
+        .get("approval_id")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let roles: Vec<&str> = detail
+        .get("approver_roles")
+        .and_then(|v| v.as_array())
+        .map(|roles| roles.iter().filter_map(|r| r.as_str()).collect())
+        .unwrap_or_default();
+    let who = if roles.is_empty() {
+        "someone other than the submitter".to_owned()
+    } else {
+        format!(
+            "someone other than the submitter with a role of [{}]",
+            roles.join(", ")
+        )
+    };
+    out!("       waiting for approval {id}: {who} decides with");
+    out!(
+        "         airt approvals approve {id} --comment \"...\"   (or: airt approvals reject {id})"
+    );
 }
 
 fn exit_for(workflow: &pb::Workflow) -> ExitCode {

@@ -263,12 +263,8 @@ async fn grand_unified_a_high_risk_step_is_denied_before_it_runs() {
 async fn a_low_risk_workflow_completes_with_its_outputs() {
     for db in TestDb::all().await {
         let s = stack(db, Duration::from_secs(10)).await;
-        let row = s
-            .run(
-                "name: hello\ninitial_state: {who: world}\nsteps:\n  - {name: write, capability: io.fs.write_file, inputs: {path: out/hello.txt, content: 'hello {{who}}', create_dirs: true}}\n  - {name: read, capability: io.fs.read_file, depends_on: [write], inputs: {path: '{{write.path}}'}}\n",
-                Some("req-1"),
-            )
-            .await;
+        let spec = "name: hello\ninitial_state: {who: world}\nsteps:\n  - {name: write, capability: io.fs.write_file, inputs: {path: out/hello.txt, content: 'hello {{who}}', create_dirs: true}}\n  - {name: read, capability: io.fs.read_file, depends_on: [write], inputs: {path: '{{write.path}}'}}\n";
+        let row = s.run(spec, Some("req-1")).await;
         assert_eq!(
             status(&row),
             WorkflowStatus::Completed,
@@ -282,9 +278,27 @@ async fn a_low_risk_workflow_completes_with_its_outputs() {
             .expect("outputs");
         assert_eq!(outputs["read"]["content"], "hello world");
         assert_eq!(outputs["write"]["size"], 11);
-        // The same request_id returns the same workflow and runs nothing again.
-        let again = s.run("name: hello\nsteps:\n  - {name: other, capability: io.fs.exists, inputs: {path: x}}\n", Some("req-1")).await;
+        // The same request_id returns the same workflow and runs nothing again...
+        let again = s.run(spec, Some("req-1")).await;
         assert_eq!(again.workflow_id, row.workflow_id);
+        // ...but never for another spec.
+        let other = WorkflowDraft::from_text(
+            "name: hello\nsteps:\n  - {name: other, capability: io.fs.exists, inputs: {path: x}}\n",
+        )
+        .expect("yaml");
+        let conflict = s
+            .engine
+            .submit(
+                other,
+                Principal::new("user", "alice", vec![]),
+                Some("req-1".into()),
+            )
+            .await
+            .expect_err("a different spec under a used request_id");
+        assert!(
+            matches!(conflict, workflow_service::error::WorkflowError::RequestIdConflict { ref workflow_id, .. } if *workflow_id == row.workflow_id),
+            "{conflict:?}"
+        );
     }
 }
 

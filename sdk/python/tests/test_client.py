@@ -118,3 +118,22 @@ def test_json_inputs_reach_the_handler_unchanged_and_numbers_keep_their_type(ali
     assert outputs["value"] == document
     assert type(outputs["value"]["count"]) is int and type(outputs["value"]["ratio"]) is float
     assert done.step("q").attempt == 1 and type(done.step("q").attempt) is int
+
+
+def test_an_exported_chain_verifies_offline_and_a_changed_event_is_named(admin, alice, unique):
+    alice.workflows.wait(alice.workflows.submit(
+        {"name": f"audit-{unique}", "steps": [{"name": "t", "capability": "sys.info.get_time"}]}).id)
+    lines = list(admin.audit.export("workflow"))
+    check = airt.chain.verify_export(lines)
+    assert check.intact and check.events_checked == len(lines) > 0, check
+    assert check.events_checked == admin.audit.verify("workflow").events_checked
+    import json
+    middle = len(lines) // 2
+    event = json.loads(lines[middle])
+    event["actor"] = "user:mallory"
+    tampered = lines[:middle] + [json.dumps(event)] + lines[middle + 1:]
+    broken = airt.chain.verify_export(tampered)
+    assert not broken.intact and broken.first_broken_sequence == event["sequence"]
+    assert "changed" in broken.problem
+    gap = airt.chain.verify_export(lines[:middle] + lines[middle + 1:])
+    assert not gap.intact and "missing" in gap.problem

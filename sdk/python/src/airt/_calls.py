@@ -202,6 +202,12 @@ def verify_chain(service: str) -> Call:
                 lambda r: ChainCheck(r.intact, r.events_checked, r.first_broken_sequence, r.problem))
 
 
+def export_request(after_sequence: int) -> Any:
+    from .audit.v1 import audit_pb2
+
+    return audit_pb2.ExportAuditEventsRequest(after_sequence=after_sequence)
+
+
 def stubs(channels: dict[str, Any]) -> dict[str, Any]:
     """The generated stubs over `channels` (blocking or asyncio alike)."""
     from .audit.v1 import audit_pb2_grpc

@@ -137,6 +137,16 @@ class Audit(_Part):
     async def verify(self, service: str = "workflow") -> ChainCheck:
         return await self._run(calls.verify_chain(service))
 
+    async def export(self, service: str = "workflow", after_sequence: int = 0) -> AsyncIterator[str]:
+        calls.verify_chain(service)  # the same check of the service name
+        stream = self._client._stubs[f"audit:{service}"].ExportAuditEvents(
+            calls.export_request(after_sequence), metadata=self._client._settings.metadata)
+        try:
+            async for message in stream:
+                yield message.json_line
+        except grpc.RpcError as error:
+            raise errors.from_rpc_error(error) from None
+
 
 class Client:
     """`airt.Client` for asyncio: create it inside a running event loop."""

@@ -137,6 +137,18 @@ class Audit(_Part):
         """Asks `service` (`registry`, `policy` or `workflow`) to check its hash chain."""
         return self._run(calls.verify_chain(service))
 
+    def export(self, service: str = "workflow", after_sequence: int = 0) -> Iterator[str]:
+        """The service's events after `after_sequence` as JSON Lines (the hashed
+        bytes plus `prev_hash` and `hash`): `airt.chain.verify_export` checks them offline."""
+        calls.verify_chain(service)  # the same check of the service name
+        stream = self._client._stubs[f"audit:{service}"].ExportAuditEvents(
+            calls.export_request(after_sequence), metadata=self._client._settings.metadata)
+        try:
+            for message in stream:
+                yield message.json_line
+        except grpc.RpcError as error:
+            raise errors.from_rpc_error(error) from None
+
 
 class Client:
     """The registry, policy and workflow services of one deployment.

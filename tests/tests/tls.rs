@@ -153,3 +153,50 @@ async fn the_workflow_service_runs_steps_against_dependencies_that_require_mutua
         server.stop().await.expect("stop");
     }
 }
+
+#[tokio::test]
+async fn a_balanced_list_of_tls_replicas_checks_each_by_the_name_it_was_given() {
+    // `localhost:A,localhost:B` is resolved and spread over; every
+    // connection goes to an address but checks the certificate for `localhost`.
+    let ca = Authority::new("airt test CA");
+    let (first_db, second_db) = (TestDb::sqlite(), TestDb::sqlite());
+    let first = start_policy(&first_db, ca.loopback_server(None)).await;
+    let second = start_policy(&second_db, ca.loopback_server(None)).await;
+    let list = format!(
+        "https://localhost:{},https://localhost:{}",
+        first.addr().port(),
+        second.addr().port()
+    );
+    let tls = ClientTls::from_pem(Some(ca.pem()), None);
+    let channel = airt_kit::balance::channel(&list, &tls, |e| e, Duration::from_millis(200))
+        .await
+        .expect("balanced channel");
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    for _ in 0..20 {
+        let answer = client
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .expect("a TLS call through the balanced channel");
+        assert_eq!(answer.into_inner().status(), ServingStatus::Serving);
+    }
+    // A CA that did not sign them: no call gets through.
+    let distrusting = ClientTls::from_pem(Some(Authority::new("other").pem()), None);
+    let channel = airt_kit::balance::channel(
+        &list,
+        &distrusting,
+        |e| e.connect_timeout(Duration::from_secs(2)),
+        Duration::from_millis(200),
+    )
+    .await
+    .expect("balanced channel");
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest::default()),
+    )
+    .await
+    .expect("an answer within 10 s");
+    assert!(refused.is_err(), "{refused:?}");
+    first.stop().await.expect("stop");
+    second.stop().await.expect("stop");
+}

@@ -23,6 +23,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => protoc_bin_vendored::protoc_bin_path()?,
     };
     config.protoc_executable(protoc);
+    // `prost::Name` for every message: its full name finds its descriptor
+    // (the CLI prints any answer as proto3 JSON through it).
+    config.enable_type_names();
 
     let well_known = protoc_bin_vendored::include_path()?;
     tonic_prost_build::configure()

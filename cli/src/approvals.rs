@@ -165,8 +165,8 @@ pub async fn run(args: &ConnectionArgs, command: ApprovalsCommand) -> anyhow::Re
                     .ok_or_else(|| anyhow::anyhow!("unknown status {wanted:?}"))?
                     as i32,
             };
+            let mut listing = crate::output::Listing::new(args.output);
             let mut page_token = String::new();
-            let mut listed = 0;
             loop {
                 let page = client
                     .list_approvals(pb::ListApprovalsRequest {
@@ -178,14 +178,17 @@ pub async fn run(args: &ConnectionArgs, command: ApprovalsCommand) -> anyhow::Re
                     .await
                     .map_err(fail)?
                     .into_inner();
-                listed += page.approvals.len();
-                page.approvals.iter().for_each(line);
+                for approval in &page.approvals {
+                    listing.push(approval, line)?;
+                }
                 if page.next_page_token.is_empty() {
                     break;
                 }
                 page_token = page.next_page_token;
             }
-            if listed == 0 {
+            let empty = listing.is_empty();
+            listing.finish()?;
+            if empty {
                 eprintln!(
                     "no {} approvals you may see. An approval is listed for its approvers (a role its step names, e.g. `approver_roles: [release_manager]`), for the submitter of its workflow and for admins{}",
                     wanted.to_lowercase(),
@@ -201,7 +204,7 @@ pub async fn run(args: &ConnectionArgs, command: ApprovalsCommand) -> anyhow::Re
                 .into_inner()
                 .approval
                 .unwrap_or_default();
-            show(&approval);
+            crate::output::one(args.output, &approval, show)?;
         }
         ApprovalsCommand::Approve {
             approval_id,

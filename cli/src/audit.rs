@@ -49,8 +49,8 @@ pub async fn run(args: &ConnectionArgs, command: AuditCommand) -> anyhow::Result
             limit,
         } => {
             let mut client = AuditServiceClient::new(args.authenticated(service)?);
+            let mut listing = crate::output::Listing::new(args.output);
             let mut page_token = String::new();
-            let mut shown = 0;
             loop {
                 let page = client
                     .list_audit_events(pb::ListAuditEventsRequest {
@@ -64,22 +64,25 @@ pub async fn run(args: &ConnectionArgs, command: AuditCommand) -> anyhow::Result
                     .await
                     .map_err(|s| anyhow::anyhow!(describe(&s)))?
                     .into_inner();
-                for event in page.events {
-                    if shown == limit {
+                for event in &page.events {
+                    if listing.len() == limit {
+                        listing.finish()?;
                         return Ok(ExitCode::SUCCESS);
                     }
-                    let time = event.occur_time.map(|t| t.to_string()).unwrap_or_default();
-                    out!(
-                        "{:>6}  {time}  {:<22} {:<28} {}:{}",
-                        event.sequence,
-                        event.actor,
-                        event.action,
-                        event.resource_type,
-                        event.resource_id
-                    );
-                    shown += 1;
+                    listing.push(event, |event| {
+                        let time = event.occur_time.map(|t| t.to_string()).unwrap_or_default();
+                        out!(
+                            "{:>6}  {time}  {:<22} {:<28} {}:{}",
+                            event.sequence,
+                            event.actor,
+                            event.action,
+                            event.resource_type,
+                            event.resource_id
+                        );
+                    })?;
                 }
                 if page.next_page_token.is_empty() {
+                    listing.finish()?;
                     return Ok(ExitCode::SUCCESS);
                 }
                 page_token = page.next_page_token;
@@ -92,6 +95,14 @@ pub async fn run(args: &ConnectionArgs, command: AuditCommand) -> anyhow::Result
                 .await
                 .map_err(|s| anyhow::anyhow!(describe(&s)))?
                 .into_inner();
+            if args.output != crate::output::Format::Text {
+                crate::output::print(args.output, &crate::output::to_json(&report)?)?;
+                return Ok(if report.intact {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(2)
+                });
+            }
             if report.intact {
                 out!(
                     "intact: {} events, head {}",

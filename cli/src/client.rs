@@ -52,6 +52,18 @@ pub struct ConnectionArgs {
     #[arg(long, global = true, env = "AIRT_ROLES", default_value = "")]
     pub roles: String,
 
+    /// How read commands print: `text` (for people), `json` (the proto3 JSON
+    /// mapping) or `yaml`.
+    #[arg(
+        long,
+        short = 'o',
+        global = true,
+        env = "AIRT_OUTPUT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub output: crate::output::Format,
+
     /// PEM CA bundle that verifies `https://` services (default: the
     /// system's trusted roots).
     #[arg(long, global = true, env = "AIRT_TLS_CA")]

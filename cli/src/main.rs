@@ -41,6 +41,7 @@ mod audit;
 mod client;
 mod demo;
 mod health;
+mod output;
 mod policy;
 mod registry;
 mod token;

@@ -318,11 +318,14 @@ pub async fn run(args: &ConnectionArgs, command: PolicyCommand) -> anyhow::Resul
                 .into_inner()
                 .policy_set
                 .unwrap_or_default();
-            print_set(&set);
-            out!("---\n{}", set.source_yaml);
+            crate::output::one(args.output, &set, |set| {
+                print_set(set);
+                out!("---\n{}", set.source_yaml);
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::List => {
+            let mut listing = crate::output::Listing::new(args.output);
             let mut page_token = String::new();
             loop {
                 let page = client
@@ -333,8 +336,11 @@ pub async fn run(args: &ConnectionArgs, command: PolicyCommand) -> anyhow::Resul
                     .await
                     .map_err(fail)?
                     .into_inner();
-                page.policy_sets.iter().for_each(print_set);
+                for set in &page.policy_sets {
+                    listing.push(set, print_set)?;
+                }
                 if page.next_page_token.is_empty() {
+                    listing.finish()?;
                     return Ok(ExitCode::SUCCESS);
                 }
                 page_token = page.next_page_token;

@@ -209,6 +209,7 @@ async fn register(
 /// `airt registry list`: every page, one line per capability.
 async fn list(
     client: &mut Client,
+    format: crate::output::Format,
     prefix: String,
     risk: Option<String>,
     tag: String,
@@ -224,7 +225,7 @@ async fn list(
         .map(lifecycle_from_name)
         .transpose()?
         .unwrap_or(0);
-    print_pages(|page_token| {
+    print_pages(format, |page_token| {
         let mut client = client.clone();
         let request = pb::ListCapabilitiesRequest {
             page_size: 500,
@@ -244,20 +245,25 @@ async fn list(
 
 /// Prints every page `fetch` returns (given the page token), one line per
 /// capability, until the last page.
-async fn print_pages<F, Fut>(mut fetch: F) -> anyhow::Result<ExitCode>
+async fn print_pages<F, Fut>(
+    format: crate::output::Format,
+    mut fetch: F,
+) -> anyhow::Result<ExitCode>
 where
     F: FnMut(String) -> Fut,
     Fut: std::future::Future<Output = Result<(Vec<pb::Capability>, String), tonic::Status>>,
 {
+    let mut listing = crate::output::Listing::new(format);
     let mut page_token = String::new();
     loop {
         let (capabilities, next) = fetch(page_token)
             .await
             .map_err(|status| anyhow::anyhow!(describe(&status)))?;
         for capability in &capabilities {
-            out!("{}", summary(capability));
+            listing.push(capability, |c| out!("{}", summary(c)))?;
         }
         if next.is_empty() {
+            listing.finish()?;
             return Ok(ExitCode::SUCCESS);
         }
         page_token = next;
@@ -286,7 +292,7 @@ pub async fn run(args: &ConnectionArgs, command: RegistryCommand) -> anyhow::Res
                 .into_inner()
                 .capability
                 .unwrap_or_default();
-            out!("{}", details(&capability));
+            crate::output::one(args.output, &capability, |c| out!("{}", details(c)))?;
             Ok(ExitCode::SUCCESS)
         }
         RegistryCommand::List {
@@ -294,9 +300,9 @@ pub async fn run(args: &ConnectionArgs, command: RegistryCommand) -> anyhow::Res
             risk,
             tag,
             lifecycle,
-        } => list(&mut client, prefix, risk, tag, lifecycle).await,
+        } => list(&mut client, args.output, prefix, risk, tag, lifecycle).await,
         RegistryCommand::Versions { capability_id } => {
-            print_pages(|page_token| {
+            print_pages(args.output, |page_token| {
                 let mut client = client.clone();
                 let request = pb::ListCapabilityVersionsRequest {
                     capability_id: capability_id.clone(),

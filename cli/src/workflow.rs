@@ -250,7 +250,7 @@ pub async fn command(args: &ConnectionArgs, command: WorkflowCommand) -> anyhow:
                 .into_inner()
                 .workflow
                 .unwrap_or_default();
-            print(&workflow);
+            crate::output::one(args.output, &workflow, print)?;
         }
         WorkflowCommand::Watch { workflow_id } => {
             let done = follow(&mut client, &workflow_id, true).await?;
@@ -269,6 +269,7 @@ pub async fn command(args: &ConnectionArgs, command: WorkflowCommand) -> anyhow:
                 .ok_or_else(|| anyhow::anyhow!("unknown status {text:?}"))?
                     as i32,
             };
+            let mut listing = crate::output::Listing::new(args.output);
             let mut page_token = String::new();
             loop {
                 let page = client
@@ -283,18 +284,21 @@ pub async fn command(args: &ConnectionArgs, command: WorkflowCommand) -> anyhow:
                     .map_err(fail)?
                     .into_inner();
                 for workflow in &page.workflows {
-                    let spec_name = workflow
-                        .spec
-                        .as_ref()
-                        .map(|s| s.name.as_str())
-                        .unwrap_or_default();
-                    out!(
-                        "{}  {:<20} {spec_name}",
-                        workflow.workflow_id,
-                        workflow_status(workflow.status)
-                    );
+                    listing.push(workflow, |workflow| {
+                        let spec_name = workflow
+                            .spec
+                            .as_ref()
+                            .map(|s| s.name.as_str())
+                            .unwrap_or_default();
+                        out!(
+                            "{}  {:<20} {spec_name}",
+                            workflow.workflow_id,
+                            workflow_status(workflow.status)
+                        );
+                    })?;
                 }
                 if page.next_page_token.is_empty() {
+                    listing.finish()?;
                     break;
                 }
                 page_token = page.next_page_token;

@@ -137,3 +137,10 @@ def test_an_exported_chain_verifies_offline_and_a_changed_event_is_named(admin, 
     assert "changed" in broken.problem
     gap = airt.chain.verify_export(lines[:middle] + lines[middle + 1:])
     assert not gap.intact and "missing" in gap.problem
+
+
+def test_policy_questions_are_answered_without_running_anything(admin):
+    allowed = admin.policy.evaluate("io.fs.write_file", risk="LOW", principal="agent:planner", inputs={"path": "a.txt"})
+    assert (allowed.decision, allowed.rule_id) == ("ALLOW", "allow-the-rest")
+    denied = admin.policy.evaluate("io.fs.delete", risk="MEDIUM", principal="agent:planner")
+    assert (denied.decision, denied.rule_id, denied.reason) == ("DENY", "no-deletes", "Nothing is deleted here")

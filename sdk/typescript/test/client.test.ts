@@ -141,3 +141,10 @@ test("plain JSON inputs reach the handler unchanged", async () => {
   const check = await admin.audit.verify("workflow");
   assert.equal(typeof check.eventsChecked, "bigint");
 });
+
+test("policy questions are answered without running anything", async () => {
+  const allowed = await admin.policy.evaluate("io.fs.write_file", { risk: "LOW", principal: "agent:planner", inputs: { path: "a.txt" } });
+  assert.deepEqual([allowed.decision, allowed.ruleId], ["ALLOW", "allow-the-rest"]);
+  const denied = await admin.policy.evaluate("io.fs.delete", { risk: "MEDIUM", principal: "agent:planner" });
+  assert.deepEqual([denied.decision, denied.ruleId, denied.reason], ["DENY", "no-deletes", "Nothing is deleted here"]);
+});

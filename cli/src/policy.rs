@@ -257,6 +257,15 @@ async fn test(
         .await
         .map_err(|status| anyhow::anyhow!(describe(&status)))?
         .into_inner();
+    if args.output != crate::output::Format::Text {
+        crate::output::print(args.output, &crate::output::to_json(&report)?)?;
+        let passed = report.results.iter().all(|r| r.passed);
+        return Ok(if passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     Ok(print_report(&report))
 }
 
@@ -395,7 +404,7 @@ pub async fn run(args: &ConnectionArgs, command: PolicyCommand) -> anyhow::Resul
                 .into_inner()
                 .decision
                 .unwrap_or_default();
-            print_record(&record);
+            crate::output::one(args.output, &record, print_record)?;
             Ok(ExitCode::SUCCESS)
         }
     }

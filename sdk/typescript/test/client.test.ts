@@ -106,9 +106,15 @@ test("an error without details is still typed", async () => {
 
 test("a watch resumed after its last sequence misses and repeats nothing", async () => {
   const run = await alice.workflows.submit(release(unique()));
+  // Interrupted after three events (the stream is cancelled), then resumed.
   const first: bigint[] = [];
-  for await (const event of alice.workflows.watch(run.id)) first.push(event.sequence);
+  for await (const event of alice.workflows.watch(run.id)) {
+    first.push(event.sequence);
+    if (first.length === 3) break;
+  }
+  for await (const event of alice.workflows.watch(run.id, first[first.length - 1])) first.push(event.sequence);
   first.forEach((sequence, i) => assert.equal(sequence, BigInt(i + 1)));
+  assert.equal((await alice.workflows.get(run.id)).status, "PAUSED");
   await alice.workflows.cancel(run.id, { rollback: true, reason: "resume test" });
   const rest: bigint[] = [];
   for await (const event of alice.workflows.watch(run.id, first[first.length - 1])) rest.push(event.sequence);

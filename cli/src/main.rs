@@ -40,6 +40,7 @@ mod approvals;
 mod audit;
 mod client;
 mod demo;
+mod exec;
 mod health;
 mod output;
 mod policy;
@@ -73,6 +74,8 @@ enum Command {
     Policy(policy::PolicyCommand),
     /// Submit a workflow file (and follow it with --watch).
     Run(workflow::RunArgs),
+    /// Run one capability as a governed action (policy, approval, audit).
+    Exec(exec::ExecArgs),
     /// Show, list and cancel workflows.
     #[command(subcommand)]
     Workflow(workflow::WorkflowCommand),
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
             Command::Registry(command) => registry::run(&cli.connection, command).await,
             Command::Policy(command) => policy::run(&cli.connection, command).await,
             Command::Run(args) => workflow::run(&cli.connection, args).await,
+            Command::Exec(args) => exec::run(&cli.connection, args).await,
             Command::Workflow(command) => workflow::command(&cli.connection, command).await,
             Command::Approvals(command) => approvals::run(&cli.connection, command).await,
             Command::Audit(command) => audit::run(&cli.connection, command).await,

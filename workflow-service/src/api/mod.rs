@@ -2,6 +2,7 @@
 //! ([`approvals`]): decode, check access, call the engine and the store,
 //! encode.
 
+mod action;
 mod approvals;
 mod watch;
 pub mod watchers;
@@ -311,6 +312,15 @@ impl WorkflowService for WorkflowApi {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn execute_action(
+        &self,
+        request: Request<pb::ExecuteActionRequest>,
+    ) -> Result<Response<pb::ExecuteActionResponse>, Status> {
+        let caller = principal(&request)?;
+        let answer = action::execute(self, caller, request.into_inner()).await?;
+        Ok(Response::new(answer))
     }
 
     async fn cancel_workflow(

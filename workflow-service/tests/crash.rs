@@ -30,6 +30,7 @@ use airt_proto::registry::v1 as registry;
 use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
 use airt_proto::workflow::v1 as pb;
 use airt_proto::workflow::v1::approval_service_client::ApprovalServiceClient;
+use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
 use tonic::transport::Channel;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_workflow-service");
@@ -66,11 +67,19 @@ enum Kind {
     /// A step the policy escalates to an approval (the capability requires
     /// one), then a step: COMPLETED once approved.
     Guarded,
+    /// One capability through ExecuteAction (a one-step workflow): COMPLETED.
+    Action,
 }
 
 impl Kind {
     fn of(i: usize) -> Self {
-        [Self::Chain, Self::Failing, Self::Approval, Self::Guarded][i % 4]
+        [
+            Self::Chain,
+            Self::Failing,
+            Self::Approval,
+            Self::Guarded,
+            Self::Action,
+        ][i % 5]
     }
 
     fn needs_approval(self) -> bool {
@@ -97,6 +106,7 @@ impl Kind {
                  \x20 - {name: review, type: HUMAN_APPROVAL, depends_on: [w1], approval: {message: go?}}\n\
                  \x20 - {name: w2, capability: ledger.write, depends_on: [review], inputs: {entry: b}, compensation: {capability: ledger.erase, inputs: {entry: b}}}\n"
             }
+            Self::Action => "",
             Self::Guarded => {
                 "name: ledger_guarded\nsteps:\n\
                  \x20 - {name: w1, capability: ledger.guarded, inputs: {entry: a}, compensation: {capability: ledger.erase, inputs: {entry: a}}}\n\
@@ -215,6 +225,23 @@ impl World {
 }
 
 async fn submit(channel: Channel, kind: Kind) -> String {
+    if kind == Kind::Action {
+        // Answered at once (no wait): the kill may come while it runs.
+        let request = pb::ExecuteActionRequest {
+            capability_id: "ledger.write".into(),
+            inputs: serde_json::json!({"entry": "a"})
+                .as_object()
+                .map(airt_kit::json::to_proto_struct),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            agent: String::new(),
+            wait: Some(prost_types::Duration::default()),
+        };
+        let answer = WorkflowServiceClient::new(channel)
+            .execute_action(as_principal(request, "user:alice", &[]))
+            .await
+            .expect("execute action");
+        return answer.into_inner().workflow_id;
+    }
     let submitted = common::submit(channel, "user:alice", kind.spec()).await;
     submitted.expect("submit").workflow_id
 }
@@ -387,7 +414,13 @@ async fn workflows_survive_kill_9_at_random_moments() {
     }
     let workflows = settle(channel.clone(), &ids, finished, Duration::from_secs(60)).await;
 
-    for kind in [Kind::Chain, Kind::Failing, Kind::Approval, Kind::Guarded] {
+    for kind in [
+        Kind::Chain,
+        Kind::Failing,
+        Kind::Approval,
+        Kind::Guarded,
+        Kind::Action,
+    ] {
         assert!(ids.iter().any(|(_, k)| *k == kind), "no {kind:?} workflow");
     }
 
@@ -399,6 +432,7 @@ async fn workflows_survive_kill_9_at_random_moments() {
         let written: &[&str] = match kind {
             Kind::Chain => &["w1", "w2", "w3"],
             Kind::Failing | Kind::Approval | Kind::Guarded => &["w1", "w2"],
+            Kind::Action => &["action"],
         };
         for step in written {
             assert!(

@@ -151,3 +151,15 @@ def test_policy_questions_are_answered_without_running_anything(admin):
     assert (allowed.decision, allowed.rule_id) == ("ALLOW", "allow-the-rest")
     denied = admin.policy.evaluate("io.fs.delete", risk="MEDIUM", principal="agent:planner")
     assert (denied.decision, denied.rule_id, denied.reason) == ("DENY", "no-deletes", "Nothing is deleted here")
+
+
+def test_one_capability_runs_as_a_governed_action(alice, unique):
+    done = alice.actions.execute("io.fs.write_file", {"path": f"act-{unique}.txt", "content": "hi"},
+                                 request_id=f"act-{unique}")
+    assert done.status == "SUCCEEDED" and done.outputs["size"] == 2 and done.created
+    assert done.decision.rule_id == "allow-the-rest"
+    again = alice.actions.execute("io.fs.write_file", {"path": f"act-{unique}.txt", "content": "hi"},
+                                  request_id=f"act-{unique}")
+    assert (again.workflow_id, again.created) == (done.workflow_id, False)
+    denied = alice.actions.execute("io.fs.delete", {"path": f"act-{unique}.txt"})
+    assert denied.status == "DENIED" and denied.decision.rule_id == "no-deletes" and denied.outputs is None

@@ -91,6 +91,17 @@ export interface Capability {
   raw: registry.Capability;
 }
 
+export interface ActionResult {
+  /** SUCCEEDED, DENIED, FAILED, AWAITING_APPROVAL, REJECTED, EXPIRED, CANCELLED, or RUNNING when the wait ran out. */
+  status: string;
+  workflowId: string;
+  outputs: JsonValue | undefined;
+  error: string;
+  decision: Decision | undefined;
+  approval: { id: string; message: string; approverRoles: string[] } | undefined;
+  created: boolean;
+}
+
 export interface ChainCheck {
   intact: boolean;
   eventsChecked: bigint;
@@ -194,6 +205,7 @@ export class Client {
   readonly registry: Registry;
   readonly policy: Policy;
   readonly workflows: Workflows;
+  readonly actions: Actions;
   readonly approvals: Approvals;
   readonly audit: Audit;
   readonly options: ClientOptions;
@@ -230,6 +242,7 @@ export class Client {
     this.registry = new Registry(createClient(registry.RegistryService, transports.registry));
     this.policy = new Policy(createClient(policy.PolicyService, transports.policy), options.principal, roles);
     this.workflows = new Workflows(createClient(wf.WorkflowService, transports.workflow));
+    this.actions = new Actions(createClient(wf.WorkflowService, transports.workflow));
     this.approvals = new Approvals(createClient(wf.ApprovalService, transports.workflow));
     this.audit = new Audit({
       registry: createClient(audit.AuditService, transports.registry),
@@ -377,6 +390,30 @@ export class Workflows {
   async cancel(workflowId: string, options: { rollback?: boolean; reason?: string } = {}): Promise<Workflow> {
     const answer = await call(() => this.client.cancelWorkflow({ workflowId, rollback: options.rollback ?? false, reason: options.reason ?? "" }));
     return workflowOf(answer.workflow);
+  }
+}
+
+export class Actions {
+  constructor(private readonly client: ReturnType<typeof createClient<typeof wf.WorkflowService>>) {}
+
+  /** Runs one capability as a governed action (policy, approval, audit, as a workflow step);
+   *  waits at most `waitMs` (default 10 s, at most 60 s). The same requestId answers with the same action. */
+  async execute(capabilityId: string, inputs: JsonObject = {}, options: { requestId?: string; agent?: string; waitMs?: number } = {}): Promise<ActionResult> {
+    const wait = options.waitMs === undefined ? undefined : { seconds: BigInt(Math.floor(options.waitMs / 1000)), nanos: (options.waitMs % 1000) * 1_000_000 };
+    const answer = await call(() =>
+      this.client.executeAction({ capabilityId, inputs, requestId: options.requestId ?? "", agent: options.agent ?? "", wait }, { timeoutMs: 70_000 }),
+    );
+    return {
+      status: name(wf.ActionStatus, answer.status),
+      workflowId: answer.workflowId,
+      outputs: answer.outputs ? toJson(ValueSchema, answer.outputs) : undefined,
+      error: answer.error,
+      decision: decisionOf(answer.decision),
+      approval: answer.approval
+        ? { id: answer.approval.approvalId, message: answer.approval.message, approverRoles: [...answer.approval.approverRoles] }
+        : undefined,
+      created: answer.created,
+    };
   }
 }
 

@@ -154,3 +154,14 @@ test("policy questions are answered without running anything", async () => {
   const denied = await admin.policy.evaluate("io.fs.delete", { risk: "MEDIUM", principal: "agent:planner" });
   assert.deepEqual([denied.decision, denied.ruleId, denied.reason], ["DENY", "no-deletes", "Nothing is deleted here"]);
 });
+
+test("one capability runs as a governed action", async () => {
+  const id = unique();
+  const done = await alice.actions.execute("io.fs.write_file", { path: `ts-act-${id}.txt`, content: "hi" }, { requestId: `act-${id}` });
+  assert.equal(done.status, "SUCCEEDED", done.error);
+  assert.equal((done.outputs as { size: number }).size, 2);
+  const again = await alice.actions.execute("io.fs.write_file", { path: `ts-act-${id}.txt`, content: "hi" }, { requestId: `act-${id}` });
+  assert.deepEqual([again.workflowId, again.created], [done.workflowId, false]);
+  const denied = await alice.actions.execute("io.fs.delete", { path: `ts-act-${id}.txt` });
+  assert.deepEqual([denied.status, denied.decision?.ruleId, denied.outputs], ["DENIED", "no-deletes", undefined]);
+});

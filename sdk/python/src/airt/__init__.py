@@ -9,11 +9,11 @@ See the package README for the whole flow (capabilities, policy, approvals,
 the audit chain)."""
 
 from . import aio, chain, errors
-from .client import Approvals, Audit, Client, Policy, Registry, Workflows
+from .client import Actions, Approvals, Audit, Client, Policy, Registry, Workflows
 from .errors import AirtError
-from .models import FINISHED, RESTING, Approval, Capability, ChainCheck, Decision, Event, Step, Workflow
+from .models import FINISHED, RESTING, ActionResult, Approval, Capability, ChainCheck, Decision, Event, Step, Workflow
 
 __all__ = [
-    "AirtError", "Approval", "Approvals", "Audit", "Capability", "ChainCheck", "Client", "Decision",
+    "ActionResult", "Actions", "AirtError", "Approval", "Approvals", "Audit", "Capability", "ChainCheck", "Client", "Decision",
     "Event", "FINISHED", "Policy", "RESTING", "Registry", "Step", "Workflow", "Workflows", "aio", "chain", "errors",
 ]

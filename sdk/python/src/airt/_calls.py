@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .models import Approval, Capability, ChainCheck, Decision, Event, Workflow
+from .models import ActionResult, Approval, Capability, ChainCheck, Decision, Event, Workflow
 from .values import from_struct, to_struct
 
 DEFAULTS = {"registry": "127.0.0.1:50051", "policy": "127.0.0.1:50052", "workflow": "127.0.0.1:50053"}
@@ -141,6 +141,17 @@ def evaluate(settings: Settings, capability_id: str, risk: str, principal: str |
 def submit(spec: str | dict[str, Any], request_id: str | None) -> Call:
     request = _workflow().SubmitWorkflowRequest(spec_text=spec_text(spec), request_id=request_id or "")
     return Call("workflow", "SubmitWorkflow", request, lambda r: Workflow.from_proto(r.workflow))
+
+
+def execute_action(capability_id: str, inputs: dict[str, Any] | None, request_id: str | None, agent: str,
+                   wait: float | None) -> Call:
+    from google.protobuf import duration_pb2
+
+    request = _workflow().ExecuteActionRequest(capability_id=capability_id, inputs=to_struct(inputs or {}),
+                                               request_id=request_id or "", agent=agent)
+    if wait is not None:
+        request.wait.CopyFrom(duration_pb2.Duration(seconds=int(wait), nanos=int((wait % 1) * 1e9)))
+    return Call("workflow", "ExecuteAction", request, ActionResult.from_proto)
 
 
 def get_workflow(workflow_id: str) -> Call:

@@ -18,7 +18,7 @@ import grpc.aio
 
 from . import _calls as calls
 from . import errors
-from .models import RESTING, Approval, Capability, ChainCheck, Decision, Event, Workflow
+from .models import RESTING, ActionResult, Approval, Capability, ChainCheck, Decision, Event, Workflow
 
 __all__ = ["Client"]
 
@@ -119,6 +119,12 @@ class Workflows(_Part):
         return await self._run(calls.cancel(workflow_id, rollback, reason))
 
 
+class Actions(_Part):
+    async def execute(self, capability_id: str, inputs: dict[str, Any] | None = None, *, request_id: str | None = None,
+                      agent: str = "", wait: float | None = None) -> ActionResult:
+        return await self._run(calls.execute_action(capability_id, inputs, request_id, agent, wait))
+
+
 class Approvals(_Part):
     def list(self, status: str = "PENDING", workflow_id: str = "", page_size: int = 100) -> AsyncIterator[Approval]:
         return self._pages(calls.list_approvals(status, workflow_id, page_size))
@@ -160,6 +166,7 @@ class Client:
         self.registry = Registry(self)
         self.policy = Policy(self)
         self.workflows = Workflows(self)
+        self.actions = Actions(self)
         self.approvals = Approvals(self)
         self.audit = Audit(self)
 

@@ -10,7 +10,7 @@ import grpc
 
 from . import _calls as calls
 from . import errors
-from .models import RESTING, Approval, Capability, ChainCheck, Decision, Event, Workflow
+from .models import RESTING, ActionResult, Approval, Capability, ChainCheck, Decision, Event, Workflow
 
 
 def _channel(address: str, ca: bytes | None) -> grpc.Channel:
@@ -117,6 +117,15 @@ class Workflows(_Part):
         return self._run(calls.cancel(workflow_id, rollback, reason))
 
 
+class Actions(_Part):
+    def execute(self, capability_id: str, inputs: dict[str, Any] | None = None, *, request_id: str | None = None,
+                agent: str = "", wait: float | None = None) -> ActionResult:
+        """Runs one capability as a governed action (policy, approval, audit, as
+        a workflow step); waits at most `wait` seconds (default 10, at most 60)
+        for its outcome. The same `request_id` answers with the same action."""
+        return self._run(calls.execute_action(capability_id, inputs, request_id, agent, wait))
+
+
 class Approvals(_Part):
     def list(self, status: str = "PENDING", workflow_id: str = "", page_size: int = 100) -> Iterator[Approval]:
         """The approvals the caller may see (as approver, submitter or admin), oldest first."""
@@ -167,6 +176,7 @@ class Client:
         self.registry = Registry(self)
         self.policy = Policy(self)
         self.workflows = Workflows(self)
+        self.actions = Actions(self)
         self.approvals = Approvals(self)
         self.audit = Audit(self)
 

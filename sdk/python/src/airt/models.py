@@ -197,3 +197,47 @@ class ChainCheck:
     events_checked: int
     first_broken_sequence: int
     problem: str
+
+
+@dataclass(frozen=True)
+class PendingApproval:
+    id: str
+    message: str
+    approver_roles: list[str]
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """The outcome of one governed action: `SUCCEEDED` (with `outputs`),
+    `DENIED`, `FAILED`, `AWAITING_APPROVAL` (with `approval`), `REJECTED`,
+    `EXPIRED`, `CANCELLED`, or `RUNNING` when the wait ran out."""
+
+    status: str
+    workflow_id: str
+    outputs: Any
+    error: str
+    decision: Decision | None
+    approval: PendingApproval | None
+    created: bool
+    raw: Any = field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, answer: Any) -> ActionResult:
+        from .workflow.v1 import workflow_pb2
+
+        approval = None
+        if answer.HasField("approval"):
+            a = answer.approval
+            approval = PendingApproval(a.approval_id, a.message, list(a.approver_roles),
+                                       _time(a.expire_time) if a.HasField("expire_time") else None)
+        return cls(
+            status=enum_name(workflow_pb2.ActionStatus, answer.status, "ACTION_STATUS_"),
+            workflow_id=answer.workflow_id,
+            outputs=from_value(answer.outputs) if answer.HasField("outputs") else None,
+            error=answer.error,
+            decision=Decision.from_proto(answer.decision) if answer.HasField("decision") else None,
+            approval=approval,
+            created=answer.created,
+            raw=answer,
+        )

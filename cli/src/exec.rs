@@ -13,7 +13,8 @@ pub struct ExecArgs {
     /// The capability to run, e.g. io.fs.write_file.
     capability: String,
     /// An input as `name=value`; the value is read as YAML (`size=3` is a
-    /// number, `ok=true` a boolean, `path=a.txt` a string). Repeatable.
+    /// number, `ok=true` a boolean, `path=a.txt` a string, `data={"a": 1}`
+    /// an object; `name=` the empty string). Repeatable.
     #[arg(long = "input", short = 'i', value_parser = parse_input)]
     inputs: Vec<(String, serde_json::Value)>,
     /// Idempotency key: the same key and action answer with the same action.
@@ -31,8 +32,12 @@ fn parse_input(text: &str) -> Result<(String, serde_json::Value), String> {
     let (name, value) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?}: expected name=value"))?;
-    let value = airt_kit::limits::parse_yaml::<serde_json::Value>(value)
-        .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+    // An empty value is an empty string (YAML would read it as null).
+    let value = match value {
+        "" => serde_json::Value::String(String::new()),
+        text => airt_kit::limits::parse_yaml::<serde_json::Value>(text)
+            .unwrap_or_else(|_| serde_json::Value::String(text.to_owned())),
+    };
     Ok((name.trim().to_owned(), value))
 }
 

@@ -33,7 +33,30 @@ pub fn to_json<M: prost::Message + prost::Name>(message: &M) -> anyhow::Result<V
         .ok_or_else(|| anyhow::anyhow!("no descriptor for {}", M::full_name()))?;
     let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())?;
     let options = SerializeOptions::new().skip_default_fields(false);
-    Ok(dynamic.serialize_with_options(serde_json::value::Serializer, &options)?)
+    let mut json = dynamic.serialize_with_options(serde_json::value::Serializer, &options)?;
+    whole_numbers(&mut json);
+    Ok(json)
+}
+
+/// Writes whole doubles as integers (`7`, not `7.0`): protobuf carries every
+/// number of a `Struct`/`Value` as a double, and the values people put in
+/// inputs and read in outputs are mostly counts.
+fn whole_numbers(value: &mut Value) {
+    match value {
+        Value::Number(number) => {
+            if let Some(float) = number.as_f64().filter(|_| number.is_f64())
+                && float.fract() == 0.0
+                && float.abs() <= 9_007_199_254_740_992.0
+            {
+                #[allow(clippy::cast_possible_truncation)]
+                let whole = float as i64;
+                *value = Value::from(whole);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(map) => map.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
 }
 
 /// Prints `document` as JSON or YAML.

@@ -33,6 +33,10 @@ use airt_proto::workflow::v1::approval_service_client::ApprovalServiceClient;
 use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
 use tonic::transport::Channel;
 
+#[path = "crash/kind.rs"]
+mod kind;
+use kind::Kind;
+
 const BINARY: &str = env!("CARGO_BIN_EXE_workflow-service");
 /// Every ledger call takes this long: kills land in the middle of steps.
 const STEP_TIME: Duration = Duration::from_millis(200);
@@ -53,66 +57,6 @@ impl Rng {
 
     fn between(&mut self, low_ms: u64, high_ms: u64) -> Duration {
         Duration::from_millis(low_ms + self.next() % (high_ms - low_ms))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
-    /// Three steps: COMPLETED.
-    Chain,
-    /// Two steps, then a step that fails: both compensated, ROLLED_BACK.
-    Failing,
-    /// A step, a human approval, a step: PAUSED, then COMPLETED once approved.
-    Approval,
-    /// A step the policy escalates to an approval (the capability requires
-    /// one), then a step: COMPLETED once approved.
-    Guarded,
-    /// One capability through ExecuteAction (a one-step workflow): COMPLETED.
-    Action,
-}
-
-impl Kind {
-    fn of(i: usize) -> Self {
-        [
-            Self::Chain,
-            Self::Failing,
-            Self::Approval,
-            Self::Guarded,
-            Self::Action,
-        ][i % 5]
-    }
-
-    fn needs_approval(self) -> bool {
-        matches!(self, Self::Approval | Self::Guarded)
-    }
-
-    fn spec(self) -> &'static str {
-        match self {
-            Self::Chain => {
-                "name: ledger_chain\nsteps:\n\
-                 \x20 - {name: w1, capability: ledger.write, inputs: {entry: a}, compensation: {capability: ledger.erase, inputs: {entry: a}}}\n\
-                 \x20 - {name: w2, capability: ledger.write, depends_on: [w1], inputs: {entry: b}, compensation: {capability: ledger.erase, inputs: {entry: b}}}\n\
-                 \x20 - {name: w3, capability: ledger.write, depends_on: [w2], inputs: {entry: c}, compensation: {capability: ledger.erase, inputs: {entry: c}}}\n"
-            }
-            Self::Failing => {
-                "name: ledger_failing\nsteps:\n\
-                 \x20 - {name: w1, capability: ledger.write, inputs: {entry: a}, compensation: {capability: ledger.erase, inputs: {entry: a}}}\n\
-                 \x20 - {name: w2, capability: ledger.write, depends_on: [w1], inputs: {entry: b}, compensation: {capability: ledger.erase, inputs: {entry: b}}}\n\
-                 \x20 - {name: boom, capability: ledger.fail, depends_on: [w2], inputs: {entry: x}}\n"
-            }
-            Self::Approval => {
-                "name: ledger_approval\nsteps:\n\
-                 \x20 - {name: w1, capability: ledger.write, inputs: {entry: a}, compensation: {capability: ledger.erase, inputs: {entry: a}}}\n\
-                 \x20 - {name: review, type: HUMAN_APPROVAL, depends_on: [w1], approval: {message: go?}}\n\
-                 \x20 - {name: w2, capability: ledger.write, depends_on: [review], inputs: {entry: b}, compensation: {capability: ledger.erase, inputs: {entry: b}}}\n"
-            }
-            Self::Action => "",
-            Self::Guarded => {
-                "name: ledger_guarded\nsteps:\n\
-                 \x20 - {name: w1, capability: ledger.guarded, inputs: {entry: a}, compensation: {capability: ledger.erase, inputs: {entry: a}}}\n\
-                 \x20 - {name: w2, capability: ledger.write, depends_on: [w1], inputs: {entry: b}, compensation: {capability: ledger.erase, inputs: {entry: b}}}\n"
-            }
-        }
     }
 }
 

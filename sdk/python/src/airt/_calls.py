@@ -8,7 +8,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .models import ActionResult, Approval, Capability, ChainCheck, Decision, Event, Workflow
 from .values import from_struct, to_struct
@@ -251,3 +251,35 @@ def watch_message(message: Any) -> tuple[Workflow, list[Event]]:
 def backoff(failures: int) -> float:
     """Seconds to wait before reconnect number `failures`."""
     return min(0.1 * 2**failures, 2.0)
+
+
+class ClientBase:
+    """What the blocking and the asyncio clients share: settings, channels
+    (opened by the subclass's `_open`), stubs and the parts in `_parts`."""
+
+    _parts: ClassVar[dict[str, type]] = {}
+
+    def __init__(self, registry: str = DEFAULTS["registry"], policy: str = DEFAULTS["policy"],
+                 workflow: str = DEFAULTS["workflow"], token: str | None = None, principal: str | None = None,
+                 roles: Sequence[str] | str | None = None, *, ca: bytes | None = None, timeout: float = 30.0):
+        self._settings = Settings.of(registry, policy, workflow, token, principal, roles, ca, timeout)
+        self._channels = {name: self._open(address, ca) for name, address in self._settings.addresses.items()}
+        self._stubs = stubs(self._channels)
+        for name, part in self._parts.items():
+            setattr(self, name, part(self))
+
+    @staticmethod
+    def _open(address: str, ca: bytes | None) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Any:
+        """The same variables as the `airt` CLI: `AIRT_REGISTRY_ADDR`,
+        `AIRT_POLICY_ADDR`, `AIRT_WORKFLOW_ADDR`, `AIRT_TOKEN`, `AIRT_PRINCIPAL`,
+        `AIRT_ROLES`, `AIRT_TLS_CA` (a PEM file)."""
+        return cls(**env_settings(overrides))
+
+    def as_principal(self, principal: str, roles: Sequence[str] | str = ()) -> Any:
+        """The same deployment, calling as someone else (development mode)."""
+        s = self._settings
+        return type(self)(**s.addresses, principal=principal, roles=roles, ca=s.ca, timeout=s.timeout)

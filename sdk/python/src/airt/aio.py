@@ -154,29 +154,18 @@ class Audit(_Part):
             raise errors.from_rpc_error(error) from None
 
 
-class Client:
+class Client(calls.ClientBase):
     """`airt.Client` for asyncio: create it inside a running event loop."""
 
-    def __init__(self, registry: str = calls.DEFAULTS["registry"], policy: str = calls.DEFAULTS["policy"],
-                 workflow: str = calls.DEFAULTS["workflow"], token: str | None = None, principal: str | None = None,
-                 roles: Sequence[str] | str | None = None, *, ca: bytes | None = None, timeout: float = 30.0):
-        self._settings = calls.Settings.of(registry, policy, workflow, token, principal, roles, ca, timeout)
-        self._channels = {name: _channel(address, ca) for name, address in self._settings.addresses.items()}
-        self._stubs = calls.stubs(self._channels)
-        self.registry = Registry(self)
-        self.policy = Policy(self)
-        self.workflows = Workflows(self)
-        self.actions = Actions(self)
-        self.approvals = Approvals(self)
-        self.audit = Audit(self)
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> Client:
-        return cls(**calls.env_settings(overrides))
-
-    def as_principal(self, principal: str, roles: Sequence[str] | str = ()) -> Client:
-        s = self._settings
-        return Client(**s.addresses, principal=principal, roles=roles, ca=s.ca, timeout=s.timeout)
+    registry: Registry
+    policy: Policy
+    workflows: Workflows
+    actions: Actions
+    approvals: Approvals
+    audit: Audit
+    _parts = {"registry": Registry, "policy": Policy, "workflows": Workflows, "actions": Actions,
+              "approvals": Approvals, "audit": Audit}
+    _open = staticmethod(_channel)
 
     async def _run(self, call: calls.Call) -> Any:
         method = getattr(self._stubs[call.stub], call.method)

@@ -159,7 +159,7 @@ class Audit(_Part):
             raise errors.from_rpc_error(error) from None
 
 
-class Client:
+class Client(calls.ClientBase):
     """The registry, policy and workflow services of one deployment.
 
     Identity: a bearer `token`, or (development mode only) a `principal`
@@ -167,30 +167,15 @@ class Client:
     `http://host:port` (plaintext) or `https://host:port` (TLS, verified
     against the PEM bytes in `ca` or the system's roots)."""
 
-    def __init__(self, registry: str = calls.DEFAULTS["registry"], policy: str = calls.DEFAULTS["policy"],
-                 workflow: str = calls.DEFAULTS["workflow"], token: str | None = None, principal: str | None = None,
-                 roles: Sequence[str] | str | None = None, *, ca: bytes | None = None, timeout: float = 30.0):
-        self._settings = calls.Settings.of(registry, policy, workflow, token, principal, roles, ca, timeout)
-        self._channels = {name: _channel(address, ca) for name, address in self._settings.addresses.items()}
-        self._stubs = calls.stubs(self._channels)
-        self.registry = Registry(self)
-        self.policy = Policy(self)
-        self.workflows = Workflows(self)
-        self.actions = Actions(self)
-        self.approvals = Approvals(self)
-        self.audit = Audit(self)
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> Client:
-        """The same variables as the `airt` CLI: `AIRT_REGISTRY_ADDR`,
-        `AIRT_POLICY_ADDR`, `AIRT_WORKFLOW_ADDR`, `AIRT_TOKEN`, `AIRT_PRINCIPAL`,
-        `AIRT_ROLES`, `AIRT_TLS_CA` (a PEM file)."""
-        return cls(**calls.env_settings(overrides))
-
-    def as_principal(self, principal: str, roles: Sequence[str] | str = ()) -> Client:
-        """The same deployment, calling as someone else (development mode)."""
-        s = self._settings
-        return Client(**s.addresses, principal=principal, roles=roles, ca=s.ca, timeout=s.timeout)
+    registry: Registry
+    policy: Policy
+    workflows: Workflows
+    actions: Actions
+    approvals: Approvals
+    audit: Audit
+    _parts = {"registry": Registry, "policy": Policy, "workflows": Workflows, "actions": Actions,
+              "approvals": Approvals, "audit": Audit}
+    _open = staticmethod(_channel)
 
     def _run(self, call: calls.Call) -> Any:
         method = getattr(self._stubs[call.stub], call.method)

@@ -93,18 +93,19 @@ where
         let call = self.metrics.started(&method);
         let request_id = request_id(request.headers());
         let open = OPEN_PREFIXES.iter().any(|p| method.starts_with(p));
-        let caller = if open {
-            None
+        // `None` for open methods, and for a token signed by a key not
+        // cached yet: its identity provider's keys are then fetched
+        // (rate-bounded) inside the call's future.
+        let (caller, fetch_keys) = if open {
+            (None, false)
         } else {
             // Borrowed as metadata and put back, not copied per call.
             let metadata = MetadataMap::from_headers(std::mem::take(request.headers_mut()));
-            let caller = self.auth.authenticate(&metadata);
+            let caller = self.auth.authenticate_now(&metadata);
             *request.headers_mut() = metadata.into_headers();
-            Some(caller)
+            let fetch_keys = caller.is_none();
+            (caller, fetch_keys)
         };
-        // A token signed by a key not cached yet: its identity provider's
-        // keys are fetched (rate-bounded) inside the call's future.
-        let fetch_keys = matches!(caller, Some(Err(_))) && self.auth.fetches_keys();
         let principal = match &caller {
             Some(Ok(principal)) => principal.to_string(),
             _ => String::new(),

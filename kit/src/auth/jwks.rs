@@ -112,15 +112,21 @@ impl Jwks {
         kid: Option<&str>,
         algorithm: Algorithm,
     ) -> Result<DecodingKey, KeyError> {
-        let stale = self.snapshot.read().map_or(true, |s| {
-            s.fetched
-                .is_none_or(|at| at.elapsed() >= self.settings.max_age)
-        });
-        if !stale && let Ok(key) = self.cached(kid, algorithm) {
+        if let Some(key) = self.fresh(kid, algorithm) {
             return Ok(key);
         }
         self.refresh().await;
         self.cached(kid, algorithm)
+    }
+
+    /// The key from a cache younger than `max_age`; `None` when only a
+    /// fetch can answer (unknown key, stale or empty cache).
+    pub fn fresh(&self, kid: Option<&str>, algorithm: Algorithm) -> Option<DecodingKey> {
+        let fresh = self.snapshot.read().is_ok_and(|s| {
+            s.fetched
+                .is_some_and(|at| at.elapsed() < self.settings.max_age)
+        });
+        fresh.then(|| self.cached(kid, algorithm).ok()).flatten()
     }
 
     /// The key from the cache only.

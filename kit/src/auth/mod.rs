@@ -182,11 +182,6 @@ impl Authenticator {
         }
     }
 
-    /// Whether a refused token may verify once keys are fetched (JWKS mode).
-    pub fn fetches_keys(&self) -> bool {
-        matches!(self.mode, Mode::Jwks { .. })
-    }
-
     pub fn is_development(&self) -> bool {
         matches!(self.mode, Mode::Development)
     }
@@ -217,6 +212,30 @@ impl Authenticator {
                 verify(token, &key, &validation_for(validation, header.alg), claims)
             }
         }
+    }
+
+    /// The caller, when it can be known without waiting: `None` in JWKS
+    /// mode when the token names a key the cache does not hold fresh, so
+    /// only [`Authenticator::authenticate_call`] (which may fetch the keys)
+    /// can answer. Every token is verified once either way.
+    pub fn authenticate_now(&self, metadata: &MetadataMap) -> Option<Result<Principal, Status>> {
+        let Mode::Jwks {
+            jwks,
+            validation,
+            claims,
+        } = &self.mode
+        else {
+            return Some(self.authenticate(metadata));
+        };
+        let verified = (|| {
+            let token = bearer_token(metadata)?;
+            let header = token_header(token)?;
+            let Some(key) = jwks.fresh(header.kid.as_deref(), header.alg) else {
+                return Ok(None);
+            };
+            verify(token, &key, &validation_for(validation, header.alg), claims).map(Some)
+        })();
+        verified.transpose()
     }
 
     /// Like [`Authenticator::authenticate`], but in JWKS mode a token

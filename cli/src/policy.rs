@@ -398,6 +398,7 @@ pub async fn run(args: &ConnectionArgs, command: PolicyCommand) -> anyhow::Resul
                 .evaluate(pb::EvaluateRequest {
                     context: Some(context),
                     explain: true,
+                    any_inputs: false,
                 })
                 .await
                 .map_err(fail)?

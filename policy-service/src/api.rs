@@ -121,8 +121,14 @@ impl PolicyService for PolicyApi {
             .ok_or_else(|| PolicyError::invalid("context", "is required"))?;
         let ctx = context_from_proto("context", context).map_err(PolicyError::InvalidRequest)?;
         may_evaluate(&caller, &ctx)?;
-        let record = self.decide(&self.active.current(), &ctx, req.explain);
-        self.decisions.record(&caller, &ctx, &record).await;
+        let set = self.active.current();
+        let record = if req.any_inputs {
+            set.evaluate_any_inputs(&ctx)
+        } else {
+            let record = self.decide(&set, &ctx, req.explain);
+            self.decisions.record(&caller, &ctx, &record).await;
+            record
+        };
         Ok(Response::new(pb::EvaluateResponse {
             decision: Some(record_to_proto(&record)),
         }))
@@ -159,6 +165,10 @@ impl PolicyService for PolicyApi {
         let set = self.active.current();
         let mut decisions = Vec::with_capacity(contexts.len());
         for ctx in &contexts {
+            if req.any_inputs {
+                decisions.push(record_to_proto(&set.evaluate_any_inputs(ctx)));
+                continue;
+            }
             let record = self.decide(&set, ctx, req.explain);
             self.decisions.record(&caller, ctx, &record).await;
             decisions.push(record_to_proto(&record));

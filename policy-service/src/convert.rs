@@ -140,6 +140,7 @@ pub fn record_to_proto(record: &DecisionRecord) -> pb::DecisionRecord {
                 detail: e.detail.clone(),
             })
             .collect(),
+        depends_on_inputs: record.depends_on_inputs,
     }
 }
 

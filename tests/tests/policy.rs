@@ -89,6 +89,7 @@ async fn evaluate(
         .evaluate(workflow_service(pb::EvaluateRequest {
             context: Some(ctx),
             explain,
+            any_inputs: false,
         }))
         .await
         .expect("evaluate")
@@ -357,6 +358,7 @@ async fn many_decisions_are_all_logged_after_a_clean_shutdown() {
             .batch_evaluate(workflow_service(pb::BatchEvaluateRequest {
                 contexts: chunk.to_vec(),
                 explain: false,
+                any_inputs: false,
             }))
             .await
             .expect("batch")
@@ -396,6 +398,7 @@ async fn who_may_evaluate_and_who_may_change_policy() {
             pb::EvaluateRequest {
                 context: Some(ctx.clone()),
                 explain: false,
+                any_inputs: false,
             },
             "agent:someone-else",
             &[],
@@ -408,6 +411,7 @@ async fn who_may_evaluate_and_who_may_change_policy() {
             pb::EvaluateRequest {
                 context: Some(ctx.clone()),
                 explain: false,
+                any_inputs: false,
             },
             "agent:planner-7",
             &[],
@@ -418,6 +422,7 @@ async fn who_may_evaluate_and_who_may_change_policy() {
         .evaluate(pb::EvaluateRequest {
             context: Some(ctx.clone()),
             explain: false,
+            any_inputs: false,
         })
         .await
         .expect_err("no identity");
@@ -444,6 +449,7 @@ async fn who_may_evaluate_and_who_may_change_policy() {
         .evaluate(workflow_service(pb::EvaluateRequest {
             context: Some(missing_risk),
             explain: false,
+            any_inputs: false,
         }))
         .await
         .expect_err("incomplete context");

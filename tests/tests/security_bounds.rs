@@ -127,6 +127,7 @@ async fn deep_and_huge_documents_are_refused_and_others_keep_being_served() {
                         ..Default::default()
                     }),
                     explain: false,
+                    any_inputs: false,
                 },
                 "agent:bystander",
                 &[],
@@ -412,6 +413,7 @@ async fn oversized_policy_questions_are_invalid_arguments() {
                 policy::EvaluateRequest {
                     context: Some(context),
                     explain: false,
+                    any_inputs: false,
                 },
                 "agent:flooder",
                 &[],

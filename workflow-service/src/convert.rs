@@ -166,6 +166,7 @@ pub fn decision_from_json(
             .unwrap_or_default()
             .to_owned(),
         explanation: Vec::new(),
+        depends_on_inputs: false,
     })
 }
 

@@ -83,4 +83,6 @@ pub struct DecisionRecord {
     pub policy_revision: Arc<str>,
     /// With `explain`: every rule up to and including the match.
     pub explanation: Vec<RuleExplanation>,
+    /// Of an any-inputs evaluation: the deciding rule has input conditions.
+    pub depends_on_inputs: bool,
 }

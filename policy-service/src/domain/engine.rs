@@ -68,6 +68,21 @@ fn input_at<'a>(inputs: &'a serde_json::Map<String, Value>, path: &[String]) -> 
 impl Rule {
     /// The first condition that fails for `ctx`, or `None` when the rule matches.
     pub fn first_failure(&self, ctx: &PolicyContext) -> Option<Condition> {
+        if let Some(failure) = self.first_failure_before_inputs(ctx) {
+            return Some(failure);
+        }
+        if let Some(inputs) = &self.inputs
+            && !inputs
+                .iter()
+                .all(|(path, expected)| input_at(&ctx.inputs, path) == Some(expected))
+        {
+            return Some(Condition::Inputs);
+        }
+        None
+    }
+
+    /// The first condition other than `when.inputs` that fails for `ctx`.
+    fn first_failure_before_inputs(&self, ctx: &PolicyContext) -> Option<Condition> {
         if !any_pattern(&self.principal, &ctx.principal) {
             return Some(Condition::Principal);
         }
@@ -96,13 +111,6 @@ impl Rule {
             && !envs.contains(&ctx.environment)
         {
             return Some(Condition::Environment);
-        }
-        if let Some(inputs) = &self.inputs
-            && !inputs
-                .iter()
-                .all(|(path, expected)| input_at(&ctx.inputs, path) == Some(expected))
-        {
-            return Some(Condition::Inputs);
         }
         None
     }
@@ -339,6 +347,33 @@ impl CompiledPolicySet {
         self.decide(ctx, matched, Vec::new())
     }
 
+    /// Decides `ctx` for every possible input at once (`ctx.inputs` is
+    /// ignored): DENY only when every input is denied. Rules whose other
+    /// conditions match are walked in file order: one without input
+    /// conditions decides for all inputs; one with input conditions and a
+    /// DENY decides only some inputs, so the walk goes on; one with input
+    /// conditions and another decision is what those inputs get
+    /// (`depends_on_inputs`). Never explained, never logged: it lists what
+    /// may be called, it decides no action.
+    pub fn evaluate_any_inputs(&self, ctx: &PolicyContext) -> DecisionRecord {
+        let candidates = self.index.candidates(&ctx.capability_id);
+        for rule in candidates.iter().map(|&i| &self.set.rules[i as usize]) {
+            let conditional = rule.inputs.as_ref().is_some_and(|c| !c.is_empty());
+            let failure = if conditional {
+                rule.first_failure_before_inputs(ctx)
+            } else {
+                rule.first_failure(ctx)
+            };
+            if failure.is_some() || (conditional && rule.decision == Decision::Deny) {
+                continue;
+            }
+            let mut record = self.decide(ctx, Some(rule), Vec::new());
+            record.depends_on_inputs = conditional;
+            return record;
+        }
+        self.decide(ctx, None, Vec::new())
+    }
+
     /// The index of the first matching rule by a plain linear scan (the
     /// reference the index is tested against).
     pub fn first_match_linear(&self, ctx: &PolicyContext) -> Option<usize> {
@@ -404,6 +439,7 @@ impl CompiledPolicySet {
             escalated,
             policy_revision: self.revision.clone(),
             explanation,
+            depends_on_inputs: false,
         }
     }
 }

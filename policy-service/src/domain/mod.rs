@@ -11,3 +11,6 @@ pub mod testing;
 pub use context::{Decision, DecisionRecord, PolicyContext, RuleExplanation};
 pub use engine::CompiledPolicySet;
 pub use parse::{ParseError, parse_policy_set};
+
+#[cfg(test)]
+mod any_inputs_tests;

@@ -35,6 +35,7 @@ impl PolicyGate {
             let mut request = tonic::Request::new(pb::EvaluateRequest {
                 context: Some(context.clone()),
                 explain: false,
+                any_inputs: false,
             });
             request.set_timeout(timeout);
             self.credentials.apply(&mut request);

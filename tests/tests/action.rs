@@ -1,6 +1,6 @@
 //! `ExecuteAction` over gRPC: one capability as a governed action, allowed,
 //! denied, waiting for an approval and then finished, and idempotent by
-//! request id (the handler runs once).
+//! request id (the handler runs once); `GetAction` by workflow id.
 
 use std::time::Duration;
 
@@ -214,5 +214,36 @@ async fn an_action_that_needs_approval_answers_pending_then_its_result() {
         std::fs::read(stack.root().join("published.md")).expect("copied"),
         b"v1"
     );
+
+    // GetAction by workflow id says the same; only its owner sees it, and a
+    // workflow that is not an action is refused.
+    let got = client
+        .get_action(as_principal(
+            pb::GetActionRequest {
+                workflow_id: done.workflow_id.clone(),
+                wait: None,
+            },
+            "user:alice",
+            &[],
+        ))
+        .await
+        .expect("get action")
+        .into_inner();
+    assert_eq!(
+        (got.status, got.outputs.clone()),
+        (done.status, done.outputs.clone())
+    );
+    let stranger = client
+        .get_action(as_principal(
+            pb::GetActionRequest {
+                workflow_id: done.workflow_id.clone(),
+                wait: None,
+            },
+            "user:mallory",
+            &[],
+        ))
+        .await
+        .expect_err("not mallory's");
+    assert_eq!(stranger.code(), Code::NotFound, "{stranger:?}");
     stack.stop().await;
 }

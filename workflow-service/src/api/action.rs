@@ -94,6 +94,39 @@ pub(super) async fn execute(
     Ok(answer)
 }
 
+/// `GetAction`: where a visible action stands, waiting at most `wait`.
+pub(super) async fn get(
+    api: &WorkflowApi,
+    caller: &Principal,
+    req: pb::GetActionRequest,
+) -> Result<pb::GetActionResponse, Status> {
+    let wait = match req.wait.as_ref() {
+        None => Duration::ZERO,
+        Some(wait) => wait_of(Some(wait))?,
+    };
+    let row = api.visible(caller, &req.workflow_id).await?;
+    if row.name != ACTION {
+        return Err(airt_kit::status::error(
+            tonic::Code::FailedPrecondition,
+            "NOT_AN_ACTION",
+            format!(
+                "workflow {} is not an action (its name is {:?})",
+                row.workflow_id, row.name
+            ),
+        ));
+    }
+    let row = settle(api, row, wait).await?;
+    let answer = outcome(api, &row).await?;
+    Ok(pb::GetActionResponse {
+        status: answer.status,
+        workflow_id: answer.workflow_id,
+        outputs: answer.outputs,
+        error: answer.error,
+        decision: answer.decision,
+        approval: answer.approval,
+    })
+}
+
 /// The action's workflow once it rests (finished or paused), or as it is
 /// when `wait` runs out.
 async fn settle(

@@ -323,6 +323,15 @@ impl WorkflowService for WorkflowApi {
         Ok(Response::new(answer))
     }
 
+    async fn get_action(
+        &self,
+        request: Request<pb::GetActionRequest>,
+    ) -> Result<Response<pb::GetActionResponse>, Status> {
+        let caller = principal(&request)?;
+        let answer = action::get(self, &caller, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
     async fn cancel_workflow(
         &self,
         request: Request<pb::CancelWorkflowRequest>,

@@ -1,5 +1,5 @@
 //! `airt up`: the three services in one process, each with its own SQLite
-//! file under the data directory.
+//! file under the data directory, and the MCP gateway in front of them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -25,6 +25,10 @@ pub struct UpArgs {
     /// (`/metrics`, `/livez`, `/readyz`), or `off`.
     #[arg(long, env = "AIRT_UP_ADMIN_PORTS", default_value = "9451,9452,9453", value_parser = parse_admin_ports)]
     admin_ports: AdminPorts,
+
+    /// Port of the MCP gateway (Streamable HTTP at `/mcp`), or `off`.
+    #[arg(long, env = "AIRT_UP_MCP_PORT", default_value = "50054", value_parser = parse_mcp_port)]
+    mcp_port: McpPort,
 
     #[command(flatten)]
     auth: AuthArgs,
@@ -84,6 +88,44 @@ pub struct UpArgs {
 #[derive(Debug, Clone, Copy)]
 struct AdminPorts(Option<[u16; 3]>);
 
+/// `--mcp-port`: a port, or none.
+#[derive(Debug, Clone, Copy)]
+struct McpPort(Option<u16>);
+
+fn parse_mcp_port(text: &str) -> Result<McpPort, String> {
+    match text.trim() {
+        "off" | "none" => Ok(McpPort(None)),
+        port => port
+            .parse()
+            .map(|p| McpPort(Some(p)))
+            .map_err(|e| format!("{text:?}: expected a port like 50054, or off: {e}")),
+    }
+}
+
+/// The MCP gateway's configuration: the services of this process, the same
+/// caller authentication.
+fn gateway_config(
+    args: &UpArgs,
+    addrs: [SocketAddr; 3],
+) -> anyhow::Result<mcp_gateway::GatewayConfig> {
+    let [registry, policy, workflow] = addrs.map(|a| format!("http://{a}"));
+    mcp_gateway::GatewayConfig::from_args(
+        &mcp_gateway::GatewayArgs {
+            registry_addr: registry,
+            policy_addr: policy,
+            workflow_addr: workflow,
+            tls: airt_kit::tls::ClientTlsArgs::default(),
+            resolve_interval: Duration::from_secs(5),
+            approval_wait: Duration::from_secs(30),
+            environment: args.environment.clone(),
+            service_token: args.service_token.clone(),
+            service_token_file: args.service_token_file.clone(),
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+        },
+        args.auth.settings()?,
+    )
+}
+
 fn parse_admin_ports(text: &str) -> Result<AdminPorts, String> {
     if matches!(text.trim(), "off" | "none") {
         return Ok(AdminPorts(None));
@@ -138,6 +180,50 @@ fn service_config(
     ServiceConfig::from_args(identity, &server_args)
 }
 
+/// The workflow service's own configuration under `airt up`: the registry
+/// and policy of this process, the built-in programs, the data directory's
+/// workspace.
+fn workflow_config(
+    args: &UpArgs,
+    registry: SocketAddr,
+    policy: SocketAddr,
+    workflow: &ServiceConfig,
+) -> anyhow::Result<workflow_service::WorkflowConfig> {
+    workflow_service::WorkflowConfig::from_args(
+        &workflow_service::WorkflowArgs {
+            registry_addr: format!("http://{registry}"),
+            policy_addr: format!("http://{policy}"),
+            tls: airt_kit::tls::ClientTlsArgs::default(),
+            resolve_interval: Duration::from_secs(5),
+            workspace: args.data_dir.join("workspace"),
+            service_token: args.service_token.clone(),
+            service_token_file: args.service_token_file.clone(),
+            env_allow_list: Vec::new(),
+            net_allow: Vec::new(),
+            exec_allow: workflow_service::capabilities::exec::DEFAULT_PROGRAMS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
+            exec_sandbox: args.exec_sandbox,
+            environment: args.environment.clone(),
+            approval_timeout: args.approval_timeout,
+            webhook_urls: args.webhook_urls.clone(),
+            webhook_secret: args.webhook_secret.clone(),
+            webhook_secret_file: args.webhook_secret_file.clone(),
+            webhook_max_attempts: 12,
+            instance_id: None,
+            lease_ttl: Duration::from_secs(15),
+            undo_retention: Duration::from_secs(24 * 3600),
+            watch_poll: Duration::from_millis(100),
+            max_watchers: 10_000,
+            max_watchers_per_principal: 64,
+            max_active_workflows: 1024,
+            webhook_initial_backoff: Duration::from_secs(1),
+        },
+        workflow,
+    )
+}
+
 /// Binds a service's listener; the error names the service and address.
 async fn bind(service: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
@@ -174,44 +260,21 @@ pub async fn run(
         port_of("workflow", &connection.workflow_addr)?,
         admin(2),
     )?;
-    let workflow_own = workflow_service::WorkflowConfig::from_args(
-        &workflow_service::WorkflowArgs {
-            registry_addr: format!("http://{}", registry.listen),
-            policy_addr: format!("http://{}", policy.listen),
-            tls: airt_kit::tls::ClientTlsArgs::default(),
-            resolve_interval: Duration::from_secs(5),
-            workspace: args.data_dir.join("workspace"),
-            service_token: args.service_token.clone(),
-            service_token_file: args.service_token_file.clone(),
-            env_allow_list: Vec::new(),
-            net_allow: Vec::new(),
-            exec_allow: workflow_service::capabilities::exec::DEFAULT_PROGRAMS
-                .iter()
-                .map(|p| (*p).to_owned())
-                .collect(),
-            exec_sandbox: args.exec_sandbox,
-            environment: args.environment.clone(),
-            approval_timeout: args.approval_timeout,
-            webhook_urls: args.webhook_urls.clone(),
-            webhook_secret: args.webhook_secret.clone(),
-            webhook_secret_file: args.webhook_secret_file.clone(),
-            webhook_max_attempts: 12,
-            instance_id: None,
-            lease_ttl: Duration::from_secs(15),
-            undo_retention: Duration::from_secs(24 * 3600),
-            watch_poll: Duration::from_millis(100),
-            max_watchers: 10_000,
-            max_watchers_per_principal: 64,
-            max_active_workflows: 1024,
-            webhook_initial_backoff: Duration::from_secs(1),
-        },
-        &workflow,
-    )?;
+    let workflow_own = workflow_config(&args, registry.listen, policy.listen, &workflow)?;
+    let gateway = gateway_config(&args, [registry.listen, policy.listen, workflow.listen])?;
     // Bind everything first so a busy port fails before anything starts.
     let (policy_listen, workflow_listen) = (policy.listen, workflow.listen);
     let registry_listener = bind("registry", registry.listen).await?;
     let policy_listener = bind("policy", policy.listen).await?;
     let workflow_listener = bind("workflow", workflow.listen).await?;
+    let mcp_listener = match args.mcp_port.0 {
+        Some(port) => Some(bind("MCP gateway", SocketAddr::new(args.host, port)).await?),
+        None => None,
+    };
+    let mcp = mcp_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| "off".to_owned(), |a| format!("http://{a}/mcp"));
     let admin = |config: &ServiceConfig| {
         config
             .admin_listen
@@ -219,7 +282,7 @@ pub async fn run(
     };
     tracing::info!(
         registry = %registry.listen, policy = %policy.listen, workflow = %workflow.listen,
-        registry_admin = %admin(&registry), policy_admin = %admin(&policy), workflow_admin = %admin(&workflow),
+        registry_admin = %admin(&registry), policy_admin = %admin(&policy), workflow_admin = %admin(&workflow), mcp = %mcp,
         data_dir = %args.data_dir.display(), auth = %registry.redacted(), "airt up"
     );
 
@@ -238,8 +301,11 @@ pub async fn run(
         workflow,
         workflow_own,
         workflow_listener,
-        stopped(stop_rx),
+        stopped(stop_rx.clone()),
     ));
+    if let Some(listener) = mcp_listener {
+        tasks.spawn(mcp_gateway::serve_on(gateway, listener, stopped(stop_rx)));
+    }
 
     if args.demo {
         if !args.auth.auth_dev_mode {

@@ -1,0 +1,75 @@
+//! Registry changes, followed with `WatchCapabilities` under the gateway's
+//! own credentials: every change after the backlog bumps a counter that MCP
+//! sessions turn into `notifications/tools/list_changed`. The stream is
+//! reopened from the last revision seen after any error, with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airt_proto::registry::v1 as registry;
+use airt_proto::registry::v1::watch_capabilities_response::Event;
+use tokio_util::sync::CancellationToken;
+
+use crate::Gateway;
+
+/// Follows the registry until `stop`; tells sessions of each change.
+pub async fn follow(gateway: Arc<Gateway>, stop: CancellationToken) {
+    let mut since = 0;
+    let mut caught_up = false;
+    let mut backoff =
+        airt_kit::backoff::Backoff::doubling(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        let mut request = tonic::Request::new(registry::WatchCapabilitiesRequest {
+            since_revision: since,
+            ..Default::default()
+        });
+        gateway.own_credentials.apply(&mut request);
+        let mut client = gateway.registry.clone();
+        let opened = tokio::select! {
+            () = stop.cancelled() => return,
+            opened = client.watch_capabilities(request) => opened,
+        };
+        match opened {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                loop {
+                    let next = tokio::select! {
+                        () = stop.cancelled() => return,
+                        next = stream.message() => next,
+                    };
+                    let Ok(Some(message)) = next else { break };
+                    backoff = airt_kit::backoff::Backoff::doubling(
+                        Duration::from_millis(200),
+                        Duration::from_secs(30),
+                    );
+                    match message.event {
+                        Some(Event::Change(change)) => {
+                            since = since.max(change.registry_revision);
+                            if caught_up {
+                                changed(&gateway, since).await;
+                            }
+                        }
+                        Some(Event::CaughtUp(mark)) => {
+                            since = since.max(mark.registry_revision);
+                            caught_up = true;
+                        }
+                        Some(Event::Heartbeat(_)) | None => {}
+                    }
+                }
+            }
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), error = status.message(), "cannot watch the registry; tools/list_changed is not sent until it can");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+async fn changed(gateway: &Gateway, revision: i64) {
+    tracing::debug!(revision, "registry changed; tools/list_changed");
+    gateway.changes.send_replace(revision);
+    gateway.legacy_peers.notify().await;
+}

@@ -42,6 +42,7 @@ mod client;
 mod demo;
 mod exec;
 mod health;
+mod mcp;
 mod output;
 mod policy;
 mod registry;
@@ -88,6 +89,9 @@ enum Command {
     /// Read, verify and export a service's audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Serve the capabilities as governed MCP tools (`airt mcp stdio`).
+    #[command(subcommand)]
+    Mcp(mcp::McpCommand),
 }
 
 fn main() -> ExitCode {
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
             Command::Approvals(command) => approvals::run(&cli.connection, command).await,
             Command::Audit(command) => audit::run(&cli.connection, command).await,
             Command::Token(args) => token::run(&args),
+            Command::Mcp(command) => mcp::run(&cli.connection, command).await,
         }
     });
     match result {

@@ -175,6 +175,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
 /// Builds the HTTP client every `net.http.*` handler shares.
 pub fn client(policy: Arc<NetworkPolicy>) -> reqwest::Client {
     let redirect_policy = policy.clone();
+    airt_kit::tls::install_crypto();
     reqwest::Client::builder()
         .dns_resolver(Arc::new(GuardedResolver { policy }))
         .no_proxy()
@@ -189,7 +190,9 @@ pub fn client(policy: Arc<NetworkPolicy>) -> reqwest::Client {
             }
         }))
         .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        // Never an unguarded client instead: the configuration is fixed, so
+        // this fails only if the TLS provider is missing (a build defect).
+        .expect("the guarded HTTP client builds")
 }
 
 pub(super) fn register(

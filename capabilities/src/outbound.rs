@@ -37,6 +37,7 @@ pub struct Poster {
 
 impl Poster {
     pub fn new(timeout: Duration, user_agent: &str) -> Result<Self, String> {
+        airt_kit::tls::install_crypto();
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())

@@ -15,6 +15,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+
+/// Makes ring the process's rustls crypto provider (once; a provider
+/// already installed is kept). HTTP clients (reqwest) are built without a
+/// provider of their own, so this runs before any of them is built.
+pub fn install_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 
 /// The largest certificate or key file read (a CA bundle of the whole web

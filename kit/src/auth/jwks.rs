@@ -92,6 +92,7 @@ impl Jwks {
             matches!(url.scheme(), "https" | "http"),
             "the JWKS URL must be https:// (or http://)"
         );
+        crate::tls::install_crypto();
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::limited(3))

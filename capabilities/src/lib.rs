@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 pub mod data;
 pub mod exec;
 pub mod fs;
+pub mod mcp;
 pub mod net;
 pub mod outbound;
 pub mod remote;

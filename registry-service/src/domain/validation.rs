@@ -282,7 +282,10 @@ fn check_parameters(v: &mut Violations, draft: &SpecDraft) -> Vec<Parameter> {
 
 fn check_handler(v: &mut Violations, handler: &str) {
     if handler.is_empty() {
-        v.add("handler", "is required: builtin:<name> or http:<url>");
+        v.add(
+            "handler",
+            "is required: builtin:<name>, http:<url> or mcp:<url>#<tool>",
+        );
     } else if let Some(name) = handler.strip_prefix("builtin:") {
         let valid = !name.is_empty()
             && name
@@ -303,12 +306,39 @@ fn check_handler(v: &mut Violations, handler: &str) {
                 format!("{handler:?}: expected http:<http or https URL>"),
             );
         }
+    } else if let Some(target) = handler.strip_prefix("mcp:") {
+        if let Err(problem) = check_mcp_target(target) {
+            v.add("handler", format!("{handler:?}: {problem}"));
+        }
     } else {
         v.add(
             "handler",
-            format!("{handler:?}: unknown handler kind; use builtin:<name> or http:<url>"),
+            format!(
+                "{handler:?}: unknown handler kind; use builtin:<name>, http:<url> or mcp:<url>#<tool>"
+            ),
         );
     }
+}
+
+/// `mcp:<http(s) URL>#<tool>` (the same rule the workflow service parses
+/// with; the registry does not depend on it, so the rule is restated).
+fn check_mcp_target(target: &str) -> Result<(), String> {
+    let Some((url, tool)) = target.rsplit_once('#') else {
+        return Err("expected mcp:<http or https URL>#<tool name>".into());
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len()
+    {
+        return Err("the MCP server URL must be http(s)".into());
+    }
+    let valid_tool = !tool.is_empty()
+        && tool.len() <= 128
+        && tool
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'));
+    if !valid_tool {
+        return Err("a tool name is 1-128 of A-Z a-z 0-9 _ - . /".into());
+    }
+    Ok(())
 }
 
 fn check_risk_consistency(
@@ -634,18 +664,29 @@ mod tests {
     }
 
     #[test]
-    fn handlers_are_builtin_or_http() {
+    fn handlers_are_builtin_http_or_mcp() {
         for bad in [
             "",
             "python:foo",
             "builtin:",
             "http:ftp://x",
             "http:https://",
+            "mcp:http://h/mcp",
+            "mcp:stdio:/bin/sh#x",
+            "mcp:http://h/mcp#",
+            "mcp:http://h/mcp#a b",
         ] {
             let found = violations(&with(|d| d.handler = bad.into()));
             assert_eq!(found.len(), 1, "{bad}: {found:?}");
             assert_eq!(found[0].0, "spec.handler");
         }
+        let ok = violations(&with(|d| {
+            d.handler = "mcp:https://tools.example/mcp#add_note".into()
+        }));
+        assert!(
+            ok.iter().all(|(field, _)| field != "spec.handler"),
+            "{ok:?}"
+        );
     }
 
     #[test]

@@ -99,6 +99,7 @@ struct Inner {
     registry: RegistryGate,
     policy: PolicyGate,
     remote: crate::capabilities::remote::RemoteCaller,
+    mcp: crate::capabilities::mcp::McpCaller,
     config: EngineConfig,
     /// One slot per unfinished workflow this process has touched: only the
     /// holder of its lock drives it, so a workflow never runs twice here.
@@ -211,7 +212,8 @@ impl Engine {
         network: Arc<crate::capabilities::net::NetworkPolicy>,
         config: EngineConfig,
     ) -> Self {
-        let remote = crate::capabilities::remote::RemoteCaller::new(network);
+        let remote = crate::capabilities::remote::RemoteCaller::new(network.clone());
+        let mcp = crate::capabilities::mcp::McpCaller::new(network);
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -220,6 +222,7 @@ impl Engine {
                 registry,
                 policy,
                 remote,
+                mcp,
                 slots: Mutex::default(),
                 deferred: Mutex::default(),
                 active: Arc::new(tokio::sync::Semaphore::new(config.max_active_runs.max(1))),

@@ -368,7 +368,8 @@ impl Engine {
         Err(StepError::failed("no attempt left"))
     }
 
-    /// Calls the handler a capability names: a built-in, or a remote HTTP endpoint.
+    /// Calls the handler a capability names: a built-in, a remote HTTP
+    /// endpoint, or a tool of an MCP server.
     pub(super) async fn invoke(
         &self,
         spec: &registry::CapabilitySpec,
@@ -387,6 +388,9 @@ impl Engine {
         }
         if let Some(url) = spec.handler.strip_prefix("http:") {
             return self.inner.remote.call(url, ctx, inputs).await;
+        }
+        if let Some(target) = spec.handler.strip_prefix("mcp:") {
+            return self.inner.mcp.call(target, ctx, inputs).await;
         }
         Err(HandlerError::new(
             crate::capabilities::ErrorKind::NotFound,

@@ -115,7 +115,7 @@ impl McpCaller {
         url: &str,
         timeout: Duration,
     ) -> Result<Vec<Tool>, HandlerError> {
-        let listed = tokio::time::timeout(timeout, async {
+        tokio::time::timeout(timeout, async {
             let session = self.connect(url, HashMap::new()).await?;
             let tools = session
                 .list_all_tools()
@@ -130,8 +130,7 @@ impl McpCaller {
                 ErrorKind::Timeout,
                 format!("MCP server {url}: no answer within {timeout:?}"),
             )
-        })?;
-        listed
+        })?
     }
 
     /// Calls the tool `target` names with the step's inputs.

@@ -23,6 +23,7 @@ pub mod data;
 pub mod exec;
 pub mod fs;
 pub mod mcp;
+pub mod mcp_import;
 pub mod net;
 pub mod outbound;
 pub mod remote;

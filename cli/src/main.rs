@@ -42,6 +42,7 @@ mod client;
 mod demo;
 mod exec;
 mod health;
+mod import_mcp;
 mod mcp;
 mod output;
 mod policy;

@@ -45,6 +45,9 @@ pub enum RegistryCommand {
     Versions { capability_id: String },
     /// Register every built-in capability of the workflow service (idempotent).
     Seed,
+    /// Turn each tool of an MCP server into a capability and register it
+    /// (review first with --dry-run).
+    ImportMcp(crate::import_mcp::ImportArgs),
     /// Set the lifecycle of a capability revision.
     Lifecycle {
         capability_id: String,
@@ -278,6 +281,7 @@ pub async fn run(args: &ConnectionArgs, command: RegistryCommand) -> anyhow::Res
             file,
             validate_only,
         } => register(&mut client, &file, validate_only).await,
+        RegistryCommand::ImportMcp(import) => crate::import_mcp::run(&mut client, import).await,
         RegistryCommand::Get {
             capability_id,
             version,

@@ -65,6 +65,16 @@ pub struct UpArgs {
     #[arg(long, env = "AIRT_WEBHOOK_SECRET_FILE")]
     webhook_secret_file: Option<PathBuf>,
 
+    /// Internal hosts and CIDRs that net.http.*, http: and mcp: handlers may
+    /// reach (comma-separated), e.g. `127.0.0.1` for a local MCP server.
+    #[arg(
+        long,
+        env = "AIRT_NET_ALLOW",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    net_allow: Vec<String>,
+
     /// This deployment's environment, as policies see it (e.g. `dev`).
     #[arg(long, env = "AIRT_ENVIRONMENT", default_value = "")]
     environment: String,
@@ -199,7 +209,7 @@ fn workflow_config(
             service_token: args.service_token.clone(),
             service_token_file: args.service_token_file.clone(),
             env_allow_list: Vec::new(),
-            net_allow: Vec::new(),
+            net_allow: args.net_allow.clone(),
             exec_allow: workflow_service::capabilities::exec::DEFAULT_PROGRAMS
                 .iter()
                 .map(|p| (*p).to_owned())

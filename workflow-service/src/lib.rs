@@ -78,7 +78,8 @@ pub struct WorkflowArgs {
     )]
     pub env_allow_list: Vec<String>,
 
-    /// Internal hosts and CIDRs net.http.* may reach (comma-separated), e.g.
+    /// Internal hosts and CIDRs that net.http.*, http: and mcp: handlers may
+    /// reach (comma-separated), e.g.
     /// `crm.internal,10.1.0.0/16`. Everything internal is refused otherwise.
     #[arg(
         long,

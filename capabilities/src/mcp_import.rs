@@ -165,8 +165,14 @@ mod tests {
 
     #[test]
     fn ids_are_lowercase_dotted_segments() {
-        assert_eq!(capability_id("vendor.notes", "addNote"), "vendor.notes.addnote");
-        assert_eq!(capability_id("vendor.notes.", "delete-note"), "vendor.notes.delete_note");
+        assert_eq!(
+            capability_id("vendor.notes", "addNote"),
+            "vendor.notes.addnote"
+        );
+        assert_eq!(
+            capability_id("vendor.notes.", "delete-note"),
+            "vendor.notes.delete_note"
+        );
         assert_eq!(capability_id("v.n", "2fa.reset"), "v.n.t_2fa_reset");
     }
 
@@ -206,7 +212,10 @@ mod tests {
         assert_eq!(read["operation_type"], "READ");
         assert_eq!(read["risk"]["level"], "LOW");
         assert_eq!(read["side_effects"]["scope"], "NETWORK");
-        assert_eq!(read["metadata"]["tags"], json!(["mcp", "imported", "idempotent"]));
+        assert_eq!(
+            read["metadata"]["tags"],
+            json!(["mcp", "imported", "idempotent"])
+        );
         assert_eq!(read["returns"]["properties"]["notes"]["type"], "array");
         let params = read["parameters"].as_array().unwrap();
         assert_eq!(params[0]["name"], "limit");
@@ -228,8 +237,10 @@ mod tests {
     #[test]
     fn a_parameter_without_one_type_is_refused() {
         let refused = spec(
-            &tool(json!({"name": "t", "inputSchema": {"type": "object", "properties": {
-                "x": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}}})),
+            &tool(
+                json!({"name": "t", "inputSchema": {"type": "object", "properties": {
+                "x": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}}}),
+            ),
             "http://h/mcp",
             "v.x",
             "1.0.0",

@@ -94,7 +94,11 @@ pub async fn run(client: &mut Client, args: ImportArgs) -> anyhow::Result<ExitCo
                     (false, false) => "already registered",
                 };
                 let line = format!("{verdict}: {id} {} {level} ({})", args.version, tool.name);
-                if args.dry_run { eprintln!("{line}") } else { out!("{line}") }
+                if args.dry_run {
+                    eprintln!("{line}")
+                } else {
+                    out!("{line}")
+                }
             }
             Err(status) => {
                 eprintln!("refused: {id} ({}): {}", tool.name, describe(&status));
@@ -102,5 +106,9 @@ pub async fn run(client: &mut Client, args: ImportArgs) -> anyhow::Result<ExitCo
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

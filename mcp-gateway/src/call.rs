@@ -84,11 +84,18 @@ fn duration(d: Duration) -> prost_types::Duration {
 
 /// The request id of a call: the client's (`_meta["io.airt/request_id"]`),
 /// or a new one.
-fn request_id(request: &CallToolRequestParams) -> Result<String, McpError> {
-    let given = request
-        .meta
-        .as_ref()
-        .and_then(|meta| meta.0.0.get(REQUEST_ID_META));
+fn request_id(
+    request: &CallToolRequestParams,
+    context: &RequestContext<RoleServer>,
+) -> Result<String, McpError> {
+    // The SDK hands the request's `_meta` to the context; older paths
+    // leave it on the parameters.
+    let given = context.meta.0.0.get(REQUEST_ID_META).or_else(|| {
+        request
+            .meta
+            .as_ref()
+            .and_then(|meta| meta.0.0.get(REQUEST_ID_META))
+    });
     match given {
         None => Ok(format!("mcp-{}", uuid::Uuid::now_v7())),
         Some(Value::String(id)) if !id.is_empty() && id.len() <= 256 => Ok(id.clone()),
@@ -115,7 +122,7 @@ pub async fn call(
         )
         .await;
     }
-    let request_id = request_id(&request)?;
+    let request_id = request_id(&request, context)?;
     let inputs = request.arguments.clone().unwrap_or_default();
     let mut execute = tonic::Request::new(pb::ExecuteActionRequest {
         capability_id: request.name.to_string(),
@@ -162,8 +169,10 @@ async fn status(
     let deadline = Instant::now() + Duration::from_secs(wait);
     let action = self::wait(gateway, caller, action, deadline, context).await;
     let mut answer = result(&action, None);
-    // The status query itself succeeded, whatever the action's state.
+    // The status query itself succeeded, whatever the action's state; its
+    // structured content is always the status (with the outputs once done).
     answer.is_error = Some(false);
+    answer.structured_content = Some(details(&action, None));
     Ok(answer)
 }
 
@@ -253,22 +262,20 @@ fn status_name(status: pb::ActionStatus) -> String {
         .to_owned()
 }
 
-/// The tool result of an action.
-pub fn result(action: &Action, request_id: Option<&str>) -> CallToolResult {
-    let status = status_name(action.status);
+/// Where an action stands, as JSON: status, ids, decision, outputs or
+/// error, pending approval.
+pub fn details(action: &Action, request_id: Option<&str>) -> Value {
     let decision = action.decision.as_ref();
-    let rule = decision.map(|d| d.rule_id.as_str()).unwrap_or_default();
-    let reason = decision.map(|d| d.reason.as_str()).unwrap_or_default();
     let mut details = json!({
-        "status": status,
+        "status": status_name(action.status),
         "action_id": action.workflow_id,
     });
     if let Some(id) = request_id {
         details["request_id"] = json!(id);
     }
     if let Some(d) = decision {
-        details["rule"] = json!(rule);
-        details["reason"] = json!(reason);
+        details["rule"] = json!(d.rule_id);
+        details["reason"] = json!(d.reason);
         details["policy_revision"] = json!(d.policy_revision);
     }
     if let Some(outputs) = &action.outputs {
@@ -277,6 +284,23 @@ pub fn result(action: &Action, request_id: Option<&str>) -> CallToolResult {
     if !action.error.is_empty() {
         details["error"] = json!(action.error);
     }
+    if let Some(approval) = &action.approval {
+        details["approval_id"] = json!(approval.approval_id);
+        details["approver_roles"] = json!(approval.approver_roles);
+        if let Some(t) = &approval.expire_time {
+            details["expire_time"] = json!(t.to_string());
+        }
+    }
+    details
+}
+
+/// The tool result of an action.
+pub fn result(action: &Action, request_id: Option<&str>) -> CallToolResult {
+    let status = status_name(action.status);
+    let details = details(action, request_id);
+    let decision = action.decision.as_ref();
+    let rule = decision.map(|d| d.rule_id.as_str()).unwrap_or_default();
+    let reason = decision.map(|d| d.reason.as_str()).unwrap_or_default();
     let text = match action.status {
         pb::ActionStatus::Succeeded => {
             let outputs = action.outputs.clone().unwrap_or(Value::Null);
@@ -296,11 +320,6 @@ pub fn result(action: &Action, request_id: Option<&str>) -> CallToolResult {
         ),
         pb::ActionStatus::AwaitingApproval => {
             let approval = action.approval.clone().unwrap_or_default();
-            details["approval_id"] = json!(approval.approval_id);
-            details["approver_roles"] = json!(approval.approver_roles);
-            if let Some(t) = &approval.expire_time {
-                details["expire_time"] = json!(t.to_string());
-            }
             format!(
                 "Not run yet: awaiting approval {} ({}; approver roles: {}). Once it is decided, \
                  call {STATUS_TOOL} with {{\"action_id\": \"{}\"}} for the result.",

@@ -1,15 +1,16 @@
-# One image, three services and the CLI:
-#   registry-service, policy-service, workflow-service, airt
+# One image, three services, the MCP gateway and the CLI:
+#   registry-service, policy-service, workflow-service, mcp-gateway, airt
 # Build: docker build -t airt .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 # protoc is vendored (protoc-bin-vendored): nothing else to install.
-# Only the four binaries: the test helpers (feature `testing`) stay out.
-RUN cargo build --release --locked -p registry-service -p policy-service -p workflow-service -p airt-cli \
+# Only the five binaries: the test helpers (feature `testing`) stay out.
+RUN cargo build --release --locked -p registry-service -p policy-service -p workflow-service \
+      -p mcp-gateway -p airt-cli \
  && mkdir /out \
  && cp target/release/registry-service target/release/policy-service \
-       target/release/workflow-service target/release/airt /out/
+       target/release/workflow-service target/release/mcp-gateway target/release/airt /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update \

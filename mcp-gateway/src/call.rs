@@ -239,7 +239,13 @@ async fn wait(
 /// unavailable): an unknown tool is a protocol error, everything else a
 /// tool error the model can read.
 fn refused(tool: &str, status: tonic::Status) -> Result<CallToolResult, McpError> {
-    if status.code() == tonic::Code::NotFound && tool != STATUS_TOOL {
+    // The one step's capability is what the workflow service refused: the
+    // tool is not one the registry offers (unknown, or FROZEN).
+    let unknown_tool = status.code() == tonic::Code::InvalidArgument
+        && airt_kit::status::violations_of(&status)
+            .iter()
+            .any(|v| v.field.ends_with("steps[0].capability"));
+    if unknown_tool && tool != STATUS_TOOL {
         return Err(McpError::invalid_params(
             format!("unknown tool {tool}: {}", status.message()),
             None,

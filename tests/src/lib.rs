@@ -3,6 +3,8 @@
 
 pub use airt_kit::testing::http;
 
+pub mod gateway;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

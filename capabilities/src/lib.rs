@@ -359,6 +359,8 @@ pub struct CatalogueConfig {
     pub network: net::NetworkPolicy,
     /// Programs `sys.exec.run` may run, resolved to absolute paths.
     pub exec: exec::ExecPolicy,
+    /// Local MCP servers `mcp:stdio:` handlers may start.
+    pub mcp_stdio: mcp::StdioServers,
 }
 
 /// Every built-in capability: its spec and its handler.

@@ -1,5 +1,8 @@
 //! Imported MCP tools (`mcp:<url>#<tool>` handlers): a tool of an MCP
-//! server, called over Streamable HTTP with the official SDK's client.
+//! server, called over Streamable HTTP with the official SDK's client — or
+//! (`mcp:stdio:<name>#<tool>`) of a local server the operator declared by
+//! name and command (`--mcp-stdio-server name=command args...`): a
+//! registrar can only name a declared server, never choose a program.
 //!
 //! The server's URL passes the same network guard as `net.http.*` and
 //! `http:` handlers (internal addresses only when allow-listed, checked
@@ -13,7 +16,7 @@
 //! one, else `{"text": ...}` joining its text content. A result marked
 //! `isError` is a failed step (not retried: the tool ran and said no).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,8 +24,8 @@ use http::{HeaderName, HeaderValue};
 use rmcp::ServiceExt as _;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, Tool};
 use rmcp::service::{RoleClient, RunningService};
-use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
@@ -32,21 +35,40 @@ use crate::{ErrorKind, Execution, ExecutionContext, HandlerError};
 /// Largest structured result or text kept from a tool (bytes of JSON).
 const MAX_RESULT: usize = 4 * 1024 * 1024;
 
-/// A parsed `mcp:` handler target.
+/// A parsed `mcp:` handler target: a server (an http(s) URL, or
+/// `stdio:<name>` of a declared local server) and a tool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct McpTarget {
     pub url: String,
     pub tool: String,
 }
 
+/// Whether `name` may name a local server: `[a-z0-9_-]{1,64}`.
+pub fn valid_server_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
+}
+
 impl McpTarget {
-    /// Parses `<http(s) URL>#<tool>` (the handler without its `mcp:`).
+    /// Parses `<http(s) URL>#<tool>` or `stdio:<name>#<tool>` (the handler
+    /// without its `mcp:`).
     pub fn parse(target: &str) -> Result<Self, String> {
         let (url, tool) = target
             .rsplit_once('#')
             .ok_or_else(|| format!("{target:?}: expected <http(s) URL>#<tool name>"))?;
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(format!("{url:?}: the MCP server URL must be http(s)"));
+        let local = url.strip_prefix("stdio:").map(valid_server_name);
+        if local == Some(false) {
+            return Err(format!(
+                "{url:?}: a local server name is [a-z0-9_-]{{1,64}}"
+            ));
+        }
+        if local.is_none() && !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "{url:?}: the MCP server URL must be http(s) or stdio:<name>"
+            ));
         }
         let valid_tool = !tool.is_empty()
             && tool.len() <= 128
@@ -65,11 +87,55 @@ impl McpTarget {
     }
 }
 
+/// The local MCP servers the operator declared: name → program and
+/// arguments (no shell). Each call starts the program with an empty
+/// environment but `PATH`, `HOME` and `LANG`, its standard error discarded.
+#[derive(Debug, Clone, Default)]
+pub struct StdioServers(BTreeMap<String, Vec<String>>);
+
+impl StdioServers {
+    /// Parses `name=program args...` entries.
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        let mut servers = BTreeMap::new();
+        for entry in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+            let (name, command) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("{entry:?}: expected name=program args..."))?;
+            if !valid_server_name(name) {
+                return Err(format!(
+                    "{name:?}: a local server name is [a-z0-9_-]{{1,64}}"
+                ));
+            }
+            let words: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+            if words.is_empty() {
+                return Err(format!("{name}: no program given"));
+            }
+            if servers.insert(name.to_owned(), words).is_some() {
+                return Err(format!("{name}: declared twice"));
+            }
+        }
+        Ok(Self(servers))
+    }
+
+    fn command(&self, name: &str) -> Option<tokio::process::Command> {
+        let words = self.0.get(name)?;
+        let mut command = tokio::process::Command::new(&words[0]);
+        command.args(&words[1..]).env_clear();
+        for key in ["PATH", "HOME", "LANG"] {
+            if let Ok(value) = std::env::var(key) {
+                command.env(key, value);
+            }
+        }
+        Some(command)
+    }
+}
+
 /// The MCP client of `mcp:` handlers.
 #[derive(Debug, Clone)]
 pub struct McpCaller {
     client: reqwest::Client,
     policy: Arc<NetworkPolicy>,
+    stdio: Arc<StdioServers>,
 }
 
 fn transport_error(url: &str, error: impl std::fmt::Display) -> HandlerError {
@@ -82,19 +148,34 @@ fn transport_error(url: &str, error: impl std::fmt::Display) -> HandlerError {
 }
 
 impl McpCaller {
-    pub fn new(policy: Arc<NetworkPolicy>) -> Self {
+    pub fn new(policy: Arc<NetworkPolicy>, stdio: Arc<StdioServers>) -> Self {
         Self {
             client: client(policy.clone()),
             policy,
+            stdio,
         }
     }
 
-    /// Opens a session with the server at `url` (checked by the guard).
+    /// Opens a session with the server at `url` (checked by the guard), or
+    /// starts the declared local server `stdio:<name>`.
     async fn connect(
         &self,
         url: &str,
         headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<RunningService<RoleClient, ()>, HandlerError> {
+        if let Some(name) = url.strip_prefix("stdio:") {
+            let command = self.stdio.command(name).ok_or_else(|| {
+                HandlerError::new(
+                    ErrorKind::NotFound,
+                    format!("no local MCP server {name:?} is declared (--mcp-stdio-server)"),
+                )
+            })?;
+            let (process, _) = TokioChildProcess::builder(command)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| transport_error(url, e))?;
+            return ().serve(process).await.map_err(|e| transport_error(url, e));
+        }
         let parsed: reqwest::Url = url
             .parse()
             .map_err(|e| HandlerError::invalid_input(format!("MCP server URL: {e}")))?;
@@ -244,8 +325,14 @@ mod tests {
                 tool: "add_note".into()
             }
         );
+        assert_eq!(
+            McpTarget::parse("stdio:notes#add").unwrap().url,
+            "stdio:notes"
+        );
         for bad in [
             "http://h/mcp",
+            "stdio:/bin/sh#x",
+            "stdio:#x",
             "ftp://h/mcp#x",
             "file:///etc/passwd#x",
             "http://h/mcp#",
@@ -254,5 +341,15 @@ mod tests {
         ] {
             assert!(McpTarget::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn local_servers_are_declared_by_name_and_command() {
+        let servers = StdioServers::parse(&["notes=python3 notes.py --stdio".into()]).unwrap();
+        assert!(servers.command("notes").is_some() && servers.command("other").is_none());
+        for bad in ["notes", "Notes=x", "n=", "../x=y"] {
+            assert!(StdioServers::parse(&[bad.into()]).is_err(), "{bad}");
+        }
+        assert!(StdioServers::parse(&["a=x".into(), "a=y".into()]).is_err());
     }
 }

@@ -120,6 +120,7 @@ impl Fixture {
             env_allow_list: Vec::new(),
             network: NetworkPolicy::parse(&allow).expect("allow-list"),
             exec: ExecPolicy::resolve(&programs, &search_path).expect("programs"),
+            ..CatalogueConfig::default()
         });
         Self {
             _root: root,

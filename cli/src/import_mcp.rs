@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airt_proto::registry::v1 as pb;
-use workflow_service::capabilities::mcp::McpCaller;
+use workflow_service::capabilities::mcp::{McpCaller, StdioServers};
 use workflow_service::capabilities::mcp_import;
 use workflow_service::capabilities::net::NetworkPolicy;
 
@@ -18,8 +18,15 @@ use crate::client::describe;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImportArgs {
-    /// The MCP server's Streamable HTTP endpoint, e.g. `http://127.0.0.1:8000/mcp`.
+    /// The MCP server's Streamable HTTP endpoint, e.g. `http://127.0.0.1:8000/mcp`,
+    /// or `stdio:<name>` for a local server the workflow service declares
+    /// with `--mcp-stdio-server <name>=<command>` (give the same command here
+    /// with --command to list its tools).
     url: String,
+    /// For `stdio:<name>`: the command that starts the server here, to list
+    /// its tools (program and arguments, no shell).
+    #[arg(long)]
+    command: Option<String>,
     /// Id prefix of the capabilities (`vendor.notes` → `vendor.notes.<tool>`).
     #[arg(long)]
     prefix: String,
@@ -45,7 +52,15 @@ pub async fn run(client: &mut Client, args: ImportArgs) -> anyhow::Result<ExitCo
     // The registrar's own request from this machine: no address is off limits.
     let open = NetworkPolicy::parse(&["0.0.0.0/0".into(), "::/0".into()])
         .map_err(|e| anyhow::anyhow!(e))?;
-    let tools = McpCaller::new(Arc::new(open))
+    let local = match (args.url.strip_prefix("stdio:"), &args.command) {
+        (Some(name), Some(command)) => {
+            StdioServers::parse(&[format!("{name}={command}")]).map_err(|e| anyhow::anyhow!(e))?
+        }
+        (Some(_), None) => anyhow::bail!("a stdio:<name> server needs --command to list its tools"),
+        (None, Some(_)) => anyhow::bail!("--command is for stdio:<name> servers only"),
+        (None, None) => StdioServers::default(),
+    };
+    let tools = McpCaller::new(Arc::new(open), Arc::new(local))
         .list_tools(&args.url, Duration::from_secs(30))
         .await
         .map_err(|e| anyhow::anyhow!("cannot list the tools of {}: {}", args.url, e.message))?;

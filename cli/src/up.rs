@@ -75,6 +75,15 @@ pub struct UpArgs {
     )]
     net_allow: Vec<String>,
 
+    /// Local MCP servers `mcp:stdio:<name>#<tool>` capabilities call, as
+    /// `name=program args...` (repeatable).
+    #[arg(
+        long = "mcp-stdio-server",
+        env = "AIRT_MCP_STDIO_SERVERS",
+        value_delimiter = ';'
+    )]
+    mcp_stdio_servers: Vec<String>,
+
     /// This deployment's environment, as policies see it (e.g. `dev`).
     #[arg(long, env = "AIRT_ENVIRONMENT", default_value = "")]
     environment: String,
@@ -210,6 +219,7 @@ fn workflow_config(
             service_token_file: args.service_token_file.clone(),
             env_allow_list: Vec::new(),
             net_allow: args.net_allow.clone(),
+            mcp_stdio_servers: args.mcp_stdio_servers.clone(),
             exec_allow: workflow_service::capabilities::exec::DEFAULT_PROGRAMS
                 .iter()
                 .map(|p| (*p).to_owned())

@@ -1,6 +1,7 @@
 """An MCP server to import as governed capabilities: a small notes store.
 
-    python examples/mcp/notes_server.py --port 8765 [--calls calls.jsonl]
+    python examples/mcp/notes_server.py --port 8765 [--calls calls.jsonl]   # Streamable HTTP at /mcp
+    python examples/mcp/notes_server.py --stdio [--calls calls.jsonl]       # over stdin/stdout
 
 Its tools carry the annotations `airt registry import-mcp` derives the risk
 from: `list_notes` is read-only (LOW), `add_note` writes without destroying
@@ -18,6 +19,7 @@ from mcp.types import ToolAnnotations
 parser = argparse.ArgumentParser()
 parser.add_argument("--port", type=int, default=8765)
 parser.add_argument("--calls", default=None, help="file recording every tool call")
+parser.add_argument("--stdio", action="store_true", help="serve over stdin/stdout")
 args = parser.parse_args()
 
 server = MCPServer("notes", version="1.0.0")
@@ -53,4 +55,7 @@ def delete_note(title: str) -> dict:
 
 
 if __name__ == "__main__":
-    server.run("streamable-http", host="127.0.0.1", port=args.port)
+    if args.stdio:
+        server.run("stdio")
+    else:
+        server.run("streamable-http", host="127.0.0.1", port=args.port)

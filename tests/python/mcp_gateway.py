@@ -135,6 +135,25 @@ async def calls_are_governed_actions() -> None:
     print("ok: the audit chain names the caller, not the gateway")
 
 
+async def a_local_stdio_server_is_imported_by_name() -> None:
+    # The workflow service declares `notes` (--mcp-stdio-server notes=...);
+    # the registrar lists its tools with the same command, here.
+    command = f"{sys.executable} examples/mcp/notes_server.py --stdio --calls {CALLS}"
+    airt("registry", "import-mcp", "stdio:notes", "--command", command, "--prefix", "demo.local",
+         who=("user:reg", "registrar"))
+    spec = json.loads(airt("-o", "json", "registry", "get", "demo.local.list_notes"))["spec"]
+    assert spec["handler"] == "mcp:stdio:notes#list_notes", spec["handler"]
+    before = len(calls("list_notes"))
+    async with client("user:alice", "writer") as alice:
+        listed = await alice.call_tool("demo.local.list_notes", {})
+        assert not listed.is_error, text(listed)
+        denied = await alice.call_tool("demo.local.delete_note", {"title": "x"})
+        assert denied.is_error, text(denied)
+    assert len(calls("list_notes")) == before + 1, calls("list_notes")
+    assert calls("delete_note") == [], "a denied call reached the local server"
+    print("ok: a declared local (stdio) MCP server was imported and called after an ALLOW; a DENY never reached it")
+
+
 def a_workflow_step_reaches_the_imported_tool() -> None:
     before = len(calls("list_notes"))
     out = airt("run", "examples/mcp/list_notes.yaml", "--watch", who=("user:alice", ""))
@@ -161,6 +180,7 @@ async def main() -> None:
     await listing_follows_the_registry_and_the_policy()
     await calls_are_governed_actions()
     a_workflow_step_reaches_the_imported_tool()
+    await a_local_stdio_server_is_imported_by_name()
     await stdio_serves_the_same_tools()
     print("MCP gateway: every check passed")
 

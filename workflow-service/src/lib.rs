@@ -89,6 +89,17 @@ pub struct WorkflowArgs {
     )]
     pub net_allow: Vec<String>,
 
+    /// Local MCP servers that `mcp:stdio:<name>#<tool>` capabilities call,
+    /// as `name=program args...` (repeatable; `;`-separated in the
+    /// environment). Started per call with the service's rights, no shell,
+    /// an environment of PATH, HOME and LANG only.
+    #[arg(
+        long = "mcp-stdio-server",
+        env = "AIRT_MCP_STDIO_SERVERS",
+        value_delimiter = ';'
+    )]
+    pub mcp_stdio_servers: Vec<String>,
+
     /// Programs sys.exec.run may run (comma-separated names, resolved on PATH
     /// at start-up). Shells and interpreters are always refused.
     #[arg(
@@ -302,6 +313,8 @@ impl WorkflowConfig {
                 exec: capabilities::exec::ExecPolicy::resolve(&args.exec_allow, &search_path)
                     .map_err(anyhow::Error::msg)?
                     .with_sandbox(args.exec_sandbox),
+                mcp_stdio: capabilities::mcp::StdioServers::parse(&args.mcp_stdio_servers)
+                    .map_err(|e| anyhow::anyhow!("--mcp-stdio-server: {e}"))?,
             },
         })
     }
@@ -383,6 +396,7 @@ pub async fn serve_on(
                 max_active_runs: workflow.max_active_workflows,
                 environment: workflow.environment.clone(),
                 metrics: counted.clone(),
+                mcp_stdio: Arc::new(workflow.catalogue.mcp_stdio.clone()),
                 ..engine::EngineConfig::default()
             },
         );

@@ -320,15 +320,27 @@ fn check_handler(v: &mut Violations, handler: &str) {
     }
 }
 
-/// `mcp:<http(s) URL>#<tool>` (the same rule the workflow service parses
-/// with; the registry does not depend on it, so the rule is restated).
+/// `mcp:<http(s) URL>#<tool>` or `mcp:stdio:<name>#<tool>` (the same rule
+/// the workflow service parses with; the registry does not depend on it, so the rule is restated).
 fn check_mcp_target(target: &str) -> Result<(), String> {
     let Some((url, tool)) = target.rsplit_once('#') else {
-        return Err("expected mcp:<http or https URL>#<tool name>".into());
+        return Err(
+            "expected mcp:<http or https URL>#<tool name> or mcp:stdio:<name>#<tool name>".into(),
+        );
     };
-    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len()
+    if let Some(name) = url.strip_prefix("stdio:") {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
+        if !valid {
+            return Err("a local MCP server name is [a-z0-9_-]{1,64}".into());
+        }
+    } else if !(url.starts_with("http://") || url.starts_with("https://"))
+        || url.len() <= "https://".len()
     {
-        return Err("the MCP server URL must be http(s)".into());
+        return Err("the MCP server URL must be http(s), or stdio:<name>".into());
     }
     let valid_tool = !tool.is_empty()
         && tool.len() <= 128
@@ -673,6 +685,7 @@ mod tests {
             "http:https://",
             "mcp:http://h/mcp",
             "mcp:stdio:/bin/sh#x",
+            "mcp:stdio:#x",
             "mcp:http://h/mcp#",
             "mcp:http://h/mcp#a b",
         ] {
@@ -680,13 +693,16 @@ mod tests {
             assert_eq!(found.len(), 1, "{bad}: {found:?}");
             assert_eq!(found[0].0, "spec.handler");
         }
-        let ok = violations(&with(|d| {
-            d.handler = "mcp:https://tools.example/mcp#add_note".into()
-        }));
-        assert!(
-            ok.iter().all(|(field, _)| field != "spec.handler"),
-            "{ok:?}"
-        );
+        for good in [
+            "mcp:https://tools.example/mcp#add_note",
+            "mcp:stdio:notes#add_note",
+        ] {
+            let ok = violations(&with(|d| d.handler = good.into()));
+            assert!(
+                ok.iter().all(|(field, _)| field != "spec.handler"),
+                "{good}: {ok:?}"
+            );
+        }
     }
 
     #[test]

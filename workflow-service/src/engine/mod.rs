@@ -71,6 +71,8 @@ pub struct EngineConfig {
     pub undo_retention: Duration,
     /// What the engine counts (registered nowhere by default).
     pub metrics: crate::metrics::WorkflowMetrics,
+    /// The local MCP servers `mcp:stdio:<name>#<tool>` handlers may start.
+    pub mcp_stdio: Arc<crate::capabilities::mcp::StdioServers>,
 }
 
 impl Default for EngineConfig {
@@ -87,6 +89,7 @@ impl Default for EngineConfig {
             environment: String::new(),
             undo_retention: Duration::from_secs(24 * 3600),
             metrics: crate::metrics::WorkflowMetrics::default(),
+            mcp_stdio: Arc::default(),
         }
     }
 }
@@ -213,7 +216,7 @@ impl Engine {
         config: EngineConfig,
     ) -> Self {
         let remote = crate::capabilities::remote::RemoteCaller::new(network.clone());
-        let mcp = crate::capabilities::mcp::McpCaller::new(network);
+        let mcp = crate::capabilities::mcp::McpCaller::new(network, config.mcp_stdio.clone());
         Self {
             inner: Arc::new(Inner {
                 store,

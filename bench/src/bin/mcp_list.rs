@@ -1,0 +1,106 @@
+//! `tools/list` latency of the MCP gateway with policy filtering.
+//!
+//! Run: `cd bench && cargo run --release --bin mcp-list [CAPABILITIES] [N]`
+//!
+//! Starts the registry, policy and workflow services and the gateway
+//! in-process (release build, SQLite, development auth), registers
+//! CAPABILITIES (default 500) capabilities besides the 23 built-ins, with a
+//! policy of 40 rules (denials by prefix, approvals, roles, input
+//! conditions), and lists the tools N times (default 200) as one principal
+//! over one MCP session: each listing reads the registry (pages of 1000) and
+//! asks the policy for every capability (`BatchEvaluate` with `any_inputs`).
+
+use std::time::{Duration, Instant};
+
+use airt_kit::testing::TestDb;
+use airt_system_tests::{Stack, gateway};
+
+fn policy() -> String {
+    let mut yaml = String::from("default: DENY\nescalate_high_risk: true\nrules:\n");
+    for i in 0..10 {
+        yaml.push_str(&format!(
+            "  - {{id: deny-{i}, when: {{capability: \"bench.tools.t{i}*\"}}, decision: DENY}}\n"
+        ));
+        yaml.push_str(&format!(
+            "  - {{id: inputs-{i}, when: {{capability: \"bench.tools.t{}*\", inputs: {{mode: fast}}}}, decision: DENY}}\n",
+            i + 10
+        ));
+        yaml.push_str(&format!(
+            "  - {{id: ops-{i}, roles: [ops{i}], when: {{capability: \"bench.*\"}}, decision: REQUIRE_APPROVAL}}\n"
+        ));
+    }
+    for i in 0..9 {
+        yaml.push_str(&format!(
+            "  - {{id: agent-{i}, when: {{agent: [\"agent-{i}\"]}}, decision: DENY}}\n"
+        ));
+    }
+    yaml.push_str("  - {id: writers, roles: [writer], when: {capability: \"bench.*\"}, decision: ALLOW}\n");
+    yaml
+}
+
+fn spec(i: usize) -> String {
+    format!(
+        "id: bench.tools.t{i:03}\nname: Tool {i}\ndescription: Benchmark tool number {i}.\n\
+         operation_type: WRITE\nrisk: {{level: MEDIUM, justification: bench}}\n\
+         side_effects: {{reversible: true, scope: NETWORK}}\n\
+         compensation: {{supported: true, strategy: AUTOMATIC, capability_id: bench.tools.undo}}\n\
+         parameters:\n  - {{name: target, type: string, required: true, description: What to act on}}\n\
+         \x20 - {{name: count, type: integer, default: 1}}\n  - {{name: mode, type: string, default: safe}}\n\
+         returns: {{type: object, properties: {{ok: {{type: boolean}}}}}}\n\
+         metadata: {{version: 1.0.0, tags: [bench]}}\nhandler: \"http:https://tools.example/t{i}\"\n"
+    )
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let capabilities: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(500);
+    let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(200);
+    airt_kit::tls::install_crypto();
+    let stack = Stack::start(TestDb::sqlite(), &policy()).await;
+    let registry = stack.registry.as_ref().expect("registry").channel().await;
+    airt_system_tests::register_capability(
+        registry.clone(),
+        "id: bench.tools.undo\nname: Undo\ndescription: Undoes a benchmark tool.\noperation_type: WRITE\n\
+         risk: {level: MEDIUM, justification: bench}\nside_effects: {reversible: true, scope: NETWORK}\n\
+         compensation: {supported: false, strategy: NONE}\nparameters: []\nmetadata: {version: 1.0.0}\n\
+         handler: \"http:https://tools.example/undo\"\n",
+    )
+    .await;
+    for i in 0..capabilities {
+        airt_system_tests::register_capability(registry.clone(), spec(i)).await;
+    }
+    let gateway = gateway::start(&stack, Duration::from_secs(1)).await;
+    let client = gateway::client(&gateway.url, "user:alice", "writer").await;
+    let mut listed = 0;
+    for _ in 0..10 {
+        listed = client.list_all_tools().await?.len();
+    }
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let tools = client.list_all_tools().await?;
+        latencies.push(started.elapsed());
+        assert_eq!(tools.len(), listed);
+    }
+    latencies.sort();
+    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "tools/list: {} capabilities registered ({} with built-ins), {listed} listed for user:alice; \
+         {n} listings: p50 {}  p90 {}  p99 {}  max {}",
+        capabilities + 1,
+        capabilities + 24,
+        ms(at(0.5)),
+        ms(at(0.9)),
+        ms(at(0.99)),
+        ms(at(1.0)),
+    );
+    let _ = client.cancel().await;
+    drop(gateway);
+    stack.stop().await;
+    Ok(())
+}

@@ -10,6 +10,7 @@ use airt_proto::workflow::v1 as pb;
 use airt_proto::workflow::v1::approval_service_client::ApprovalServiceClient;
 use airt_system_tests::{Stack, gateway};
 use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::{RoleClient, RunningService};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -29,6 +30,16 @@ fn call(tool: &str, arguments: Value) -> CallToolRequestParams {
 
 fn text(result: &CallToolResult) -> String {
     serde_json::to_string(&result.content).expect("json")
+}
+
+async fn tool_names(client: &RunningService<RoleClient, ()>) -> Vec<String> {
+    client
+        .list_all_tools()
+        .await
+        .expect("tools/list")
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect()
 }
 
 /// The HTTP status the gateway answers a bare POST with.
@@ -62,13 +73,7 @@ async fn tools_are_the_callers_governed_capabilities() {
     );
 
     let alice = gateway::client(&gateway.url, "user:alice", "writer").await;
-    let names: Vec<String> = alice
-        .list_all_tools()
-        .await
-        .expect("tools/list")
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let names = tool_names(&alice).await;
     assert!(names.contains(&"io.fs.write_file".to_owned()), "{names:?}");
     assert!(
         names.contains(&"airt_action_status".to_owned()),
@@ -79,13 +84,7 @@ async fn tools_are_the_callers_governed_capabilities() {
         "denied whatever the inputs: {names:?}"
     );
     let bob = gateway::client(&gateway.url, "user:bob", "").await;
-    let bobs: Vec<String> = bob
-        .list_all_tools()
-        .await
-        .expect("tools/list")
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let bobs = tool_names(&bob).await;
     assert!(
         bobs.contains(&"io.fs.read_file".to_owned())
             && !bobs.contains(&"io.fs.write_file".to_owned())

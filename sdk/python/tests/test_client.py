@@ -161,5 +161,7 @@ def test_one_capability_runs_as_a_governed_action(alice, unique):
     again = alice.actions.execute("io.fs.write_file", {"path": f"act-{unique}.txt", "content": "hi"},
                                   request_id=f"act-{unique}")
     assert (again.workflow_id, again.created) == (done.workflow_id, False)
+    got = alice.actions.get(done.workflow_id)
+    assert (got.status, got.outputs, got.created) == ("SUCCEEDED", done.outputs, False)
     denied = alice.actions.execute("io.fs.delete", {"path": f"act-{unique}.txt"})
     assert denied.status == "DENIED" and denied.decision.rule_id == "no-deletes" and denied.outputs is None

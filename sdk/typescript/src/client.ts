@@ -403,6 +403,18 @@ export class Actions {
     const answer = await call(() =>
       this.client.executeAction({ capabilityId, inputs, requestId: options.requestId ?? "", agent: options.agent ?? "", wait }, { timeoutMs: 70_000 }),
     );
+    return actionResult(answer, answer.created);
+  }
+
+  /** Where an action stands by its workflow id, waiting at most `waitMs` (default 0, at most 60 s). */
+  async get(workflowId: string, options: { waitMs?: number } = {}): Promise<ActionResult> {
+    const wait = options.waitMs === undefined ? undefined : { seconds: BigInt(Math.floor(options.waitMs / 1000)), nanos: (options.waitMs % 1000) * 1_000_000 };
+    const answer = await call(() => this.client.getAction({ workflowId, wait }, { timeoutMs: 70_000 }));
+    return actionResult(answer, false);
+  }
+}
+
+function actionResult(answer: Omit<wf.GetActionResponse, "$typeName">, created: boolean): ActionResult {
     return {
       status: name(wf.ActionStatus, answer.status),
       workflowId: answer.workflowId,
@@ -412,9 +424,8 @@ export class Actions {
       approval: answer.approval
         ? { id: answer.approval.approvalId, message: answer.approval.message, approverRoles: [...answer.approval.approverRoles] }
         : undefined,
-      created: answer.created,
+      created,
     };
-  }
 }
 
 export class Approvals {

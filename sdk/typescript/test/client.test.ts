@@ -162,6 +162,8 @@ test("one capability runs as a governed action", async () => {
   assert.equal((done.outputs as { size: number }).size, 2);
   const again = await alice.actions.execute("io.fs.write_file", { path: `ts-act-${id}.txt`, content: "hi" }, { requestId: `act-${id}` });
   assert.deepEqual([again.workflowId, again.created], [done.workflowId, false]);
+  const got = await alice.actions.get(done.workflowId);
+  assert.deepEqual([got.status, got.outputs, got.created], ["SUCCEEDED", done.outputs, false]);
   const denied = await alice.actions.execute("io.fs.delete", { path: `ts-act-${id}.txt` });
   assert.deepEqual([denied.status, denied.decision?.ruleId, denied.outputs], ["DENIED", "no-deletes", undefined]);
 });

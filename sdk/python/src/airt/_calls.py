@@ -154,6 +154,15 @@ def execute_action(capability_id: str, inputs: dict[str, Any] | None, request_id
     return Call("workflow", "ExecuteAction", request, ActionResult.from_proto)
 
 
+def get_action(workflow_id: str, wait: float | None) -> Call:
+    from google.protobuf import duration_pb2
+
+    request = _workflow().GetActionRequest(workflow_id=workflow_id)
+    if wait is not None:
+        request.wait.CopyFrom(duration_pb2.Duration(seconds=int(wait), nanos=int((wait % 1) * 1e9)))
+    return Call("workflow", "GetAction", request, ActionResult.from_proto)
+
+
 def get_workflow(workflow_id: str) -> Call:
     request = _workflow().GetWorkflowRequest(workflow_id=workflow_id)
     return Call("workflow", "GetWorkflow", request, lambda r: Workflow.from_proto(r.workflow))

@@ -124,6 +124,9 @@ class Actions(_Part):
                       agent: str = "", wait: float | None = None) -> ActionResult:
         return await self._run(calls.execute_action(capability_id, inputs, request_id, agent, wait))
 
+    async def get(self, workflow_id: str, *, wait: float | None = None) -> ActionResult:
+        return await self._run(calls.get_action(workflow_id, wait))
+
 
 class Approvals(_Part):
     def list(self, status: str = "PENDING", workflow_id: str = "", page_size: int = 100) -> AsyncIterator[Approval]:

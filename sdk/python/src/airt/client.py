@@ -125,6 +125,11 @@ class Actions(_Part):
         for its outcome. The same `request_id` answers with the same action."""
         return self._run(calls.execute_action(capability_id, inputs, request_id, agent, wait))
 
+    def get(self, workflow_id: str, *, wait: float | None = None) -> ActionResult:
+        """Where an action stands by its `workflow_id`, waiting at most `wait`
+        seconds (default 0, at most 60) for it to finish or pause."""
+        return self._run(calls.get_action(workflow_id, wait))
+
 
 class Approvals(_Part):
     def list(self, status: str = "PENDING", workflow_id: str = "", page_size: int = 100) -> Iterator[Approval]:

@@ -238,6 +238,7 @@ class ActionResult:
             error=answer.error,
             decision=Decision.from_proto(answer.decision) if answer.HasField("decision") else None,
             approval=approval,
-            created=answer.created,
+            # GetAction answers have no `created`.
+            created=getattr(answer, "created", False),
             raw=answer,
         )

@@ -14,6 +14,12 @@ use crate::Gateway;
 
 /// Follows the registry until `stop`; tells sessions of each change.
 pub async fn follow(gateway: Arc<Gateway>, stop: CancellationToken) {
+    if gateway.own_credentials.is_empty() {
+        tracing::warn!(
+            "no --service-token: registry changes are not followed and no tools/list_changed is sent"
+        );
+        return;
+    }
     let mut since = 0;
     let mut caught_up = false;
     let mut backoff =

@@ -22,6 +22,16 @@ pub async fn serve_on(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if matches!(config.auth, airt_kit::auth::AuthSettings::Unconfigured) {
+        tracing::warn!(
+            "no token verifier and no development mode: every MCP request is refused (401)"
+        );
+    }
+    if matches!(config.auth, airt_kit::auth::AuthSettings::Development) {
+        tracing::warn!(
+            "development mode: the x-airt-principal/x-airt-roles headers are trusted; never in production"
+        );
+    }
     let authenticator = crate::authenticator(&config.auth)?;
     authenticator.warm_up().await;
     let gateway = Gateway::connect(&config, None).await?;

@@ -1,10 +1,16 @@
 //! Registry changes, followed with `WatchCapabilities` under the gateway's
 //! own credentials: every change after the backlog bumps a counter that MCP
-//! sessions turn into `notifications/tools/list_changed`. The stream is
-//! reopened from the last revision seen after any error, with backoff.
+//! sessions turn into `notifications/tools/list_changed`, and drops the
+//! cached listing ([`crate::catalog`]). The stream is reopened from the last
+//! revision seen after any error, or after three heartbeat intervals of
+//! silence (a stalled connection reports nothing by itself), with backoff;
+//! the cache is trusted only from the backlog's end until the stream ends.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The heartbeat interval asked for; the stream is given up after three.
+const HEARTBEAT: Duration = Duration::from_secs(5);
 
 use airt_proto::registry::v1 as registry;
 use airt_proto::registry::v1::watch_capabilities_response::Event;
@@ -27,6 +33,10 @@ pub async fn follow(gateway: Arc<Gateway>, stop: CancellationToken) {
     loop {
         let mut request = tonic::Request::new(registry::WatchCapabilitiesRequest {
             since_revision: since,
+            heartbeat_interval: Some(prost_types::Duration {
+                seconds: HEARTBEAT.as_secs() as i64,
+                nanos: 0,
+            }),
             ..Default::default()
         });
         gateway.own_credentials.apply(&mut request);
@@ -41,9 +51,9 @@ pub async fn follow(gateway: Arc<Gateway>, stop: CancellationToken) {
                 loop {
                     let next = tokio::select! {
                         () = stop.cancelled() => return,
-                        next = stream.message() => next,
+                        next = tokio::time::timeout(3 * HEARTBEAT, stream.message()) => next,
                     };
-                    let Ok(Some(message)) = next else { break };
+                    let Ok(Ok(Some(message))) = next else { break };
                     backoff = airt_kit::backoff::Backoff::doubling(
                         Duration::from_millis(200),
                         Duration::from_secs(30),
@@ -58,6 +68,7 @@ pub async fn follow(gateway: Arc<Gateway>, stop: CancellationToken) {
                         Some(Event::CaughtUp(mark)) => {
                             since = since.max(mark.registry_revision);
                             caught_up = true;
+                            gateway.catalog.set_live(true);
                         }
                         Some(Event::Heartbeat(_)) | None => {}
                     }
@@ -67,6 +78,7 @@ pub async fn follow(gateway: Arc<Gateway>, stop: CancellationToken) {
                 tracing::warn!(code = ?status.code(), error = status.message(), "cannot watch the registry; tools/list_changed is not sent until it can");
             }
         }
+        gateway.catalog.set_live(false);
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(backoff.next_delay()) => {}
@@ -76,6 +88,7 @@ pub async fn follow(gateway: Arc<Gateway>, stop: CancellationToken) {
 
 async fn changed(gateway: &Gateway, revision: i64) {
     tracing::debug!(revision, "registry changed; tools/list_changed");
+    gateway.catalog.invalidate();
     gateway.changes.send_replace(revision);
     gateway.legacy_peers.notify().await;
 }

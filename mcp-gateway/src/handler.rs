@@ -17,6 +17,7 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
 use crate::Gateway;
 use crate::caller::Caller;
+use crate::catalog::Capabilities;
 use crate::error::GatewayError;
 use crate::tools;
 
@@ -49,11 +50,21 @@ impl McpHandler {
             .ok_or_else(|| McpError::invalid_request("no authenticated caller", None))
     }
 
-    /// Every offered capability, as the caller sees the registry.
-    async fn capabilities(
-        &self,
-        caller: &Caller,
-    ) -> Result<Vec<registry::Capability>, GatewayError> {
+    /// Every offered capability: the cached listing while the change feed
+    /// is live, else the registry's answer to the caller.
+    async fn capabilities(&self, caller: &Caller) -> Result<Capabilities, GatewayError> {
+        if let Some(cached) = self.gateway.catalog.get() {
+            return Ok(cached);
+        }
+        let generation = self.gateway.catalog.generation();
+        let fetched = Arc::new(self.fetch(caller).await?);
+        if let Some(generation) = generation {
+            self.gateway.catalog.store(generation, fetched.clone());
+        }
+        Ok(fetched)
+    }
+
+    async fn fetch(&self, caller: &Caller) -> Result<Vec<registry::Capability>, GatewayError> {
         let mut all = Vec::new();
         let mut page_token = String::new();
         loop {

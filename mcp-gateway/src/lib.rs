@@ -26,6 +26,7 @@ use tonic::transport::Channel;
 
 pub mod call;
 pub mod caller;
+pub mod catalog;
 mod changes;
 pub mod error;
 pub mod handler;
@@ -175,6 +176,8 @@ pub struct Gateway {
     /// The last registry revision that changed the tools.
     pub(crate) changes: tokio::sync::watch::Sender<i64>,
     pub(crate) legacy_peers: handler::LegacyPeers,
+    /// The registry's listing, while the change feed is live.
+    pub(crate) catalog: catalog::Catalog,
 }
 
 fn shaped(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
@@ -216,6 +219,7 @@ impl Gateway {
             fixed_caller,
             changes: tokio::sync::watch::channel(0).0,
             legacy_peers: handler::LegacyPeers::default(),
+            catalog: catalog::Catalog::default(),
         }))
     }
 

@@ -20,6 +20,16 @@ pub struct Gateway {
 
 /// Starts the gateway on a free loopback port for `stack`.
 pub async fn start(stack: &Stack, approval_wait: Duration) -> Gateway {
+    start_as(stack, approval_wait, mcp_gateway::development_credentials()).await
+}
+
+/// Like [`start`], with the gateway's own credentials (none: it follows no
+/// registry changes, so every listing reads the registry).
+pub async fn start_as(
+    stack: &Stack,
+    approval_wait: Duration,
+    own_credentials: airt_kit::credentials::Credentials,
+) -> Gateway {
     let registry = stack.registry.as_ref().expect("the stack's registry").url();
     let policy = stack
         .policy
@@ -35,7 +45,7 @@ pub async fn start(stack: &Stack, approval_wait: Duration) -> Gateway {
         approval_wait,
         environment: String::new(),
         auth: airt_kit::auth::AuthSettings::Development,
-        own_credentials: mcp_gateway::development_credentials(),
+        own_credentials,
         allowed_hosts: vec!["127.0.0.1".into()],
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -1,6 +1,9 @@
 //! `tools/list` latency of the MCP gateway with policy filtering.
 //!
-//! Run: `cd bench && cargo run --release --bin mcp-list [CAPABILITIES] [N]`
+//! Run: `cd bench && cargo run --release --bin mcp-list [CAPABILITIES] [N] [no-feed]`
+//!
+//! `no-feed`: the gateway has no identity of its own, follows no registry
+//! changes, and so reads the registry on every listing.
 //!
 //! Starts the registry, policy and workflow services and the gateway
 //! in-process (release build, SQLite, development auth), registers
@@ -112,6 +115,11 @@ async fn breakdown(stack: &Stack, n: usize) -> anyhow::Result<(Duration, Duratio
     Ok((lists[n / 2], evaluations[n / 2]))
 }
 
+/// The gateway's identity in development mode (what `airt up` gives it).
+fn mcp_gateway_credentials() -> airt_kit::credentials::Credentials {
+    airt_kit::credentials::Credentials::development("service:mcp-gateway", "").expect("ascii")
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
@@ -121,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let capabilities: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(500);
     let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(200);
+    let feed = args.next().as_deref() != Some("no-feed");
     airt_kit::tls::install_crypto();
     let stack = Stack::start(TestDb::sqlite(), &policy()).await;
     let registry = stack.registry.as_ref().expect("registry").channel().await;
@@ -135,7 +144,12 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..capabilities {
         airt_system_tests::register_capability(registry.clone(), spec(i)).await;
     }
-    let gateway = gateway::start(&stack, Duration::from_secs(1)).await;
+    let own = if feed {
+        mcp_gateway_credentials()
+    } else {
+        airt_kit::credentials::Credentials::none()
+    };
+    let gateway = gateway::start_as(&stack, Duration::from_secs(1), own).await;
     let client = gateway::client(&gateway.url, "user:alice", "writer").await;
     let mut listed = 0;
     for _ in 0..10 {
@@ -151,8 +165,9 @@ async fn main() -> anyhow::Result<()> {
     latencies.sort();
     let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
     println!(
-        "tools/list: {} capabilities registered ({} with built-ins), {listed} listed for user:alice; \
+        "tools/list ({}): {} capabilities registered ({} with built-ins), {listed} listed for user:alice; \
          {n} listings: p50 {}  p90 {}  p99 {}  max {}",
+        if feed { "registry listing cached while the change feed is live" } else { "no change feed: the registry read every time" },
         capabilities + 1,
         capabilities + 24,
         ms(at(0.5)),

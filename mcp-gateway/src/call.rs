@@ -40,31 +40,26 @@ pub struct Action {
     pub approval: Option<pb::PendingApproval>,
 }
 
-impl From<pb::ExecuteActionResponse> for Action {
-    fn from(r: pb::ExecuteActionResponse) -> Self {
-        Self {
-            status: pb::ActionStatus::try_from(r.status).unwrap_or_default(),
-            workflow_id: r.workflow_id,
-            outputs: r.outputs.as_ref().map(airt_kit::json::from_proto_value),
-            error: r.error,
-            decision: r.decision,
-            approval: r.approval,
+/// Both answers carry the same fields (GetAction has no `created`).
+macro_rules! action_from {
+    ($response:ty) => {
+        impl From<$response> for Action {
+            fn from(r: $response) -> Self {
+                Self {
+                    status: pb::ActionStatus::try_from(r.status).unwrap_or_default(),
+                    workflow_id: r.workflow_id,
+                    outputs: r.outputs.as_ref().map(airt_kit::json::from_proto_value),
+                    error: r.error,
+                    decision: r.decision,
+                    approval: r.approval,
+                }
+            }
         }
-    }
+    };
 }
 
-impl From<pb::GetActionResponse> for Action {
-    fn from(r: pb::GetActionResponse) -> Self {
-        Self {
-            status: pb::ActionStatus::try_from(r.status).unwrap_or_default(),
-            workflow_id: r.workflow_id,
-            outputs: r.outputs.as_ref().map(airt_kit::json::from_proto_value),
-            error: r.error,
-            decision: r.decision,
-            approval: r.approval,
-        }
-    }
-}
+action_from!(pb::ExecuteActionResponse);
+action_from!(pb::GetActionResponse);
 
 impl Action {
     fn waiting(&self) -> bool {

@@ -140,7 +140,7 @@ pub struct McpCaller {
 
 fn transport_error(url: &str, error: impl std::fmt::Display) -> HandlerError {
     let text = format!("MCP server {url}: {error}");
-    if text.contains("refused by the network sandbox") {
+    if text.contains(crate::net::REFUSED) {
         HandlerError::sandbox(text)
     } else {
         HandlerError::new(ErrorKind::Transient, text)

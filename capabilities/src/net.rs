@@ -25,7 +25,7 @@ use super::{ErrorKind, Execution, ExecutionContext, Handler, HandlerError, strin
 /// Default cap on response bodies.
 pub const DEFAULT_MAX_RESPONSE: u64 = 1024 * 1024;
 /// Marks errors raised by the guard inside the HTTP client.
-const REFUSED: &str = "refused by the network sandbox";
+pub(crate) const REFUSED: &str = "refused by the network sandbox";
 
 /// Which otherwise-refused targets are allowed.
 #[derive(Debug, Clone, Default)]

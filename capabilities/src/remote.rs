@@ -63,7 +63,7 @@ impl RemoteCaller {
         }
         let response = request.body(body.to_string()).send().await.map_err(|e| {
             let text = e.to_string();
-            if format!("{e:?}").contains("refused by the network sandbox") {
+            if format!("{e:?}").contains(crate::net::REFUSED) {
                 HandlerError::sandbox(text)
             } else if e.is_timeout() {
                 HandlerError::new(ErrorKind::Timeout, text)

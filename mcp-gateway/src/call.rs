@@ -70,13 +70,6 @@ impl Action {
     }
 }
 
-fn duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-    }
-}
-
 /// The request id of a call: the client's (`_meta["io.airt/request_id"]`),
 /// or a new one.
 fn request_id(
@@ -124,7 +117,8 @@ pub async fn call(
         inputs: Some(airt_kit::json::to_proto_struct(&inputs)),
         request_id: request_id.clone(),
         agent: caller.agent.clone(),
-        wait: Some(duration(gateway.approval_wait.min(Duration::from_secs(10)))),
+        wait: prost_types::Duration::try_from(gateway.approval_wait.min(Duration::from_secs(10)))
+            .ok(),
     });
     caller.credentials.apply(&mut execute);
     let answer = match gateway.workflow.clone().execute_action(execute).await {
@@ -179,7 +173,7 @@ async fn get(
 ) -> Result<Action, GatewayError> {
     let mut request = tonic::Request::new(pb::GetActionRequest {
         workflow_id: workflow_id.to_owned(),
-        wait: Some(duration(wait)),
+        wait: prost_types::Duration::try_from(wait).ok(),
     });
     caller.credentials.apply(&mut request);
     let answer = gateway.workflow.clone().get_action(request).await?;

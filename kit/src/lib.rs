@@ -34,6 +34,7 @@ pub mod credentials;
 pub mod db;
 pub mod json;
 pub mod limits;
+mod log_ids;
 pub mod mask;
 pub mod metrics;
 pub mod middleware;

@@ -118,11 +118,8 @@ where
             request_id = %request_id,
             code = tracing::field::Empty,
             latency_us = tracing::field::Empty,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
         );
         crate::trace::continue_from(&span, request.headers());
-        crate::trace::record_ids(&span);
         let mut refused = match caller {
             Some(Ok(principal)) => {
                 request.extensions_mut().insert::<Principal>(principal);

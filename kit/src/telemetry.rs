@@ -14,6 +14,8 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::{LogArgs, LogFormat};
+use crate::log_ids::TraceIds;
+use tracing_subscriber::fmt::format::Format;
 
 /// What [`init`] installed; [`Telemetry::shutdown`] flushes the spans
 /// still queued for export.
@@ -53,12 +55,12 @@ pub fn init(args: &LogArgs, service: &'static str) -> Telemetry {
 /// Installs the global subscriber exporting spans through `provider` (for
 /// tests with an in-memory exporter).
 pub fn install(args: &LogArgs, provider: Option<SdkTracerProvider>) {
-    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let logs = match args.log_format {
-        LogFormat::Text => logs.boxed(),
-        LogFormat::Json => logs.json().boxed(),
-    };
+    let logs = log_layer(
+        args.log_format,
+        &args.log,
+        provider.is_some(),
+        std::io::stderr,
+    );
     let traces = provider.map(|provider| {
         opentelemetry::global::set_text_map_propagator(
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
@@ -68,9 +70,37 @@ pub fn install(args: &LogArgs, provider: Option<SdkTracerProvider>) {
         exporting_layer(tracer).with_filter(trace_filter())
     });
     let _already_installed = tracing_subscriber::registry()
-        .with(logs.with_filter(filter))
+        .with(logs)
         .with(traces)
         .try_init();
+}
+
+/// Log lines, text or JSON, to `writer`, filtered by `directives` (e.g.
+/// `info,sqlx=warn`; unparsable means `info`). With `traced`, a line
+/// written inside a traced span carries its `trace_id` and `span_id`.
+pub fn log_layer<S, W>(
+    format: LogFormat,
+    directives: &str,
+    traced: bool,
+    writer: W,
+) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt::layer().with_writer(writer);
+    match format {
+        LogFormat::Text => logs
+            .event_format(TraceIds::new(Format::default(), traced))
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => logs
+            .json()
+            .event_format(TraceIds::new(Format::default().json(), traced))
+            .with_filter(filter)
+            .boxed(),
+    }
 }
 
 /// The layer that turns spans into OpenTelemetry spans, with only what a

@@ -115,32 +115,6 @@ pub fn inject<T>(request: &mut tonic::Request<T>) {
     }
 }
 
-/// Records the span's OpenTelemetry ids in its `trace_id` and `span_id`
-/// fields (declared empty), so that log lines inside it name the trace.
-/// Nothing when traces are off.
-pub fn record_ids(span: &tracing::Span) {
-    use opentelemetry::trace::TraceContextExt as _;
-    use tracing::field::{Value, display};
-    let context = span.context();
-    let otel = context.span();
-    let ids = otel.span_context();
-    let Some(fields) = span.metadata().map(tracing::Metadata::fields) else {
-        return;
-    };
-    if let (true, Some(trace_field), Some(span_field)) = (
-        ids.is_valid(),
-        fields.field("trace_id"),
-        fields.field("span_id"),
-    ) {
-        let (trace_id, span_id) = (display(ids.trace_id()), display(ids.span_id()));
-        // Both in one record: every layer handles one update, not two.
-        span.record_all(&fields.value_set(&[
-            (&trace_field, Some(&trace_id as &dyn Value)),
-            (&span_field, Some(&span_id as &dyn Value)),
-        ]));
-    }
-}
-
 /// The trace id of the current span (32 hex digits), if it is traced.
 pub fn current_trace_id() -> Option<String> {
     use opentelemetry::trace::TraceContextExt as _;

@@ -18,6 +18,7 @@ const IDENTITY: ServiceIdentity = ServiceIdentity {
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_SPAN: &str = "00f067aa0ba902b7";
+const REFUSED_TRACE_ID: &str = "5bf92f3577b34da6a3ce929d0e0e4736";
 
 #[tokio::test]
 async fn a_callers_trace_continues_through_the_server_and_into_client_calls() {
@@ -76,10 +77,45 @@ async fn a_callers_trace_continues_through_the_server_and_into_client_calls() {
             .any(|(k, v)| k == "traceparent" && v.contains(&client_trace)),
         "{headers:?}"
     );
+
+    // 3. A refused call: its log line names the call's trace and span.
+    let mut anonymous = tonic::Request::new(pb::VerifyAuditChainRequest::default());
+    anonymous.metadata_mut().insert(
+        "traceparent",
+        format!("00-{REFUSED_TRACE_ID}-{PARENT_SPAN}-01")
+            .parse()
+            .unwrap(),
+    );
+    let refused = client
+        .verify_audit_chain(anonymous)
+        .await
+        .expect_err("no identity");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
     server.stop().await.expect("stop");
     let spans = captured.ended();
     let rpcs: Vec<_> = spans.iter().filter(|s| s.name == "rpc").collect();
-    assert_eq!(rpcs.len(), 2, "{spans:#?}");
+    assert_eq!(rpcs.len(), 3, "{spans:#?}");
+    let refused_span = rpcs
+        .iter()
+        .find(|s| s.span_context.trace_id().to_string() == REFUSED_TRACE_ID)
+        .expect("the refused call's span");
+    let lines = captured.log_lines();
+    let line = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "rpc refused" && l["trace_id"] == REFUSED_TRACE_ID)
+        .unwrap_or_else(|| panic!("no log line names the refused call's trace: {lines:#?}"));
+    assert_eq!(
+        line["span_id"],
+        refused_span.span_context.span_id().to_string()
+    );
+    assert!(
+        refused_span
+            .attributes
+            .iter()
+            .all(|kv| kv.key.as_str() != "trace_id"),
+        "the ids are not repeated as attributes"
+    );
     let continued = rpcs
         .iter()
         .find(|s| s.span_context.trace_id().to_string() == TRACE_ID)

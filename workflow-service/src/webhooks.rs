@@ -291,11 +291,8 @@ impl Dispatcher {
                     delivery_id = %delivery.delivery_id,
                     event = %delivery.event,
                     attempt = delivery.attempts + 1,
-                    trace_id = tracing::field::Empty,
-                    span_id = tracing::field::Empty,
                 );
                 airt_kit::trace::continue_traceparent(&span, &delivery.trace_parent);
-                airt_kit::trace::record_ids(&span);
                 sends.spawn(
                     async move {
                         let result = send(&client, secret.as_ref(), &delivery).await;

@@ -147,6 +147,7 @@ fn main() -> anyhow::Result<()> {
                 .evaluate(with_identity(pb::EvaluateRequest {
                     context: Some(ctx.clone()),
                     explain: false,
+                    any_inputs: false,
                 }))
                 .await?;
         }
@@ -155,6 +156,7 @@ fn main() -> anyhow::Result<()> {
             let request = with_identity(pb::EvaluateRequest {
                 context: Some(contexts[i % contexts.len()].clone()),
                 explain: false,
+                any_inputs: false,
             });
             let started = Instant::now();
             client.evaluate(request).await?;
@@ -181,6 +183,7 @@ fn main() -> anyhow::Result<()> {
                     let request = with_identity(pb::EvaluateRequest {
                         context: Some(contexts[i % contexts.len()].clone()),
                         explain: false,
+                        any_inputs: false,
                     });
                     client.evaluate(request).await?;
                     done += 1;

@@ -110,6 +110,7 @@ async fn evaluate_p50(policy_url: String) -> anyhow::Result<Duration> {
             policy::EvaluateRequest {
                 context: Some(context.clone()),
                 explain: false,
+                any_inputs: false,
             },
             "service:workflow",
             &["admin"],

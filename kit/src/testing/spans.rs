@@ -1,6 +1,6 @@
 //! Spans kept in memory instead of exported, for tests of tracing.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
@@ -9,7 +9,8 @@ use tracing_subscriber::layer::SubscriberExt as _;
 
 /// Captures the spans of the whole test process: installs (once) a global
 /// subscriber with the production trace filter plus the test crate's own
-/// target, and the W3C propagator.
+/// target, the W3C propagator, and the production JSON log layer (at
+/// `info`) writing into memory ([`CapturedSpans::log_lines`]).
 ///
 /// Global, not a thread's default: spans end on whichever thread drops
 /// their last handle (SQLite's worker threads among them), and a parent is
@@ -18,6 +19,33 @@ use tracing_subscriber::layer::SubscriberExt as _;
 pub struct CapturedSpans {
     exporter: InMemorySpanExporter,
     provider: SdkTracerProvider,
+    logs: LogBuffer,
+}
+
+/// Where the captured log lines are written.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
 }
 
 impl std::fmt::Debug for CapturedSpans {
@@ -26,7 +54,9 @@ impl std::fmt::Debug for CapturedSpans {
     }
 }
 
-static CAPTURE: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::new();
+type Capture = (InMemorySpanExporter, SdkTracerProvider, LogBuffer);
+
+static CAPTURE: OnceLock<Capture> = OnceLock::new();
 
 impl CapturedSpans {
     /// `test_target`: the test crate's own spans to keep too (its name;
@@ -35,7 +65,7 @@ impl CapturedSpans {
     /// # Panics
     /// When another global subscriber was installed first.
     pub fn start(test_target: &'static str) -> Self {
-        let (exporter, provider) = CAPTURE
+        let (exporter, provider, logs) = CAPTURE
             .get_or_init(|| {
                 let exporter = InMemorySpanExporter::default();
                 let provider = SdkTracerProvider::builder()
@@ -46,15 +76,45 @@ impl CapturedSpans {
                 );
                 let filter =
                     crate::telemetry::trace_filter().with_target(test_target, tracing::Level::INFO);
-                let subscriber = tracing_subscriber::registry().with(
-                    crate::telemetry::exporting_layer(provider.tracer("test")).with_filter(filter),
-                );
+                let logs = LogBuffer::default();
+                let subscriber = tracing_subscriber::registry()
+                    .with(crate::telemetry::log_layer(
+                        crate::config::LogFormat::Json,
+                        "info",
+                        true,
+                        logs.clone(),
+                    ))
+                    .with(
+                        crate::telemetry::exporting_layer(provider.tracer("test"))
+                            .with_filter(filter),
+                    );
                 tracing::subscriber::set_global_default(subscriber)
                     .expect("no other global subscriber in a test of tracing");
-                (exporter, provider)
+                (exporter, provider, logs)
             })
             .clone();
-        Self { exporter, provider }
+        Self {
+            exporter,
+            provider,
+            logs,
+        }
+    }
+
+    /// The JSON log lines written so far, in this process, parsed.
+    ///
+    /// # Panics
+    /// When a line is not a JSON object.
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        let bytes = self
+            .logs
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+            .collect()
     }
 
     /// The spans ended so far, in this process.

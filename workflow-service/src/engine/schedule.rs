@@ -47,11 +47,8 @@ impl Engine {
             workflow = %row.name,
             from = status.as_str(),
             to = tracing::field::Empty,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
         );
         airt_kit::trace::continue_traceparent(&span, &row.trace_parent);
-        airt_kit::trace::record_ids(&span);
         let ended = self
             .advance_from(row, entry, flag)
             .instrument(span.clone())

@@ -137,9 +137,7 @@ impl Engine {
             decision = tracing::field::Empty,
             attempt = tracing::field::Empty,
             status = tracing::field::Empty,
-            span_id = tracing::field::Empty,
         );
-        airt_kit::trace::record_ids(&span);
         let pipeline = self
             .step_pipeline(run, step, start)
             .instrument(span.clone());

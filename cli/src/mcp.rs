@@ -44,15 +44,17 @@ pub async fn run(connection: &ConnectionArgs, command: McpCommand) -> anyhow::Re
     };
     let mut config = mcp_gateway::GatewayConfig::from_args(
         &mcp_gateway::GatewayArgs {
-            registry_addr: connection.registry_addr.clone(),
-            policy_addr: connection.policy_addr.clone(),
-            workflow_addr: connection.workflow_addr.clone(),
-            tls: airt_kit::tls::ClientTlsArgs {
-                tls_ca: connection.tls_ca.clone(),
-                tls_client_cert: connection.tls_client_cert.clone(),
-                tls_client_key: connection.tls_client_key.clone(),
+            services: airt_kit::dependencies::ServiceAddrArgs {
+                registry_addr: connection.registry_addr.clone(),
+                policy_addr: connection.policy_addr.clone(),
+                workflow_addr: connection.workflow_addr.clone(),
+                tls: airt_kit::tls::ClientTlsArgs {
+                    tls_ca: connection.tls_ca.clone(),
+                    tls_client_cert: connection.tls_client_cert.clone(),
+                    tls_client_key: connection.tls_client_key.clone(),
+                },
+                resolve_interval: Duration::from_secs(5),
             },
-            resolve_interval: Duration::from_secs(5),
             approval_wait: args.approval_wait,
             environment: args.environment,
             service_token: None,

@@ -32,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod db;
+pub mod dependencies;
 pub mod json;
 pub mod limits;
 mod log_ids;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use airt_kit::auth::{AuthSettings, Authenticator};
 use airt_kit::config::{Secret, parse_duration};
 use airt_kit::credentials::Credentials;
+use airt_kit::dependencies::ServiceChannels;
 use airt_proto::common::v1::RiskLevel;
 use airt_proto::policy::v1 as policy;
 use airt_proto::policy::v1::policy_service_client::PolicyServiceClient;
@@ -45,37 +46,8 @@ const MAX_APPROVAL_WAIT: Duration = Duration::from_secs(600);
 /// The gateway's flags (besides authentication, logging and the listener).
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayArgs {
-    /// Registry service address (a host name or a comma-separated list
-    /// spreads calls over every address).
-    #[arg(
-        long,
-        env = "AIRT_REGISTRY_ADDR",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    pub registry_addr: String,
-
-    /// Policy service address.
-    #[arg(
-        long,
-        env = "AIRT_POLICY_ADDR",
-        default_value = "http://127.0.0.1:50052"
-    )]
-    pub policy_addr: String,
-
-    /// Workflow service address.
-    #[arg(
-        long,
-        env = "AIRT_WORKFLOW_ADDR",
-        default_value = "http://127.0.0.1:50053"
-    )]
-    pub workflow_addr: String,
-
     #[command(flatten)]
-    pub tls: airt_kit::tls::ClientTlsArgs,
-
-    /// How often host names of the service addresses are resolved again.
-    #[arg(long, env = "AIRT_RESOLVE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
-    pub resolve_interval: Duration,
+    pub services: airt_kit::dependencies::ServiceAddrArgs,
 
     /// How long a `tools/call` that needs an approval waits for it (sending
     /// progress) before answering that it awaits approval (at most 10m).
@@ -111,11 +83,7 @@ pub struct GatewayArgs {
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
-    pub registry_addr: String,
-    pub policy_addr: String,
-    pub workflow_addr: String,
-    pub client_tls: airt_kit::tls::ClientTls,
-    pub resolve_interval: Duration,
+    pub services: airt_kit::dependencies::ServiceAddrArgs,
     pub approval_wait: Duration,
     pub environment: String,
     /// How callers are authenticated (HTTP).
@@ -143,11 +111,7 @@ impl GatewayConfig {
             (None, _) => Credentials::none(),
         };
         Ok(Self {
-            registry_addr: args.registry_addr.clone(),
-            policy_addr: args.policy_addr.clone(),
-            workflow_addr: args.workflow_addr.clone(),
-            client_tls: airt_kit::tls::ClientTls::load(&args.tls)?,
-            resolve_interval: args.resolve_interval,
+            services: args.services.clone(),
             approval_wait: args.approval_wait,
             environment: args.environment.clone(),
             auth,
@@ -180,35 +144,18 @@ pub struct Gateway {
     pub(crate) catalog: catalog::Catalog,
 }
 
-fn shaped(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
-    endpoint
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
-}
-
 impl Gateway {
     /// Connects (lazily) to the three services.
     pub async fn connect(
         config: &GatewayConfig,
         fixed_caller: Option<Caller>,
     ) -> anyhow::Result<Arc<Self>> {
-        let channel = |addr: &str| {
-            let addr = addr.to_owned();
-            let tls = config.client_tls.clone();
-            let interval = config.resolve_interval;
-            async move {
-                airt_kit::balance::channel(&addr, &tls, shaped, interval)
-                    .await
-                    .map_err(|e| e.context(format!("service address {addr:?}")))
-            }
-        };
+        let channels = ServiceChannels::open(&config.services).await?;
         // A listing of 1000 capabilities is larger than tonic's default 4 MiB.
-        let registry = RegistryServiceClient::new(channel(&config.registry_addr).await?)
+        let registry = RegistryServiceClient::new(channels.registry)
             .max_decoding_message_size(64 * 1024 * 1024);
-        let policy = PolicyServiceClient::new(channel(&config.policy_addr).await?);
-        let workflow = WorkflowServiceClient::new(channel(&config.workflow_addr).await?);
+        let policy = PolicyServiceClient::new(channels.policy);
+        let workflow = WorkflowServiceClient::new(channels.workflow);
         Ok(Arc::new(Self {
             registry,
             policy,

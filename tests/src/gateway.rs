@@ -37,11 +37,13 @@ pub async fn start_as(
         .expect("the stack's policy service")
         .url();
     let config = mcp_gateway::GatewayConfig {
-        registry_addr: registry,
-        policy_addr: policy,
-        workflow_addr: stack.workflow.url(),
-        client_tls: airt_kit::tls::ClientTls::default(),
-        resolve_interval: Duration::from_secs(5),
+        services: airt_kit::dependencies::ServiceAddrArgs {
+            registry_addr: registry,
+            policy_addr: policy,
+            workflow_addr: stack.workflow.url(),
+            tls: airt_kit::tls::ClientTlsArgs::default(),
+            resolve_interval: Duration::from_secs(5),
+        },
         approval_wait,
         environment: String::new(),
         auth: airt_kit::auth::AuthSettings::Development,

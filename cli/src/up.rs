@@ -27,8 +27,12 @@ pub struct UpArgs {
     admin_ports: AdminPorts,
 
     /// Port of the MCP gateway (Streamable HTTP at `/mcp`), or `off`.
-    #[arg(long, env = "AIRT_UP_MCP_PORT", default_value = "50054", value_parser = parse_mcp_port)]
-    mcp_port: McpPort,
+    #[arg(long, env = "AIRT_UP_MCP_PORT", default_value = "50054", value_parser = parse_port_or_off)]
+    mcp_port: OptionalPort,
+
+    /// Port of the web console (approvals inbox, workflows), or `off`.
+    #[arg(long, env = "AIRT_UP_CONSOLE_PORT", default_value = "50080", value_parser = parse_port_or_off)]
+    console_port: OptionalPort,
 
     #[command(flatten)]
     auth: AuthArgs,
@@ -107,18 +111,42 @@ pub struct UpArgs {
 #[derive(Debug, Clone, Copy)]
 struct AdminPorts(Option<[u16; 3]>);
 
-/// `--mcp-port`: a port, or none.
+/// `--mcp-port`, `--console-port`: a port, or none.
 #[derive(Debug, Clone, Copy)]
-struct McpPort(Option<u16>);
+struct OptionalPort(Option<u16>);
 
-fn parse_mcp_port(text: &str) -> Result<McpPort, String> {
+fn parse_port_or_off(text: &str) -> Result<OptionalPort, String> {
     match text.trim() {
-        "off" | "none" => Ok(McpPort(None)),
+        "off" | "none" => Ok(OptionalPort(None)),
         port => port
             .parse()
-            .map(|p| McpPort(Some(p)))
+            .map(|p| OptionalPort(Some(p)))
             .map_err(|e| format!("{text:?}: expected a port like 50054, or off: {e}")),
     }
+}
+
+/// The console's configuration: the services of this process, the same
+/// sign-in (development mode or the same token verifier).
+fn console_config(
+    args: &UpArgs,
+    addrs: [SocketAddr; 3],
+) -> anyhow::Result<airt_console::ConsoleConfig> {
+    let [registry, policy, workflow] = addrs.map(|a| format!("http://{a}"));
+    airt_console::ConsoleConfig::from_args(
+        &airt_console::ConsoleArgs {
+            services: airt_kit::dependencies::ServiceAddrArgs {
+                registry_addr: registry,
+                policy_addr: policy,
+                workflow_addr: workflow,
+                tls: airt_kit::tls::ClientTlsArgs::default(),
+                resolve_interval: Duration::from_secs(5),
+            },
+            session_key_file: None,
+            session_ttl: Duration::from_secs(8 * 3600),
+            console_url: None,
+        },
+        args.auth.settings()?,
+    )
 }
 
 /// The MCP gateway's configuration: the services of this process, the same
@@ -130,11 +158,13 @@ fn gateway_config(
     let [registry, policy, workflow] = addrs.map(|a| format!("http://{a}"));
     mcp_gateway::GatewayConfig::from_args(
         &mcp_gateway::GatewayArgs {
-            registry_addr: registry,
-            policy_addr: policy,
-            workflow_addr: workflow,
-            tls: airt_kit::tls::ClientTlsArgs::default(),
-            resolve_interval: Duration::from_secs(5),
+            services: airt_kit::dependencies::ServiceAddrArgs {
+                registry_addr: registry,
+                policy_addr: policy,
+                workflow_addr: workflow,
+                tls: airt_kit::tls::ClientTlsArgs::default(),
+                resolve_interval: Duration::from_secs(5),
+            },
             approval_wait: Duration::from_secs(30),
             environment: args.environment.clone(),
             service_token: args.service_token.clone(),
@@ -231,6 +261,10 @@ fn workflow_config(
             webhook_secret: args.webhook_secret.clone(),
             webhook_secret_file: args.webhook_secret_file.clone(),
             webhook_max_attempts: 12,
+            console_url: args
+                .console_port
+                .0
+                .map(|port| format!("http://{}", SocketAddr::new(args.host, port))),
             instance_id: None,
             lease_ttl: Duration::from_secs(15),
             undo_retention: Duration::from_secs(24 * 3600),
@@ -282,6 +316,7 @@ pub async fn run(
     )?;
     let workflow_own = workflow_config(&args, registry.listen, policy.listen, &workflow)?;
     let gateway = gateway_config(&args, [registry.listen, policy.listen, workflow.listen])?;
+    let console = console_config(&args, [registry.listen, policy.listen, workflow.listen])?;
     // Bind everything first so a busy port fails before anything starts.
     let (policy_listen, workflow_listen) = (policy.listen, workflow.listen);
     let registry_listener = bind("registry", registry.listen).await?;
@@ -291,10 +326,17 @@ pub async fn run(
         Some(port) => Some(bind("MCP gateway", SocketAddr::new(args.host, port)).await?),
         None => None,
     };
-    let mcp = mcp_listener
-        .as_ref()
-        .and_then(|l| l.local_addr().ok())
-        .map_or_else(|| "off".to_owned(), |a| format!("http://{a}/mcp"));
+    let console_listener = match args.console_port.0 {
+        Some(port) => Some(bind("console", SocketAddr::new(args.host, port)).await?),
+        None => None,
+    };
+    let url = |listener: &Option<tokio::net::TcpListener>, path: &str| {
+        listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or_else(|| "off".to_owned(), |a| format!("http://{a}{path}"))
+    };
+    let (mcp, console_url) = (url(&mcp_listener, "/mcp"), url(&console_listener, "/"));
     let admin = |config: &ServiceConfig| {
         config
             .admin_listen
@@ -302,7 +344,7 @@ pub async fn run(
     };
     tracing::info!(
         registry = %registry.listen, policy = %policy.listen, workflow = %workflow.listen,
-        registry_admin = %admin(&registry), policy_admin = %admin(&policy), workflow_admin = %admin(&workflow), mcp = %mcp,
+        registry_admin = %admin(&registry), policy_admin = %admin(&policy), workflow_admin = %admin(&workflow), mcp = %mcp, console = %console_url,
         data_dir = %args.data_dir.display(), auth = %registry.redacted(), "airt up"
     );
 
@@ -324,7 +366,15 @@ pub async fn run(
         stopped(stop_rx.clone()),
     ));
     if let Some(listener) = mcp_listener {
-        tasks.spawn(mcp_gateway::serve_on(gateway, listener, stopped(stop_rx)));
+        tasks.spawn(mcp_gateway::serve_on(
+            gateway,
+            listener,
+            stopped(stop_rx.clone()),
+        ));
+    }
+    if let Some(listener) = console_listener {
+        eprintln!("console: {console_url}");
+        tasks.spawn(airt_console::serve_on(console, listener, stopped(stop_rx)));
     }
 
     if args.demo {

@@ -154,6 +154,11 @@ pub struct WorkflowArgs {
     #[arg(long, env = "AIRT_WEBHOOK_MAX_ATTEMPTS", default_value_t = 12)]
     pub webhook_max_attempts: u32,
 
+    /// The console's address (e.g. `https://console.example.com`):
+    /// `approval.requested` webhooks then link to the approval's page.
+    #[arg(long, env = "AIRT_CONSOLE_URL")]
+    pub console_url: Option<String>,
+
     /// This replica's name in workflow leases: stable across restarts and
     /// unique among replicas sharing a database. Default: `<hostname>:<port>`.
     #[arg(long, env = "AIRT_INSTANCE_ID")]
@@ -296,6 +301,7 @@ impl WorkflowConfig {
                     secret: webhook_secret,
                     max_attempts: args.webhook_max_attempts,
                     initial_backoff: args.webhook_initial_backoff,
+                    console_url: args.console_url.clone(),
                     ..webhooks::WebhookConfig::default()
                 };
                 config.validate().map_err(anyhow::Error::msg)?;

@@ -37,6 +37,9 @@ pub struct WebhookConfig {
     pub max_backoff: Duration,
     /// Time limit of one attempt.
     pub request_timeout: Duration,
+    /// The console's address (`--console-url`): `approval.requested`
+    /// payloads link to the approval's page there.
+    pub console_url: Option<String>,
 }
 
 impl Default for WebhookConfig {
@@ -48,6 +51,7 @@ impl Default for WebhookConfig {
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
             request_timeout: Duration::from_secs(10),
+            console_url: None,
         }
     }
 }
@@ -57,6 +61,9 @@ impl WebhookConfig {
     pub fn validate(&self) -> Result<(), String> {
         for url in &self.urls {
             check_http_url(url).map_err(|e| format!("webhook URL {e}"))?;
+        }
+        if let Some(url) = &self.console_url {
+            check_http_url(url).map_err(|e| format!("console URL {e}"))?;
         }
         if !self.urls.is_empty() && self.secret.as_ref().is_none_or(|s| s.expose().is_empty()) {
             return Err("webhooks need a signing secret (AIRT_WEBHOOK_SECRET)".into());
@@ -123,8 +130,9 @@ pub fn signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String 
 }
 
 /// The `approval.requested` payload: what a human needs to decide, with
-/// secret inputs masked, and how to answer.
-pub fn approval_requested(approval: &ApprovalRow) -> Value {
+/// secret inputs masked, and how to answer (with `console_url`, the
+/// approval's page in the console).
+pub fn approval_requested(approval: &ApprovalRow, console_url: Option<&str>) -> Value {
     let inputs: Map<String, Value> =
         serde_json::from_str(&approval.resolved_inputs).unwrap_or_default();
     let decision: Value = serde_json::from_str(&approval.decision).unwrap_or(Value::Null);
@@ -151,6 +159,9 @@ pub fn approval_requested(approval: &ApprovalRow) -> Value {
             "request": {"approval_id": approval.approval_id},
             "cli": format!("airt approvals approve {}", approval.approval_id),
         },
+        "console_url": console_url.map(|base| {
+            format!("{}/approvals/{}", base.trim_end_matches('/'), approval.approval_id)
+        }),
     })
 }
 
@@ -372,6 +383,50 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn approval() -> ApprovalRow {
+        let text = |s: &str| s.to_owned();
+        ApprovalRow {
+            approval_id: text("ap-1"),
+            workflow_id: text("wf-1"),
+            workflow_name: text("publish"),
+            step_name: text("copy"),
+            capability_id: text("io.fs.copy"),
+            capability_version: text("1.0.0"),
+            risk_level: text("MEDIUM"),
+            resolved_inputs: text(r#"{"from":"a","to":"b"}"#),
+            decision: text("{}"),
+            action_digest: text("d"),
+            approver_roles: text("approver"),
+            message: String::new(),
+            status: text("PENDING"),
+            requested_for: text("user:alice"),
+            decided_by: String::new(),
+            comment: String::new(),
+            status_reason: String::new(),
+            requested_at_us: 0,
+            expires_at_us: 0,
+            decided_at_us: 0,
+        }
+    }
+
+    #[test]
+    fn approval_requests_link_to_the_console_when_it_is_configured() {
+        let linked = approval_requested(&approval(), Some("https://console.example.com/"));
+        assert_eq!(
+            linked["console_url"],
+            "https://console.example.com/approvals/ap-1"
+        );
+        assert_eq!(
+            approval_requested(&approval(), None)["console_url"],
+            Value::Null
+        );
+        let bad = WebhookConfig {
+            console_url: Some("javascript:alert(1)".into()),
+            ..WebhookConfig::default()
+        };
+        assert!(bad.validate().is_err(), "only http(s) console URLs");
+    }
 
     #[test]
     fn the_signature_follows_standard_webhooks() {

@@ -257,7 +257,10 @@ impl Engine {
         let deliveries = self.inner.config.webhooks.deliveries(
             &approval.approval_id,
             "approval.requested",
-            &webhooks::approval_requested(&approval),
+            &webhooks::approval_requested(
+                &approval,
+                self.inner.config.webhooks.console_url.as_deref(),
+            ),
         );
         tracing::info!(workflow_id = %run.workflow_id, step = %step.name, approval_id = %approval.approval_id, "approval requested");
         self.transition(

@@ -20,6 +20,7 @@ use airt_kit::dependencies::{ServiceAddrArgs, ServiceChannels};
 
 pub mod error;
 mod forms;
+pub mod oidc;
 mod pages;
 mod routes;
 pub mod session;
@@ -54,6 +55,35 @@ pub struct ConsoleArgs {
     /// https, and POSTs must come from it. Default: the listener's address.
     #[arg(long, env = "AIRT_CONSOLE_URL")]
     pub console_url: Option<String>,
+
+    /// OpenID Connect issuer for sign-in with the authorization-code flow
+    /// and PKCE (e.g. `https://keycloak.example.com/realms/airt`); its
+    /// tokens must be ones the services accept (`--jwt-*` flags). Needs
+    /// `--oidc-client-id`; the redirect URI is `<console URL>/signin/callback`.
+    #[arg(long, env = "AIRT_CONSOLE_OIDC_ISSUER", requires = "oidc_client_id")]
+    pub oidc_issuer: Option<String>,
+
+    /// The console's client id at the issuer.
+    #[arg(long, env = "AIRT_CONSOLE_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+
+    /// File holding the client secret (confidential clients; public clients
+    /// rely on PKCE alone).
+    #[arg(long, env = "AIRT_CONSOLE_OIDC_CLIENT_SECRET_FILE")]
+    pub oidc_client_secret_file: Option<PathBuf>,
+
+    /// Scopes asked for.
+    #[arg(
+        long,
+        env = "AIRT_CONSOLE_OIDC_SCOPES",
+        default_value = "openid profile email"
+    )]
+    pub oidc_scopes: String,
+
+    /// Forward the ID token instead of the access token (for providers
+    /// whose access tokens are opaque).
+    #[arg(long, env = "AIRT_CONSOLE_OIDC_USE_ID_TOKEN")]
+    pub oidc_use_id_token: bool,
 }
 
 /// The resolved configuration.
@@ -64,6 +94,7 @@ pub struct ConsoleConfig {
     pub session_key: SessionKey,
     pub session_ttl: Duration,
     pub console_url: Option<String>,
+    pub oidc: Option<oidc::OidcSettings>,
 }
 
 impl ConsoleConfig {
@@ -86,7 +117,28 @@ impl ConsoleConfig {
             args.session_ttl >= Duration::from_secs(60),
             "--session-ttl must be at least 1m"
         );
+        let oidc = match (&args.oidc_issuer, &args.oidc_client_id) {
+            (Some(issuer), Some(client_id)) => Some(oidc::OidcSettings {
+                issuer: issuer.clone(),
+                client_id: client_id.clone(),
+                client_secret: match &args.oidc_client_secret_file {
+                    Some(path) => Some(
+                        std::fs::read_to_string(path)
+                            .map_err(|e| {
+                                anyhow::anyhow!("--oidc-client-secret-file {}: {e}", path.display())
+                            })?
+                            .trim()
+                            .to_owned(),
+                    ),
+                    None => None,
+                },
+                scopes: args.oidc_scopes.clone(),
+                use_id_token: args.oidc_use_id_token,
+            }),
+            _ => None,
+        };
         Ok(Self {
+            oidc,
             services: args.services.clone(),
             auth,
             session_key,
@@ -111,6 +163,8 @@ pub struct Console {
     pub(crate) secure: bool,
     /// The origin POSTs must come from (`scheme://host[:port]`).
     pub(crate) origin: String,
+    /// The OpenID Connect provider, when sign-in goes through one.
+    pub(crate) oidc: Option<oidc::Provider>,
 }
 
 impl Console {
@@ -121,7 +175,12 @@ impl Console {
             .console_url
             .clone()
             .unwrap_or_else(|| format!("http://{listening}"));
+        let oidc = match &config.oidc {
+            Some(settings) => Some(oidc::Provider::discover(settings, &origin).await?),
+            None => None,
+        };
         Ok(Arc::new(Self {
+            oidc,
             channels: ServiceChannels::open(&config.services).await?,
             authenticator: Authenticator::new(&config.auth)?,
             development: matches!(config.auth, AuthSettings::Development),

@@ -27,6 +27,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/audit", get(catalogue::chains))
         .route("/signin", get(signin::form).post(signin::submit))
         .route("/signout", post(signin::sign_out))
+        .route("/signin/oidc", get(crate::oidc::start))
+        .route("/signin/callback", get(crate::oidc::callback))
         .route(
             "/static/console.css",
             get(|| asset("text/css", view::STYLE)),

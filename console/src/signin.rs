@@ -58,6 +58,13 @@ fn render(console: &Console, status: StatusCode, note: Option<&str>) -> Response
         console.secure,
     );
     let body = fields(console.development, &csrf, note);
+    let body = html! {
+        @if let Some(provider) = &console.oidc {
+            p { a href="/signin/oidc" data-testid="signin-oidc" { "Sign in with " (provider.issuer) } }
+            p.muted { "Or paste a bearer token:" }
+        }
+        (body)
+    };
     let page = view::page("Sign in", None, console.development, &body);
     (status, [(header::SET_COOKIE, cookie)], page).into_response()
 }

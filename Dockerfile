@@ -1,16 +1,17 @@
-# One image, three services, the MCP gateway and the CLI:
-#   registry-service, policy-service, workflow-service, mcp-gateway, airt
+# One image, three services, the MCP gateway, the console and the CLI:
+#   registry-service, policy-service, workflow-service, mcp-gateway, airt-console, airt
 # Build: docker build -t airt .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 # protoc is vendored (protoc-bin-vendored): nothing else to install.
-# Only the five binaries: the test helpers (feature `testing`) stay out.
+# Only the six binaries: the test helpers (feature `testing`) stay out.
 RUN cargo build --release --locked -p registry-service -p policy-service -p workflow-service \
-      -p mcp-gateway -p airt-cli \
+      -p mcp-gateway -p airt-console -p airt-cli \
  && mkdir /out \
  && cp target/release/registry-service target/release/policy-service \
-       target/release/workflow-service target/release/mcp-gateway target/release/airt /out/
+       target/release/workflow-service target/release/mcp-gateway target/release/airt-console \
+       target/release/airt /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -144,6 +144,11 @@ fn console_config(
             session_key_file: None,
             session_ttl: Duration::from_secs(8 * 3600),
             console_url: None,
+            oidc_issuer: None,
+            oidc_client_id: None,
+            oidc_client_secret_file: None,
+            oidc_scopes: String::new(),
+            oidc_use_id_token: false,
         },
         args.auth.settings()?,
     )

@@ -16,7 +16,7 @@ pub const STYLE: &str = r#"
 *{box-sizing:border-box}body{margin:0;font:16px/1.5 system-ui,sans-serif;color:var(--fg);background:var(--bg)}
 header{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:center;padding:.75rem 1rem;border-bottom:1px solid var(--line)}
 header nav{display:flex;flex-wrap:wrap;gap:.25rem 1rem}header .who{margin-left:auto;color:var(--muted);font-size:.9rem}
-main{padding:1rem;max-width:72rem;margin:0 auto}a{color:var(--accent)}
+main{padding:1rem;max-width:72rem;margin:0 auto}a{color:var(--accent)}h1{overflow-wrap:anywhere}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.4rem .5rem;border-bottom:1px solid var(--line);vertical-align:top}
 .scroll{overflow-x:auto}pre{white-space:pre-wrap;word-break:break-word;background:rgba(127,127,127,.12);padding:.75rem;border-radius:6px}
 .badge{display:inline-block;padding:0 .5rem;border-radius:1rem;font-size:.85rem;font-weight:600;border:1px solid currentColor}
@@ -31,6 +31,7 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem}dt{color:v
 .muted{color:var(--muted)}ol.timeline{padding-left:1.25rem}ol.timeline code{word-break:break-all}
 select{width:auto}td.inputs{max-width:24rem;font-size:.85rem;word-break:break-all}
 .filters{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:end}.filters label{margin:0}
+@media (max-width:40rem){dl{grid-template-columns:1fr}dd{margin-bottom:.5rem}h1{font-size:1.4rem}}
 "#;
 
 /// A whole page: header with navigation and the signed-in user (when

@@ -196,6 +196,17 @@ def main() -> None:
         assert testid(driver, "expires").text.strip() not in ("", "-")
         driver.save_screenshot(os.path.join(SCREENSHOTS, "console-approval.png"))
 
+        # On a phone's screen the page fits its width (tables scroll inside
+        # their own box) and the decision is reachable.
+        driver.set_window_size(390, 844)
+        driver.get(f"{CONSOLE}/approvals/{approval_id}")
+        overflow = driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"the approval page is {overflow}px wider than a phone screen"
+        assert testid(driver, "approve-button").is_displayed()
+        driver.save_screenshot(os.path.join(SCREENSHOTS, "console-approval-phone.png"))
+        driver.set_window_size(1280, 1000)
+
         # A POST without the CSRF token is refused and decides nothing.
         assert post_without_csrf(driver, approval_id) == 403
         assert json.loads(airt("approvals", "show", approval_id, "-o", "json"))["status"] == "APPROVAL_STATUS_PENDING"

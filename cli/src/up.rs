@@ -131,16 +131,9 @@ fn console_config(
     args: &UpArgs,
     addrs: [SocketAddr; 3],
 ) -> anyhow::Result<airt_console::ConsoleConfig> {
-    let [registry, policy, workflow] = addrs.map(|a| format!("http://{a}"));
     airt_console::ConsoleConfig::from_args(
         &airt_console::ConsoleArgs {
-            services: airt_kit::dependencies::ServiceAddrArgs {
-                registry_addr: registry,
-                policy_addr: policy,
-                workflow_addr: workflow,
-                tls: airt_kit::tls::ClientTlsArgs::default(),
-                resolve_interval: Duration::from_secs(5),
-            },
+            services: airt_kit::dependencies::ServiceAddrArgs::at(addrs),
             session_key_file: None,
             session_ttl: Duration::from_secs(8 * 3600),
             console_url: None,
@@ -160,16 +153,9 @@ fn gateway_config(
     args: &UpArgs,
     addrs: [SocketAddr; 3],
 ) -> anyhow::Result<mcp_gateway::GatewayConfig> {
-    let [registry, policy, workflow] = addrs.map(|a| format!("http://{a}"));
     mcp_gateway::GatewayConfig::from_args(
         &mcp_gateway::GatewayArgs {
-            services: airt_kit::dependencies::ServiceAddrArgs {
-                registry_addr: registry,
-                policy_addr: policy,
-                workflow_addr: workflow,
-                tls: airt_kit::tls::ClientTlsArgs::default(),
-                resolve_interval: Duration::from_secs(5),
-            },
+            services: airt_kit::dependencies::ServiceAddrArgs::at(addrs),
             approval_wait: Duration::from_secs(30),
             environment: args.environment.clone(),
             service_token: args.service_token.clone(),

@@ -252,11 +252,7 @@ pub async fn callback(
     let credentials = airt_kit::credentials::Credentials::none()
         .with_bearer(&token)
         .map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
-    let mut probe = tonic::Request::new(());
-    credentials.apply(&mut probe);
-    let principal = console
-        .authenticator
-        .authenticate_call(probe.metadata())
+    let principal = crate::signin::verify(&console, &credentials)
         .await
         .map_err(|status| {
             ConsoleError::BadRequest(format!(

@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use http::{HeaderMap, StatusCode, header};
 use maud::{Markup, html};
 use serde::Deserialize;
-use tonic::metadata::MetadataMap;
 
 use crate::Console;
 use crate::error::ConsoleError;
@@ -150,12 +149,7 @@ async fn authenticate(console: &Console, form: &SignInForm) -> Result<Identity, 
         (identity, credentials)
     };
     let credentials = credentials.map_err(|e| e.to_string())?;
-    let mut probe = tonic::Request::new(());
-    credentials.apply(&mut probe);
-    let metadata: MetadataMap = probe.metadata().clone();
-    let principal = console
-        .authenticator
-        .authenticate_call(&metadata)
+    let principal = verify(console, &credentials)
         .await
         .map_err(|status| status.message().to_owned())?;
     Ok(match identity {
@@ -166,6 +160,19 @@ async fn authenticate(console: &Console, form: &SignInForm) -> Result<Identity, 
         },
         development => development,
     })
+}
+
+/// Who `credentials` name, checked as the services check them.
+pub(crate) async fn verify(
+    console: &Console,
+    credentials: &airt_kit::credentials::Credentials,
+) -> Result<airt_kit::Principal, tonic::Status> {
+    let mut probe = tonic::Request::new(());
+    credentials.apply(&mut probe);
+    console
+        .authenticator
+        .authenticate_call(probe.metadata())
+        .await
 }
 
 /// `POST /signout`: ends the session (the cookie is deleted).

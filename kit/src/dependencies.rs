@@ -47,13 +47,14 @@ pub struct ServiceAddrArgs {
 }
 
 impl ServiceAddrArgs {
-    /// The services on loopback at `ports` (registry, policy, workflow).
-    pub fn local(ports: [u16; 3]) -> Self {
-        let at = |port: u16| format!("http://127.0.0.1:{port}");
+    /// The services at `addrs` (registry, policy, workflow), in plaintext
+    /// (the stack `airt up` runs in one process).
+    pub fn at(addrs: [std::net::SocketAddr; 3]) -> Self {
+        let [registry_addr, policy_addr, workflow_addr] = addrs.map(|a| format!("http://{a}"));
         Self {
-            registry_addr: at(ports[0]),
-            policy_addr: at(ports[1]),
-            workflow_addr: at(ports[2]),
+            registry_addr,
+            policy_addr,
+            workflow_addr,
             tls: ClientTlsArgs::default(),
             resolve_interval: Duration::from_secs(5),
         }

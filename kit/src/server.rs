@@ -278,3 +278,45 @@ fn malformed_is_invalid_argument<B>(mut response: http::Response<B>) -> http::Re
     headers.insert("grpc-status", http::HeaderValue::from_static(code));
     response
 }
+
+/// Resolves on SIGTERM or SIGINT; in-flight requests then have `grace` to
+/// finish before the process exits regardless (front ends without a drain
+/// of their own: the MCP gateway, the console).
+pub async fn shutdown_with_grace(grace: std::time::Duration) {
+    shutdown_signal().await;
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        tracing::warn!("shutdown grace elapsed");
+        std::process::exit(0);
+    });
+}
+
+/// The rest of a front end's `main` (after its flags are parsed and secrets
+/// scrubbed from the environment): a runtime, logs and traces as `name`,
+/// `run`, the spans flushed, and the exit code (an error is logged).
+pub fn run_front_end<F>(
+    log: &crate::config::LogArgs,
+    name: &'static str,
+    run: F,
+) -> std::process::ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let telemetry = runtime.block_on(async { crate::telemetry::init(log, name) });
+    let result = runtime.block_on(run);
+    runtime.block_on(async { telemetry.shutdown() });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "exiting");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -38,23 +38,8 @@ fn main() -> ExitCode {
     unsafe {
         airt_kit::config::scrub_secret_env();
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let telemetry = runtime.block_on(async { airt_kit::telemetry::init(&cli.log, "mcp-gateway") });
-    let result = runtime.block_on(run(cli));
-    runtime.block_on(async { telemetry.shutdown() });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "exiting");
-            ExitCode::FAILURE
-        }
-    }
+    let log = cli.log.clone();
+    airt_kit::server::run_front_end(&log, "mcp-gateway", run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -64,15 +49,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("mcp-gateway cannot listen on {}: {e}", cli.listen))?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), listen = %cli.listen, "starting");
-    let grace = cli.shutdown_grace;
-    mcp_gateway::serve_on(config, listener, async move {
-        airt_kit::server::shutdown_signal().await;
-        // In-flight calls get the grace; then the process ends regardless.
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            tracing::warn!("shutdown grace elapsed");
-            std::process::exit(0);
-        });
-    })
+    mcp_gateway::serve_on(
+        config,
+        listener,
+        airt_kit::server::shutdown_with_grace(cli.shutdown_grace),
+    )
     .await
 }

@@ -192,6 +192,19 @@ impl Console {
     }
 }
 
+impl Console {
+    /// The `Set-Cookie` value of a new session for `identity`.
+    pub(crate) fn start_session(&self, identity: session::Identity) -> String {
+        let session = session::Session::new(identity, self.session_ttl);
+        session::set_cookie(
+            session::SESSION_COOKIE,
+            &session.seal(&self.key),
+            self.session_ttl,
+            self.secure,
+        )
+    }
+}
+
 /// `scheme://host[:port]` of a URL (what browsers send as `Origin`).
 fn origin_of(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));

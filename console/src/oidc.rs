@@ -22,7 +22,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::Console;
 use crate::error::ConsoleError;
-use crate::session::{self, Identity, SESSION_COOKIE, Session};
+use crate::session::{self, Identity};
 use crate::view;
 
 /// The cookie remembering one sign-in attempt.
@@ -265,13 +265,7 @@ pub async fn callback(
         roles: principal.roles.join(","),
         token,
     };
-    let session = Session::new(identity, console.session_ttl);
-    let set = session::set_cookie(
-        SESSION_COOKIE,
-        &session.seal(&console.key),
-        console.session_ttl,
-        console.secure,
-    );
+    let set = console.start_session(identity);
     let clear = attempt_cookie("", Duration::ZERO, console.secure);
     // A page, not a redirect: the session cookie is SameSite=Strict, and a
     // redirect continuing the provider's cross-site navigation would not

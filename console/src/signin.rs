@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::Console;
 use crate::error::ConsoleError;
-use crate::session::{self, Identity, SESSION_COOKIE, SIGNIN_COOKIE, SIGNIN_TTL, Session};
+use crate::session::{self, Identity, SESSION_COOKIE, SIGNIN_COOKIE, SIGNIN_TTL};
 use crate::user::User;
 use crate::view;
 
@@ -106,13 +106,7 @@ pub async fn submit(
         Ok(identity) => identity,
         Err(why) => return Ok(render(&console, StatusCode::UNAUTHORIZED, Some(&why))),
     };
-    let session = Session::new(identity, console.session_ttl);
-    let set = session::set_cookie(
-        SESSION_COOKIE,
-        &session.seal(&console.key),
-        console.session_ttl,
-        console.secure,
-    );
+    let set = console.start_session(identity);
     let clear = session::set_cookie(SIGNIN_COOKIE, "", std::time::Duration::ZERO, console.secure);
     // 303: the browser follows with a GET.
     let mut response = Redirect::to("/").into_response();

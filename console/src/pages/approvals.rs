@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::Console;
 use crate::error::ConsoleError;
 use crate::forms::Decision;
-use crate::pages::{approval_status, bounded_id, decision_text};
+use crate::pages::{approval_status, bounded_id, decision_text, status_filter};
 use crate::user::User;
 use crate::view;
 
@@ -41,17 +41,9 @@ pub async fn inbox(
     user: User,
     Query(query): Query<InboxQuery>,
 ) -> Result<Markup, ConsoleError> {
-    let status = if query.status.is_empty() {
-        "PENDING"
-    } else {
-        query.status.as_str()
-    };
-    let status_value = match status {
-        "ALL" => 0,
-        other => pb::ApprovalStatus::from_str_name(&format!("APPROVAL_STATUS_{other}"))
-            .ok_or_else(|| ConsoleError::BadRequest(format!("unknown status {other:?}")))?
-            as i32,
-    };
+    let (status, status_value) = status_filter(&query.status, "PENDING", |name| {
+        pb::ApprovalStatus::from_str_name(&format!("APPROVAL_STATUS_{name}")).map(|s| s as i32)
+    })?;
     let page = client(&console)
         .list_approvals(user.request(pb::ListApprovalsRequest {
             status: status_value,

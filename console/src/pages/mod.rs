@@ -23,6 +23,25 @@ pub fn bounded_id<'a>(value: &'a str, what: &str) -> Result<&'a str, ConsoleErro
     Ok(value)
 }
 
+/// A status filter from a query (`ALL`, or a status name without its
+/// prefix; empty means `default`): the name shown and the value sent.
+pub fn status_filter<'a>(
+    query: &'a str,
+    default: &'a str,
+    lookup: impl Fn(&str) -> Option<i32>,
+) -> Result<(&'a str, i32), ConsoleError> {
+    let name = if query.is_empty() { default } else { query };
+    if name == "ALL" {
+        return Ok((name, 0));
+    }
+    let known = name.len() <= 32 && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_');
+    known
+        .then(|| lookup(name))
+        .flatten()
+        .map(|value| (name, value))
+        .ok_or_else(|| ConsoleError::BadRequest("unknown status filter".into()))
+}
+
 pub fn approval_status(value: i32) -> String {
     pb::ApprovalStatus::try_from(value)
         .map(|s| short(s.as_str_name(), "APPROVAL_STATUS_"))

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::Console;
 use crate::error::ConsoleError;
-use crate::pages::{bounded_id, decision_text, step_status, workflow_status};
+use crate::pages::{bounded_id, decision_text, status_filter, step_status, workflow_status};
 use crate::user::User;
 use crate::view;
 
@@ -55,17 +55,9 @@ pub async fn list(
     user: User,
     Query(query): Query<ListQuery>,
 ) -> Result<Markup, ConsoleError> {
-    let status = if query.status.is_empty() {
-        "ALL"
-    } else {
-        query.status.as_str()
-    };
-    let status_value = match status {
-        "ALL" => 0,
-        other => pb::WorkflowStatus::from_str_name(&format!("WORKFLOW_STATUS_{other}"))
-            .ok_or_else(|| ConsoleError::BadRequest(format!("unknown status {other:?}")))?
-            as i32,
-    };
+    let (status, status_value) = status_filter(&query.status, "ALL", |name| {
+        pb::WorkflowStatus::from_str_name(&format!("WORKFLOW_STATUS_{name}")).map(|s| s as i32)
+    })?;
     let name = bounded_id(query.name.trim(), "name")?;
     let page = client(&console)
         .list_workflows(user.request(pb::ListWorkflowsRequest {

@@ -122,9 +122,9 @@ fn read(path: &std::path::Path) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
 }
 
-async fn known_capabilities(args: &ConnectionArgs) -> anyhow::Result<Vec<String>> {
+async fn known_capabilities_of(args: &ConnectionArgs) -> anyhow::Result<Vec<KnownCapability>> {
     let mut client = RegistryServiceClient::new(args.authenticated(ServiceName::Registry)?);
-    let mut ids = Vec::new();
+    let mut known = Vec::new();
     let mut page_token = String::new();
     loop {
         let page = client
@@ -136,15 +136,42 @@ async fn known_capabilities(args: &ConnectionArgs) -> anyhow::Result<Vec<String>
             .await
             .map_err(|s| anyhow::anyhow!("registry: {}", describe(&s)))?
             .into_inner();
-        ids.extend(
+        known.extend(
             page.capabilities
                 .into_iter()
-                .filter_map(|c| c.spec.map(|s| s.id)),
+                .filter_map(|c| c.spec)
+                .map(known_capability),
         );
         if page.next_page_token.is_empty() {
-            return Ok(ids);
+            return Ok(known);
         }
         page_token = page.next_page_token;
+    }
+}
+
+/// A registered capability: its id, and its parameter types unless one is
+/// unspecified.
+enum KnownCapability {
+    Id(String),
+    WithParameters(pb::KnownCapability),
+}
+
+/// For the linter to check input conditions against parameter types.
+fn known_capability(spec: registry::CapabilitySpec) -> KnownCapability {
+    let types: Option<std::collections::HashMap<String, String>> = spec
+        .parameters
+        .iter()
+        .map(|p| match registry::ParameterType::try_from(p.r#type) {
+            Ok(registry::ParameterType::Unspecified) | Err(_) => None,
+            Ok(kind) => Some((p.name.clone(), kind.as_str_name().to_owned())),
+        })
+        .collect();
+    match types {
+        Some(parameter_types) => KnownCapability::WithParameters(pb::KnownCapability {
+            capability_id: spec.id,
+            parameter_types,
+        }),
+        None => KnownCapability::Id(spec.id),
     }
 }
 
@@ -243,16 +270,21 @@ async fn test(
         Some(path) => pb::test_policy_set_request::Target::SourceYaml(read(path)?),
         None => pb::test_policy_set_request::Target::Active(true),
     };
-    let known_capability_ids = if no_registry {
-        Vec::new()
-    } else {
-        known_capabilities(args).await?
-    };
+    let (mut known_capability_ids, mut known_capabilities) = (Vec::new(), Vec::new());
+    if !no_registry {
+        for known in known_capabilities_of(args).await? {
+            match known {
+                KnownCapability::Id(id) => known_capability_ids.push(id),
+                KnownCapability::WithParameters(c) => known_capabilities.push(c),
+            }
+        }
+    }
     let report = client
         .test_policy_set(pb::TestPolicySetRequest {
             target: Some(target),
             tests_yaml: read(tests)?,
             known_capability_ids,
+            known_capabilities,
         })
         .await
         .map_err(|status| anyhow::anyhow!(describe(&status)))?

@@ -339,19 +339,18 @@ impl PolicyService for PolicyApi {
             )
             .into());
         }
-        if req.known_capability_ids.len() > MAX_KNOWN_IDS
-            || req.known_capability_ids.iter().any(|id| id.len() > 256)
-        {
-            return Err(PolicyError::invalid(
-                "known_capability_ids",
-                format!("at most {MAX_KNOWN_IDS} ids of at most 256 bytes"),
-            )
-            .into());
-        }
+        let known = crate::convert::known_capabilities(
+            req.known_capability_ids,
+            req.known_capabilities,
+            MAX_KNOWN_IDS,
+        )
+        .map_err(PolicyError::InvalidRequest)?;
         let tested = set.clone();
+        let tests_yaml = req.tests_yaml;
         let report = airt_kit::limits::off_runtime(move || {
-            let cases = parse_test_cases(&req.tests_yaml).map_err(PolicyError::InvalidRequest)?;
-            Ok(run_tests(&tested, &cases, &req.known_capability_ids))
+            let cases = parse_test_cases(&tests_yaml, jiff::Timestamp::now())
+                .map_err(PolicyError::InvalidRequest)?;
+            Ok(run_tests(&tested, &cases, &known))
         })
         .await?
         .map_err(|e: PolicyError| Status::from(e))?;

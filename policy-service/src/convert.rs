@@ -4,7 +4,8 @@ use airt_kit::status::FieldViolation;
 use airt_kit::vocabulary::{OperationType, RiskLevel};
 use airt_proto::policy::v1 as pb;
 
-use crate::domain::testing::{LintFinding, LintKind};
+use crate::domain::condition::lint::ParamType;
+use crate::domain::testing::{KnownCapability, LintFinding, LintKind};
 use crate::domain::{Decision, DecisionRecord, PolicyContext};
 use crate::store::StoredPolicySet;
 
@@ -118,6 +119,8 @@ pub fn context_from_proto(
                 .map(airt_kit::json::from_proto_struct)
                 .unwrap_or_default(),
             environment: ctx.environment,
+            // Decisions are made at the service's time, never the caller's.
+            time: jiff::Timestamp::now(),
         }),
         _ => Err(problems),
     }
@@ -168,8 +171,62 @@ pub fn lint_to_proto(finding: &LintFinding) -> pb::LintFinding {
         kind: match finding.kind {
             LintKind::ShadowedRule => pb::LintKind::ShadowedRule,
             LintKind::UnmatchedPattern => pb::LintKind::UnmatchedPattern,
+            LintKind::ImpossibleCondition => pb::LintKind::ImpossibleCondition,
+            LintKind::ParameterMismatch => pb::LintKind::ParameterMismatch,
         } as i32,
         rule_id: finding.rule_id.clone(),
         message: finding.message.clone(),
+    }
+}
+
+/// Capabilities named by a policy test request, bounded: at most `max`
+/// capabilities, ids of at most 256 bytes, at most 256 parameters each.
+pub fn known_capabilities(
+    ids: Vec<String>,
+    with_parameters: Vec<pb::KnownCapability>,
+    max: usize,
+) -> Result<Vec<KnownCapability>, Vec<FieldViolation>> {
+    if ids.len() + with_parameters.len() > max || ids.iter().any(|id| id.len() > 256) {
+        return Err(vec![FieldViolation::new(
+            "known_capability_ids",
+            format!("at most {max} ids of at most 256 bytes"),
+        )]);
+    }
+    let mut problems = Vec::new();
+    let mut known: Vec<KnownCapability> = ids.into_iter().map(KnownCapability::id).collect();
+    for (i, capability) in with_parameters.into_iter().enumerate() {
+        let field = format!("known_capabilities[{i}]");
+        if capability.capability_id.is_empty()
+            || capability.capability_id.len() > 256
+            || capability.parameter_types.len() > 256
+        {
+            problems.push(FieldViolation::new(
+                field,
+                "needs a capability_id of at most 256 bytes and at most 256 parameters",
+            ));
+            continue;
+        }
+        let mut parameters = std::collections::HashMap::new();
+        for (name, kind) in capability.parameter_types {
+            match ParamType::parse(&kind) {
+                Some(kind) if name.len() <= 256 => {
+                    parameters.insert(name, kind);
+                }
+                _ => problems.push(FieldViolation::new(
+                    format!("{field}.parameter_types"),
+                    format!("{kind:?}: expected STRING, NUMBER, INTEGER, BOOLEAN, OBJECT or ARRAY"),
+                )),
+            }
+        }
+        known.retain(|k| k.id != capability.capability_id);
+        known.push(KnownCapability {
+            id: capability.capability_id,
+            parameters: Some(parameters),
+        });
+    }
+    if problems.is_empty() {
+        Ok(known)
+    } else {
+        Err(problems)
     }
 }

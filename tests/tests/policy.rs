@@ -524,6 +524,7 @@ cases:
             )),
             tests_yaml: tests.into(),
             known_capability_ids: vec!["io.fs.read_file".into(), "net.http.post".into()],
+            known_capabilities: Vec::new(),
         }))
         .await
         .expect("test")

@@ -19,6 +19,7 @@ fn ctx(principal: &str, capability: &str, risk: RiskLevel) -> PolicyContext {
         operation_type: Some(OperationType::Write),
         inputs: Default::default(),
         environment: String::new(),
+        time: jiff::Timestamp::UNIX_EPOCH,
     }
 }
 

@@ -59,6 +59,9 @@ pub struct PolicyContext {
     pub operation_type: Option<OperationType>,
     pub inputs: Map<String, Value>,
     pub environment: String,
+    /// When the decision is made (the service's clock; a test file's
+    /// `time`): what `when.during`/`when.outside` look at.
+    pub time: jiff::Timestamp,
 }
 
 /// Why one rule did or did not match.

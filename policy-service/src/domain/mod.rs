@@ -2,11 +2,13 @@
 //! globals. A policy set is parsed and compiled once (validated, indexed),
 //! then evaluated many times.
 
+pub mod condition;
 pub mod context;
 pub mod engine;
 pub mod parse;
 pub mod pattern;
 pub mod testing;
+pub mod window;
 
 pub use context::{Decision, DecisionRecord, PolicyContext, RuleExplanation};
 pub use engine::CompiledPolicySet;

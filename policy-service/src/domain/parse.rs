@@ -24,8 +24,10 @@ use airt_kit::vocabulary::{OperationType, RiskLevel};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::condition::{InputCondition, parse_inputs};
 use super::context::Decision;
 use super::pattern::Pattern;
+use super::window::{Window, WindowsDoc};
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -93,6 +95,10 @@ struct WhenDoc {
     environment: Option<OneOrMany>,
     #[serde(default)]
     inputs: Option<Map<String, Value>>,
+    #[serde(default)]
+    during: Option<WindowsDoc>,
+    #[serde(default)]
+    outside: Option<WindowsDoc>,
 }
 
 /// A validated rule. Absent conditions are `None` (match anything).
@@ -107,8 +113,14 @@ pub struct Rule {
     pub operation_type: Option<Vec<OperationType>>,
     pub agent: Option<Vec<Pattern>>,
     pub environment: Option<Vec<String>>,
-    /// Dotted input paths and the values they must equal.
-    pub inputs: Option<Vec<(Vec<String>, Value)>>,
+    /// Conditions on the inputs, all of which must hold.
+    pub inputs: Option<Vec<InputCondition>>,
+    /// The decision's time is inside one of these windows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub during: Option<Vec<Window>>,
+    /// The decision's time is inside none of these windows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outside: Option<Vec<Window>>,
     pub decision: Decision,
     pub reason: Arc<str>,
 }
@@ -160,6 +172,24 @@ impl Problems {
             }
         }
         Some(compiled)
+    }
+
+    fn windows(&mut self, field: String, doc: Option<WindowsDoc>) -> Option<Vec<Window>> {
+        let docs = doc?.into_vec();
+        if docs.is_empty() {
+            self.add(
+                field.clone(),
+                "an empty list of windows matches nothing".into(),
+            );
+        }
+        let mut windows = Vec::with_capacity(docs.len());
+        for (i, doc) in docs.into_iter().enumerate() {
+            match Window::compile(doc) {
+                Ok(window) => windows.push(window),
+                Err(message) => self.add(format!("{field}[{i}]"), message),
+            }
+        }
+        Some(windows)
     }
 
     fn words(&mut self, field: String, values: Option<OneOrMany>) -> Option<Vec<String>> {
@@ -244,20 +274,17 @@ pub fn parse_policy_set(yaml: &str) -> Result<PolicySet, ParseError> {
         );
         let agent = problems.patterns(at("when.agent"), when.agent);
         let environment = problems.words(at("when.environment"), when.environment);
-        let inputs = when.inputs.map(|map| {
-            map.into_iter()
-                .map(|(path, value)| {
-                    let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
-                    if segments.iter().any(String::is_empty) {
-                        problems.add(
-                            at("when.inputs"),
-                            format!("{path:?} is not a dotted input path"),
-                        );
-                    }
-                    (segments, value)
-                })
-                .collect()
+        let inputs = when.inputs.map(|map| match parse_inputs(&map) {
+            Ok(conditions) => conditions,
+            Err(found) => {
+                for (field, message) in found {
+                    problems.add(at(&field), message);
+                }
+                Vec::new()
+            }
         });
+        let during = problems.windows(at("when.during"), when.during);
+        let outside = problems.windows(at("when.outside"), when.outside);
         let reason = rule.reason.unwrap_or_else(|| format!("matched rule {id}"));
         rules.push(Rule {
             id: id.into(),
@@ -270,6 +297,8 @@ pub fn parse_policy_set(yaml: &str) -> Result<PolicySet, ParseError> {
             agent,
             environment,
             inputs,
+            during,
+            outside,
             decision,
             reason: reason.into(),
         });
@@ -315,10 +344,10 @@ rules:
         let rule = &set.rules[0];
         assert_eq!(&*rule.id, "deny-high-risk-agents");
         assert_eq!(rule.capability.as_ref().map(Vec::len), Some(2));
-        assert_eq!(
-            rule.inputs.as_ref().expect("inputs")[1].0,
-            ["target", "region"]
-        );
+        assert!(matches!(
+            &rule.inputs.as_ref().expect("inputs")[1],
+            crate::domain::condition::InputCondition::Path { path, .. } if path == &["target", "region"]
+        ));
         assert_eq!(set.default, Decision::Deny);
     }
 

@@ -12,9 +12,11 @@ use std::collections::HashMap;
 
 use airt_kit::status::FieldViolation;
 use airt_kit::vocabulary::{OperationType, RiskLevel};
+use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::condition::lint::{ParamType, contradictions, parameter_mismatches};
 use super::context::{Decision, DecisionRecord, PolicyContext};
 use super::engine::{CompiledPolicySet, DEFAULT_RULE_ID};
 use super::parse::Rule;
@@ -23,6 +25,9 @@ use super::pattern::Pattern;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TestFile {
+    /// The decision time of cases that name none (RFC 3339).
+    #[serde(default)]
+    time: Option<String>,
     cases: Vec<CaseDoc>,
 }
 
@@ -58,6 +63,9 @@ struct ContextDoc {
     inputs: Map<String, Value>,
     #[serde(default)]
     environment: String,
+    /// The decision time (RFC 3339); the file's `time`, else now.
+    #[serde(default)]
+    time: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,14 +85,45 @@ pub struct TestCase {
     pub expected_rule: Option<String>,
 }
 
-/// Parses a test file; every problem is reported with its field.
-pub fn parse_test_cases(yaml: &str) -> Result<Vec<TestCase>, Vec<FieldViolation>> {
+fn parse_time(
+    text: Option<&str>,
+    field: String,
+    problems: &mut Vec<FieldViolation>,
+) -> Option<Timestamp> {
+    let text = text?;
+    match text.parse::<Timestamp>() {
+        Ok(time) => Some(time),
+        Err(error) => {
+            problems.push(FieldViolation::new(
+                field,
+                format!("{text:?} is not an RFC 3339 time: {error}"),
+            ));
+            None
+        }
+    }
+}
+
+/// Parses a test file; every problem is reported with its field. Cases
+/// without a `time` (and no file-wide one) are decided at `now`.
+pub fn parse_test_cases(yaml: &str, now: Timestamp) -> Result<Vec<TestCase>, Vec<FieldViolation>> {
     let file: TestFile = airt_kit::limits::parse_yaml(yaml)
         .map_err(|description| vec![FieldViolation::new("tests_yaml", description)])?;
     let mut problems = Vec::new();
     let mut cases = Vec::new();
+    let default_time = parse_time(
+        file.time.as_deref(),
+        "tests_yaml.time".into(),
+        &mut problems,
+    )
+    .unwrap_or(now);
     for (i, case) in file.cases.into_iter().enumerate() {
         let field = |f: &str| format!("tests_yaml.cases[{i}].{f}");
+        let time = parse_time(
+            case.context.time.as_deref(),
+            field("context.time"),
+            &mut problems,
+        )
+        .unwrap_or(default_time);
         let risk = RiskLevel::parse(&case.context.risk_level.to_ascii_uppercase());
         if risk.is_none() {
             problems.push(FieldViolation::new(
@@ -130,6 +169,7 @@ pub fn parse_test_cases(yaml: &str) -> Result<Vec<TestCase>, Vec<FieldViolation>
                     operation_type,
                     inputs: case.context.inputs,
                     environment: case.context.environment,
+                    time,
                 },
                 expected_decision,
                 expected_rule: case.expect.rule,
@@ -158,6 +198,26 @@ pub struct CaseResult {
 pub enum LintKind {
     ShadowedRule,
     UnmatchedPattern,
+    /// No input can satisfy the rule's input conditions.
+    ImpossibleCondition,
+    /// An input condition does not fit a capability's parameters.
+    ParameterMismatch,
+}
+
+/// A capability the linter knows: its id and, when known, its parameters.
+#[derive(Debug, Clone, Default)]
+pub struct KnownCapability {
+    pub id: String,
+    pub parameters: Option<HashMap<String, ParamType>>,
+}
+
+impl KnownCapability {
+    pub fn id(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            parameters: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,7 +245,7 @@ impl TestReport {
 pub fn run_tests(
     set: &CompiledPolicySet,
     cases: &[TestCase],
-    known_capabilities: &[String],
+    known_capabilities: &[KnownCapability],
 ) -> TestReport {
     let mut hits: HashMap<String, u32> = HashMap::new();
     let mut results = Vec::new();
@@ -278,39 +338,76 @@ fn shadows(earlier: &Rule, later: &Rule) -> bool {
         && patterns_covered(&later.agent, &earlier.agent)
         && values_covered(&later.environment, &earlier.environment)
         && inputs_covered
+        && (earlier.during.is_none() || earlier.during == later.during)
+        && (earlier.outside.is_none() || earlier.outside == later.outside)
 }
 
 /// Rules that can never decide (an earlier rule matches everything they
-/// match), and capability patterns matching none of `known_capabilities`
-/// (skipped when the list is empty).
-pub fn lint(rules: &[Rule], known_capabilities: &[String]) -> Vec<LintFinding> {
+/// match, or their input conditions hold for no input), capability
+/// patterns matching none of `known` (skipped when it is empty), and
+/// input conditions that do not fit the parameters of the capabilities a
+/// rule names (when their parameters are known).
+pub fn lint(rules: &[Rule], known: &[KnownCapability]) -> Vec<LintFinding> {
     let mut findings = Vec::new();
     for (j, later) in rules.iter().enumerate() {
-        if let Some(earlier) = rules[..j].iter().find(|earlier| shadows(earlier, later)) {
+        let mut found = |kind, message: String| {
             findings.push(LintFinding {
-                kind: LintKind::ShadowedRule,
+                kind,
                 rule_id: later.id.to_string(),
-                message: format!(
+                message,
+            });
+        };
+        if let Some(earlier) = rules[..j].iter().find(|earlier| shadows(earlier, later)) {
+            found(
+                LintKind::ShadowedRule,
+                format!(
                     "rule {} is never reached: rule {} matches everything it matches",
                     later.id, earlier.id
                 ),
-            });
+            );
         }
-        if known_capabilities.is_empty() {
+        let conditions = later.inputs.as_deref().unwrap_or_default();
+        for problem in contradictions(conditions) {
+            found(
+                LintKind::ImpossibleCondition,
+                format!("rule {} never matches: {problem}", later.id),
+            );
+        }
+        if known.is_empty() {
             continue;
         }
         for pattern in later.capability.iter().flatten() {
-            if !matches!(pattern, Pattern::Any)
-                && !known_capabilities.iter().any(|c| pattern.matches(c))
-            {
-                findings.push(LintFinding {
-                    kind: LintKind::UnmatchedPattern,
-                    rule_id: later.id.to_string(),
-                    message: format!(
+            if !matches!(pattern, Pattern::Any) && !known.iter().any(|c| pattern.matches(&c.id)) {
+                found(
+                    LintKind::UnmatchedPattern,
+                    format!(
                         "capability pattern {pattern} of rule {} matches no known capability",
                         later.id
                     ),
-                });
+                );
+            }
+        }
+        if conditions.is_empty() {
+            continue;
+        }
+        // Only capabilities the rule names: a rule for every capability
+        // rightly names inputs most of them do not have.
+        let named = known.iter().filter(|c| {
+            later
+                .capability
+                .iter()
+                .flatten()
+                .any(|p| !matches!(p, Pattern::Any) && p.matches(&c.id))
+        });
+        for capability in named {
+            let Some(parameters) = &capability.parameters else {
+                continue;
+            };
+            for problem in parameter_mismatches(conditions, &capability.id, parameters) {
+                found(
+                    LintKind::ParameterMismatch,
+                    format!("rule {}: {problem}", later.id),
+                );
             }
         }
     }
@@ -333,6 +430,7 @@ mod tests {
         );
         let cases = parse_test_cases(
             "cases:\n  - name: reads\n    context: {principal: 'agent:x', capability: io.fs.read_file, risk_level: LOW, operation_type: READ}\n    expect: {decision: ALLOW, rule: allow-reads}\n  - name: wrong\n    context: {principal: 'user:y', capability: io.fs.read_file, risk_level: LOW, operation_type: READ}\n    expect: {decision: ALLOW}\n",
+            Timestamp::now(),
         )
         .expect("valid cases");
         let report = run_tests(&set, &cases, &[]);
@@ -356,9 +454,10 @@ mod tests {
 
     #[test]
     fn bad_case_files_name_the_field() {
-        let problems = parse_test_cases("cases:\n  - context: {principal: 'a:b', capability: x.y, risk_level: HUGE}\n    expect: {decision: ALLOW}\n").expect_err("bad");
+        let problems = parse_test_cases("cases:\n  - context: {principal: 'a:b', capability: x.y, risk_level: HUGE}\n    expect: {decision: ALLOW}\n", Timestamp::now()).expect_err("bad");
         assert_eq!(problems[0].field, "tests_yaml.cases[0].context.risk_level");
-        let problems = parse_test_cases("cases:\n  - contxt: {}\n").expect_err("typo");
+        let problems =
+            parse_test_cases("cases:\n  - contxt: {}\n", Timestamp::now()).expect_err("typo");
         assert!(
             problems[0].description.contains("line 2"),
             "{}",
@@ -373,7 +472,10 @@ mod tests {
         );
         let findings = lint(
             set.rules(),
-            &["io.fs.read".to_owned(), "net.http.get".to_owned()],
+            &[
+                KnownCapability::id("io.fs.read"),
+                KnownCapability::id("net.http.get"),
+            ],
         );
         assert_eq!(
             findings

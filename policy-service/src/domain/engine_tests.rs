@@ -249,7 +249,111 @@ const PATTERNS: &[&str] = &[
 const PRINCIPALS: &[&str] = &["agent:a", "agent:b", "user:alice", "service:workflow"];
 const PRINCIPAL_PATTERNS: &[&str] = &["*", "agent:*", "user:alice", "service:*", "agent:b"];
 
-fn rule_yaml() -> impl Strategy<Value = String> {
+type InputCheck = fn(&serde_json::Map<String, Value>) -> bool;
+
+/// Input conditions as a policy writes them, with an independent reference.
+const INPUT_CONDITIONS: &[(&str, InputCheck)] = &[
+    ("amount: {gt: 500}", |m| {
+        m.get("amount")
+            .and_then(Value::as_f64)
+            .is_some_and(|a| a > 500.0)
+    }),
+    ("currency: {in: [EUR, USD]}", |m| {
+        matches!(
+            m.get("currency").and_then(Value::as_str),
+            Some("EUR" | "USD")
+        )
+    }),
+    ("path: {glob: 'prod/**'}", |m| {
+        matches!(
+            m.get("path").and_then(Value::as_str),
+            Some("prod/db" | "staging/../prod/x")
+        )
+    }),
+    ("any_of: [{amount: {lt: 10}}, {currency: {ne: EUR}}]", |m| {
+        m.get("amount")
+            .and_then(Value::as_f64)
+            .is_some_and(|a| a < 10.0)
+            || m.get("currency").is_some_and(|c| c != "EUR")
+    }),
+    ("not: {internal: true}", |m| {
+        m.get("internal") != Some(&json!(true))
+    }),
+    ("host: {matches: '(api|docs)\\.example\\.com'}", |m| {
+        matches!(
+            m.get("host").and_then(Value::as_str),
+            Some("api.example.com" | "docs.example.com")
+        )
+    }),
+];
+
+type TimeCheck = fn(jiff::Timestamp) -> bool;
+
+/// Time windows, with a reference computed from the UTC clock directly.
+const WINDOWS: &[(&str, TimeCheck)] = &[
+    ("during: {days: [MON-FRI], between: '09:00-18:00'}", |t| {
+        let utc = t.to_zoned(jiff::tz::TimeZone::UTC);
+        utc.weekday().to_monday_zero_offset() < 5 && (9..18).contains(&utc.hour())
+    }),
+    ("outside: {between: '00:00-06:00'}", |t| {
+        t.to_zoned(jiff::tz::TimeZone::UTC).hour() >= 6
+    }),
+];
+
+const INPUTS: &[&str] = &[
+    "{}",
+    r#"{"amount": 900, "currency": "EUR", "path": "prod/db"}"#,
+    r#"{"amount": 5, "currency": "GBP", "internal": true, "host": "api.example.com"}"#,
+    r#"{"amount": "900", "currency": ["EUR"], "path": "prod/../staging", "host": "evil.example.com/api.example.com"}"#,
+    r#"{"amount": 501.5, "currency": "USD", "path": "staging/../prod/x", "internal": false, "host": "docs.example.com"}"#,
+];
+
+const TIMES: &[&str] = &[
+    "2026-01-14T10:00:00Z",
+    "2026-01-14T03:00:00Z",
+    "2026-01-17T12:00:00Z",
+    "2026-01-16T17:59:59Z",
+];
+
+/// A generated rule: its YAML and what it requires, for the reference.
+#[derive(Debug, Clone)]
+struct GeneratedRule {
+    yaml: String,
+    capabilities: Option<Vec<&'static str>>,
+    principal: Option<&'static str>,
+    risks: Option<Vec<&'static str>>,
+    input: Option<usize>,
+    window: Option<usize>,
+}
+
+fn pattern_matches(pattern: &str, value: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => value.starts_with(prefix),
+        None => pattern == value,
+    }
+}
+
+impl GeneratedRule {
+    /// The reference: every condition written out by hand.
+    fn matches(&self, c: &PolicyContext) -> bool {
+        self.capabilities
+            .as_ref()
+            .is_none_or(|ps| ps.iter().any(|p| pattern_matches(p, &c.capability_id)))
+            && self
+                .principal
+                .is_none_or(|p| pattern_matches(p, &c.principal))
+            && self
+                .risks
+                .as_ref()
+                .is_none_or(|rs| rs.contains(&c.risk_level.as_str()))
+            && self
+                .input
+                .is_none_or(|i| (INPUT_CONDITIONS[i].1)(&c.inputs))
+            && self.window.is_none_or(|w| (WINDOWS[w].1)(c.time))
+    }
+}
+
+fn rule() -> impl Strategy<Value = GeneratedRule> {
     (
         proptest::option::of(proptest::sample::subsequence(PATTERNS.to_vec(), 1..3)),
         proptest::option::of(proptest::sample::select(PRINCIPAL_PATTERNS.to_vec())),
@@ -257,11 +361,13 @@ fn rule_yaml() -> impl Strategy<Value = String> {
             vec!["LOW", "MEDIUM", "HIGH", "CRITICAL"],
             1..3,
         )),
+        proptest::option::weighted(0.4, 0..INPUT_CONDITIONS.len()),
+        proptest::option::weighted(0.2, 0..WINDOWS.len()),
         proptest::sample::select(vec!["ALLOW", "DENY", "REQUIRE_APPROVAL"]),
     )
-        .prop_map(|(caps, principal, risks, decision)| {
+        .prop_map(|(caps, principal, risks, input, window, decision)| {
             let mut when = Vec::new();
-            if let Some(caps) = caps {
+            if let Some(caps) = &caps {
                 when.push(format!(
                     "capability: [{}]",
                     caps.iter()
@@ -270,16 +376,29 @@ fn rule_yaml() -> impl Strategy<Value = String> {
                         .join(", ")
                 ));
             }
-            if let Some(risks) = risks {
+            if let Some(risks) = &risks {
                 when.push(format!("risk_level: [{}]", risks.join(", ")));
             }
-            let principal = principal
+            if let Some(i) = input {
+                when.push(format!("inputs: {{{}}}", INPUT_CONDITIONS[i].0));
+            }
+            if let Some(w) = window {
+                when.push(WINDOWS[w].0.to_owned());
+            }
+            let principal_yaml = principal
                 .map(|p| format!("principal: '{p}', "))
                 .unwrap_or_default();
-            format!(
-                "  - {{{principal}when: {{{}}}, decision: {decision}}}\n",
-                when.join(", ")
-            )
+            GeneratedRule {
+                yaml: format!(
+                    "  - {{{principal_yaml}when: {{{}}}, decision: {decision}}}\n",
+                    when.join(", ")
+                ),
+                capabilities: caps,
+                principal,
+                risks,
+                input,
+                window,
+            }
         })
 }
 
@@ -287,26 +406,103 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
     #[test]
     fn the_index_decides_exactly_like_a_linear_scan(
-        rules in proptest::collection::vec(rule_yaml(), 0..40),
+        rules in proptest::collection::vec(rule(), 0..40),
         requests in proptest::collection::vec((
             proptest::sample::select(PRINCIPALS.to_vec()),
             proptest::sample::select(CAPABILITIES.to_vec()),
             proptest::sample::select(RiskLevel::ALL.to_vec()),
+            proptest::sample::select(INPUTS.to_vec()),
+            proptest::sample::select(TIMES.to_vec()),
         ), 1..30),
     ) {
-        let yaml = format!("default: DENY\nrules:\n{}", rules.concat());
+        let yaml = format!(
+            "default: DENY\nrules:\n{}",
+            rules.iter().map(|r| r.yaml.as_str()).collect::<String>()
+        );
         let set = compile(&yaml);
-        for (principal, capability, risk) in requests {
-            let c = ctx(principal, capability, risk);
+        for (principal, capability, risk, inputs, time) in requests {
+            let mut c = ctx(principal, capability, risk);
+            c.inputs = serde_json::from_str(inputs).expect("inputs");
+            c.time = time.parse().expect("time");
             let fast = set.evaluate(&c, false);
             let expected = set.first_match_linear(&c);
             let expected_id = expected.map_or("default".to_owned(), |i| set.rules()[i].id.to_string());
             prop_assert_eq!(&*fast.rule_id, expected_id.as_str());
+            // The hand-written reference agrees on the first match.
+            prop_assert_eq!(rules.iter().position(|r| r.matches(&c)), expected);
             let explained = set.evaluate(&c, true);
             prop_assert_eq!(fast.decision, explained.decision);
             prop_assert_eq!(fast.rule_id.clone(), explained.rule_id.clone());
         }
     }
+}
+
+#[test]
+fn time_windows_and_input_conditions_decide_and_explain() {
+    let set = compile(
+        r#"
+rules:
+  - id: office-hours-prod-deletes
+    when:
+      operation_type: DELETE
+      inputs: {path: {glob: "prod/**"}}
+      during: {days: [MON-FRI], between: "09:00-18:00", timezone: Europe/Berlin}
+    decision: REQUIRE_APPROVAL
+  - id: no-prod-deletes
+    when: {operation_type: DELETE, inputs: {path: {glob: "prod/**"}}}
+    decision: DENY
+  - id: big-refunds
+    when: {capability: payments.refund, inputs: {amount: {gt: 500}}}
+    decision: REQUIRE_APPROVAL
+  - id: quiet-night
+    when: {outside: {between: "06:00-23:00", timezone: Europe/Berlin}}
+    decision: DENY
+  - {id: rest, decision: ALLOW}
+"#,
+    );
+    let mut delete = ctx("agent:a", "io.fs.delete", RiskLevel::Low);
+    delete.operation_type = Some(OperationType::Delete);
+    delete.inputs = json!({"path": "staging/../prod/db"})
+        .as_object()
+        .cloned()
+        .expect("map");
+    delete.time = "2026-01-14T09:00:00Z".parse().expect("time"); // Wednesday 10:00 Berlin
+    assert_eq!(
+        &*set.evaluate(&delete, false).rule_id,
+        "office-hours-prod-deletes"
+    );
+    delete.time = "2026-01-17T09:00:00Z".parse().expect("time"); // Saturday
+    let record = set.evaluate(&delete, true);
+    assert_eq!(
+        (record.decision, &*record.rule_id),
+        (Decision::Deny, "no-prod-deletes")
+    );
+    assert_eq!(record.explanation[0].failed_condition, "when.during");
+    assert_eq!(
+        record.explanation[0].detail,
+        "time SAT 2026-01-17 10:00 Europe/Berlin is inside none of [MON,TUE,WED,THU,FRI 09:00-18:00 Europe/Berlin]"
+    );
+
+    let mut refund = ctx("agent:a", "payments.refund", RiskLevel::Low);
+    refund.inputs = json!({"amount": 120}).as_object().cloned().expect("map");
+    let record = set.evaluate(&refund, true);
+    assert_eq!(&*record.rule_id, "rest");
+    assert_eq!(record.explanation[2].failed_condition, "when.inputs");
+    assert_eq!(
+        record.explanation[2].detail,
+        "input amount is 120 but must be > 500"
+    );
+    refund.time = "2026-01-14T23:30:00Z".parse().expect("time"); // 00:30 Berlin
+    let record = set.evaluate(&refund, true);
+    assert_eq!(&*record.rule_id, "quiet-night");
+    refund.time = "2026-01-14T12:00:00Z".parse().expect("time");
+    let record = set.evaluate(&refund, true);
+    assert_eq!(record.explanation[3].failed_condition, "when.outside");
+    assert!(
+        record.explanation[3].detail.contains("13:00 Europe/Berlin"),
+        "{}",
+        record.explanation[3].detail
+    );
 }
 
 #[test]

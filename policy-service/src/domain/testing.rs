@@ -489,4 +489,88 @@ mod tests {
         );
         assert!(findings[1].message.contains("ghost.*"));
     }
+
+    #[test]
+    fn lint_finds_impossible_conditions_and_parameter_mismatches() {
+        let set = compile(
+            r#"
+rules:
+  - id: never
+    when: {capability: payments.refund, inputs: {amount: {gt: 500, lt: 100}}}
+    decision: DENY
+  - id: typed
+    when:
+      capability: payments.*
+      inputs: {amount: {starts_with: "1"}, currency: {in: [EUR, 5]}, note: x, customer.id: 1}
+    decision: ALLOW
+  - id: anywhere
+    when: {inputs: {ghost: 1}}
+    decision: ALLOW
+"#,
+        );
+        let mut parameters = HashMap::new();
+        parameters.insert("amount".to_owned(), ParamType::Number);
+        parameters.insert("currency".to_owned(), ParamType::String);
+        parameters.insert("customer".to_owned(), ParamType::String);
+        let known = [
+            KnownCapability {
+                id: "payments.refund".into(),
+                parameters: Some(parameters),
+            },
+            KnownCapability::id("payments.charge"),
+        ];
+        let findings = lint(set.rules(), &known);
+        let messages: Vec<(LintKind, &str, &str)> = findings
+            .iter()
+            .map(|f| (f.kind, f.rule_id.as_str(), f.message.as_str()))
+            .collect();
+        assert_eq!(messages.len(), 5, "{messages:#?}");
+        assert_eq!(messages[0].0, LintKind::ImpossibleCondition);
+        assert!(
+            messages[0].2.contains("gt 500 and lt 100"),
+            "{}",
+            messages[0].2
+        );
+        let typed: Vec<&str> = messages[1..].iter().map(|m| m.2).collect();
+        assert!(
+            typed.iter().all(|m| m.starts_with("rule typed")),
+            "{typed:?}"
+        );
+        assert!(
+            typed[0].contains("starts_with never matches a number"),
+            "{typed:?}"
+        );
+        assert!(
+            typed[1].contains("in 5 (number) never matches a string"),
+            "{typed:?}"
+        );
+        assert!(
+            typed[2].contains("is a string, it has no fields"),
+            "{typed:?}"
+        );
+        assert!(typed[3].contains("has no parameter \"note\""), "{typed:?}");
+        // Capabilities known by id only, and rules naming no capability,
+        // are not checked against parameters.
+        assert!(messages.iter().all(|m| m.1 != "anywhere"));
+    }
+
+    #[test]
+    fn cases_are_decided_at_their_time() {
+        let set = compile(
+            "rules:\n  - {id: office, when: {during: {days: [MON-FRI], between: '09:00-18:00', timezone: America/New_York}}, decision: ALLOW}\n",
+        );
+        let cases = parse_test_cases(
+            "time: 2026-01-14T15:00:00Z\ncases:\n  - name: wednesday 10:00 in New York\n    context: {principal: 'agent:x', capability: a.b, risk_level: LOW}\n    expect: {decision: ALLOW, rule: office}\n  - name: saturday\n    context: {principal: 'agent:x', capability: a.b, risk_level: LOW, time: '2026-01-17T15:00:00Z'}\n    expect: {decision: DENY, rule: default}\n",
+            Timestamp::UNIX_EPOCH,
+        )
+        .expect("valid cases");
+        let report = run_tests(&set, &cases, &[]);
+        assert_eq!(report.failed(), 0, "{:?}", report.results);
+        let problems = parse_test_cases(
+            "cases:\n  - context: {principal: 'a:b', capability: x.y, risk_level: LOW, time: soon}\n    expect: {decision: ALLOW}\n",
+            Timestamp::UNIX_EPOCH,
+        )
+        .expect_err("bad time");
+        assert_eq!(problems[0].field, "tests_yaml.cases[0].context.time");
+    }
 }

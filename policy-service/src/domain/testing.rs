@@ -537,11 +537,11 @@ rules:
             "{typed:?}"
         );
         assert!(
-            typed[0].contains("starts_with never matches a number"),
+            typed[0].contains("starts_with never matches a parameter of type number"),
             "{typed:?}"
         );
         assert!(
-            typed[1].contains("in 5 (number) never matches a string"),
+            typed[1].contains("in 5 (number) never matches a parameter of type string"),
             "{typed:?}"
         );
         assert!(

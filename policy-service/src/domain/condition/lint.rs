@@ -62,12 +62,13 @@ impl ParamType {
 /// Problems of one test against a parameter's type: `None` when it fits.
 fn type_problem(test: &Test, param: ParamType) -> Option<String> {
     let needs = |wanted: &[ParamType], what: &str| {
-        (!wanted.contains(&param)).then(|| format!("{what} never matches a {}", param.name()))
+        (!wanted.contains(&param))
+            .then(|| format!("{what} never matches a parameter of type {}", param.name()))
     };
     let value_fits = |value: &Value, op: &str| {
         (!param.admits(value)).then(|| {
             format!(
-                "{op} {} ({}) never matches a {}",
+                "{op} {} ({}) never matches a parameter of type {}",
                 super::show(Some(value)),
                 type_name(value),
                 param.name()

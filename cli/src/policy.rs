@@ -49,7 +49,7 @@ pub enum PolicyCommand {
         /// The policy file to test (default: the active set).
         #[arg(short = 'f', long = "file")]
         file: Option<PathBuf>,
-        /// Do not ask the registry for capability ids to lint against.
+        /// Do not ask the registry for capabilities (ids and parameter types) to lint against.
         #[arg(long)]
         no_registry: bool,
     },

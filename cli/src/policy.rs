@@ -114,6 +114,24 @@ fn print_record(record: &pb::DecisionRecord) {
             );
         }
     }
+    if let Some(budget) = &record.budget {
+        let scope = if budget.scope.is_empty() {
+            String::new()
+        } else {
+            format!(" for {}", budget.scope)
+        };
+        let end = budget
+            .window_end
+            .as_ref()
+            .map_or(String::new(), |t| format!("; window ends {t}"));
+        out!(
+            "  budget of rule {}{scope}: {} of {} used, {} left{end}",
+            budget.rule_id,
+            budget.used,
+            budget.max,
+            budget.remaining
+        );
+    }
     out!("  policy revision {}", record.policy_revision);
 }
 
@@ -431,6 +449,8 @@ pub async fn run(args: &ConnectionArgs, command: PolicyCommand) -> anyhow::Resul
                     context: Some(context),
                     explain: true,
                     any_inputs: false,
+                    // Asking decides no action: budgets are shown, not spent.
+                    purpose: pb::EvaluationPurpose::Preview as i32,
                 })
                 .await
                 .map_err(fail)?

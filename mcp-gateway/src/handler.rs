@@ -105,6 +105,8 @@ impl McpHandler {
                 contexts,
                 explain: false,
                 any_inputs: true,
+                // A listing decides no action: nothing is counted.
+                purpose: policy::EvaluationPurpose::Preview as i32,
             });
             caller.credentials.apply(&mut request);
             let answer = self

@@ -10,6 +10,7 @@ use airt_proto::policy::v1::policy_service_server::PolicyService;
 use tonic::{Request, Response, Status};
 
 use crate::active::ActivePolicy;
+use crate::budgets::{Purpose, settle_budget};
 use crate::convert::{context_from_proto, lint_to_proto, record_to_proto, stored_to_proto};
 use crate::decision_log::DecisionLog;
 use crate::domain::testing::{lint, parse_test_cases, run_tests};
@@ -54,17 +55,23 @@ impl PolicyApi {
         Ok(self.store.state().await?.active_revision)
     }
 
-    /// One decision, timed and counted.
-    fn decide(
+    /// One decision: evaluated, its budget settled, timed (the engine
+    /// only), counted and written to the decision log.
+    async fn decide(
         &self,
+        caller: &Principal,
         set: &CompiledPolicySet,
         ctx: &PolicyContext,
         explain: bool,
-    ) -> crate::domain::DecisionRecord {
+        purpose: Purpose,
+    ) -> Result<crate::domain::DecisionRecord, PolicyError> {
         let started = std::time::Instant::now();
-        let record = set.evaluate(ctx, explain);
-        self.metrics.decided(&record, started.elapsed());
-        record
+        let mut record = set.evaluate(ctx, explain);
+        let elapsed = started.elapsed();
+        settle_budget(&self.store, &mut record, purpose).await?;
+        self.metrics.decided(&record, elapsed);
+        self.decisions.record(caller, ctx, &record).await;
+        Ok(record)
     }
 }
 
@@ -125,9 +132,9 @@ impl PolicyService for PolicyApi {
         let record = if req.any_inputs {
             set.evaluate_any_inputs(&ctx)
         } else {
-            let record = self.decide(&set, &ctx, req.explain);
-            self.decisions.record(&caller, &ctx, &record).await;
-            record
+            let purpose = Purpose::of(&caller, req.purpose);
+            self.decide(&caller, &set, &ctx, req.explain, purpose)
+                .await?
         };
         Ok(Response::new(pb::EvaluateResponse {
             decision: Some(record_to_proto(&record)),
@@ -169,8 +176,10 @@ impl PolicyService for PolicyApi {
                 decisions.push(record_to_proto(&set.evaluate_any_inputs(ctx)));
                 continue;
             }
-            let record = self.decide(&set, ctx, req.explain);
-            self.decisions.record(&caller, ctx, &record).await;
+            let purpose = Purpose::of(&caller, req.purpose);
+            let record = self
+                .decide(&caller, &set, ctx, req.explain, purpose)
+                .await?;
             decisions.push(record_to_proto(&record));
         }
         Ok(Response::new(pb::BatchEvaluateResponse { decisions }))

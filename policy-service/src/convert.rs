@@ -144,6 +144,20 @@ pub fn record_to_proto(record: &DecisionRecord) -> pb::DecisionRecord {
             })
             .collect(),
         depends_on_inputs: record.depends_on_inputs,
+        budget: record.budget.as_ref().map(|b| pb::BudgetUsage {
+            rule_id: b.rule_id.to_string(),
+            scope: b.scope.clone(),
+            max: i64::from(b.max),
+            per_seconds: i64::try_from(b.per_secs).unwrap_or(i64::MAX),
+            used: i64::from(b.used),
+            remaining: i64::from(b.remaining()),
+            window_end: Some(prost_types::Timestamp {
+                seconds: b.window_end,
+                nanos: 0,
+            }),
+            exceeded: b.exceeded,
+            counted: b.counted,
+        }),
     }
 }
 

@@ -49,24 +49,36 @@ impl DecisionLog {
         let digest = hex::encode(Sha256::digest(
             airt_kit::json::canonical_json(&inputs).as_bytes(),
         ));
+        let mut details = json!({
+            "principal": ctx.principal,
+            "agent": ctx.agent,
+            "workflow_id": ctx.workflow_id,
+            "step_name": ctx.step_name,
+            "risk_level": ctx.risk_level.as_str(),
+            "requires_approval": ctx.requires_approval,
+            "operation_type": ctx.operation_type.map(|o| o.as_str()),
+            "environment": ctx.environment,
+            "inputs": Value::Object(mask_map(&ctx.inputs)),
+            "inputs_digest": digest,
+            "decision": record.decision.as_str(),
+            "rule_id": &*record.rule_id,
+            "reason": &*record.reason,
+            "escalated": record.escalated,
+            "policy_revision": &*record.policy_revision,
+        });
+        if let Some(budget) = &record.budget {
+            details["budget"] = json!({
+                "rule_id": &*budget.rule_id,
+                "scope": budget.scope,
+                "max": budget.max,
+                "used": budget.used,
+                "window_start": budget.window_start,
+                "counted": budget.counted,
+                "exceeded": budget.exceeded,
+            });
+        }
         let event = NewAuditEvent::new(caller, "policy.decision", "capability", &ctx.capability_id)
-            .with_details(json!({
-                "principal": ctx.principal,
-                "agent": ctx.agent,
-                "workflow_id": ctx.workflow_id,
-                "step_name": ctx.step_name,
-                "risk_level": ctx.risk_level.as_str(),
-                "requires_approval": ctx.requires_approval,
-                "operation_type": ctx.operation_type.map(|o| o.as_str()),
-                "environment": ctx.environment,
-                "inputs": Value::Object(mask_map(&ctx.inputs)),
-                "inputs_digest": digest,
-                "decision": record.decision.as_str(),
-                "rule_id": &*record.rule_id,
-                "reason": &*record.reason,
-                "escalated": record.escalated,
-                "policy_revision": &*record.policy_revision,
-            }));
+            .with_details(details);
         if self.queue.send(event).await.is_err() {
             tracing::error!(capability = %ctx.capability_id, "decision log writer is gone; entry not recorded");
         }

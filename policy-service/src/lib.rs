@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 pub mod active;
 pub mod api;
+pub mod budgets;
 pub mod convert;
 pub mod decision_log;
 pub mod domain;
@@ -45,6 +46,8 @@ pub async fn serve_on(
             let active = active::ActivePolicy::load(&store).await?;
             ctx.tasks
                 .spawn(active.clone().follow(store.clone(), ctx.shutdown.clone()));
+            ctx.tasks
+                .spawn(budgets::purge(store.clone(), ctx.shutdown.clone()));
             let (decisions, writer) = decision_log::DecisionLog::spawn(ctx.audit.clone());
             let metrics = metrics::PolicyMetrics::new(&ctx.metrics, &active, &decisions);
             let api = api::PolicyApi::new(store, active, decisions, metrics);

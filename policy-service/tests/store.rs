@@ -107,3 +107,79 @@ async fn sets_are_versioned_activated_and_rolled_back() {
         database.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn budgets_never_count_past_their_maximum_under_concurrency() {
+    use policy_service::domain::budget::BudgetUse;
+    for db in TestDb::all().await {
+        let database = Database::connect(db.url(), Some(MIGRATIONS))
+            .await
+            .expect("connect");
+        // Two stores on one database: two replicas' pools.
+        let stores = [
+            PolicyStore::new(database.clone()),
+            PolicyStore::new(
+                Database::connect(db.url(), Some(MIGRATIONS))
+                    .await
+                    .expect("second pool"),
+            ),
+        ];
+        let budget = BudgetUse {
+            rule_id: "capped".into(),
+            scope: "agent=mailer".into(),
+            max: 7,
+            per_secs: 3600,
+            over_budget: policy_service::domain::Decision::Deny,
+            window_start: 1_800_000_000,
+            window_end: 1_800_003_600,
+            used: 0,
+            exceeded: false,
+            counted: false,
+        };
+        assert_eq!(stores[0].peek_budget(&budget).await.expect("peek"), 0);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let (store, budget) = (stores[i % 2].clone(), budget.clone());
+            tasks.spawn(async move { store.consume_budget(&budget).await.expect("consume") });
+        }
+        let mut counted = Vec::new();
+        while let Some(consumed) = tasks.join_next().await {
+            let consumed = consumed.expect("task");
+            if !consumed.exceeded {
+                counted.push(consumed.used);
+            } else {
+                assert_eq!(consumed.used, 7);
+            }
+        }
+        counted.sort_unstable();
+        assert_eq!(counted, (1..=7).collect::<Vec<u32>>(), "{:?}", db.backend());
+        assert_eq!(stores[1].peek_budget(&budget).await.expect("peek"), 7);
+
+        // Another scope and the next window count on their own.
+        let other = BudgetUse {
+            scope: "agent=other".into(),
+            ..budget.clone()
+        };
+        assert_eq!(
+            stores[0].consume_budget(&other).await.expect("other").used,
+            1
+        );
+        let next = BudgetUse {
+            window_start: budget.window_end,
+            window_end: budget.window_end + 3600,
+            ..budget.clone()
+        };
+        assert_eq!(stores[0].consume_budget(&next).await.expect("next").used, 1);
+
+        // Ended windows are purged; the current one stays.
+        assert_eq!(
+            stores[0]
+                .purge_budgets(budget.window_end)
+                .await
+                .expect("purge"),
+            2
+        );
+        assert_eq!(stores[0].peek_budget(&budget).await.expect("peek"), 0);
+        assert_eq!(stores[0].peek_budget(&next).await.expect("peek"), 1);
+    }
+}

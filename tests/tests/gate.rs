@@ -228,7 +228,7 @@ async fn policy_decisions_or_a_fail_closed_error() {
         ..Default::default()
     };
     let record = gate
-        .evaluate(context.clone(), soon())
+        .evaluate(context.clone(), policy::EvaluationPurpose::Preview, soon())
         .await
         .expect("decision");
     assert_eq!(
@@ -240,7 +240,7 @@ async fn policy_decisions_or_a_fail_closed_error() {
     let mut incomplete = context.clone();
     incomplete.risk_level = 0;
     let refused = gate
-        .evaluate(incomplete, soon())
+        .evaluate(incomplete, policy::EvaluationPurpose::Preview, soon())
         .await
         .expect_err("invalid");
     let GateError::Refused { code, reason, .. } = &refused else {
@@ -257,7 +257,11 @@ async fn policy_decisions_or_a_fail_closed_error() {
     server.stop().await.expect("stop");
     let started = Instant::now();
     let error = gate
-        .evaluate(context, Instant::now() + Duration::from_millis(400))
+        .evaluate(
+            context,
+            policy::EvaluationPurpose::Preview,
+            Instant::now() + Duration::from_millis(400),
+        )
         .await
         .expect_err("unreachable");
     assert!(

@@ -90,6 +90,7 @@ async fn evaluate(
             context: Some(ctx),
             explain,
             any_inputs: false,
+            purpose: Default::default(),
         }))
         .await
         .expect("evaluate")
@@ -359,6 +360,7 @@ async fn many_decisions_are_all_logged_after_a_clean_shutdown() {
                 contexts: chunk.to_vec(),
                 explain: false,
                 any_inputs: false,
+                purpose: Default::default(),
             }))
             .await
             .expect("batch")
@@ -399,6 +401,7 @@ async fn who_may_evaluate_and_who_may_change_policy() {
                 context: Some(ctx.clone()),
                 explain: false,
                 any_inputs: false,
+                purpose: Default::default(),
             },
             "agent:someone-else",
             &[],
@@ -412,6 +415,7 @@ async fn who_may_evaluate_and_who_may_change_policy() {
                 context: Some(ctx.clone()),
                 explain: false,
                 any_inputs: false,
+                purpose: Default::default(),
             },
             "agent:planner-7",
             &[],
@@ -423,6 +427,7 @@ async fn who_may_evaluate_and_who_may_change_policy() {
             context: Some(ctx.clone()),
             explain: false,
             any_inputs: false,
+            purpose: Default::default(),
         })
         .await
         .expect_err("no identity");
@@ -450,6 +455,7 @@ async fn who_may_evaluate_and_who_may_change_policy() {
             context: Some(missing_risk),
             explain: false,
             any_inputs: false,
+            purpose: Default::default(),
         }))
         .await
         .expect_err("incomplete context");

@@ -122,6 +122,7 @@ async fn actions_are_decided_by_their_inputs() {
                 }),
                 explain: true,
                 any_inputs: false,
+                purpose: policy::EvaluationPurpose::Preview as i32,
             },
             "user:alice",
             &[],

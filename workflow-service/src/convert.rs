@@ -167,6 +167,7 @@ pub fn decision_from_json(
             .to_owned(),
         explanation: Vec::new(),
         depends_on_inputs: false,
+        budget: None,
     })
 }
 

@@ -148,6 +148,7 @@ fn main() -> anyhow::Result<()> {
                     context: Some(ctx.clone()),
                     explain: false,
                     any_inputs: false,
+                    purpose: Default::default(),
                 }))
                 .await?;
         }
@@ -157,6 +158,7 @@ fn main() -> anyhow::Result<()> {
                 context: Some(contexts[i % contexts.len()].clone()),
                 explain: false,
                 any_inputs: false,
+                purpose: Default::default(),
             });
             let started = Instant::now();
             client.evaluate(request).await?;
@@ -184,6 +186,7 @@ fn main() -> anyhow::Result<()> {
                         context: Some(contexts[i % contexts.len()].clone()),
                         explain: false,
                         any_inputs: false,
+                        purpose: Default::default(),
                     });
                     client.evaluate(request).await?;
                     done += 1;

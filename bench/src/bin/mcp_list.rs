@@ -103,7 +103,7 @@ async fn breakdown(stack: &Stack, n: usize) -> anyhow::Result<(Duration, Duratio
         let started = Instant::now();
         policy_client
             .batch_evaluate(as_principal(
-                policy::BatchEvaluateRequest { contexts, explain: false, any_inputs: true },
+                policy::BatchEvaluateRequest { contexts, explain: false, any_inputs: true, purpose: Default::default() },
                 "user:alice",
                 &["writer"],
             ))

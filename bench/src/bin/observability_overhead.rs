@@ -111,6 +111,7 @@ async fn evaluate_p50(policy_url: String) -> anyhow::Result<Duration> {
                 context: Some(context.clone()),
                 explain: false,
                 any_inputs: false,
+                purpose: Default::default(),
             },
             "service:workflow",
             &["admin"],

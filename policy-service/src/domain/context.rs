@@ -88,4 +88,7 @@ pub struct DecisionRecord {
     pub explanation: Vec<RuleExplanation>,
     /// Of an any-inputs evaluation: the deciding rule has input conditions.
     pub depends_on_inputs: bool,
+    /// The budget of the deciding rule, if it has one (settled by the
+    /// service, which counts).
+    pub budget: Option<super::budget::BudgetUse>,
 }

@@ -15,6 +15,7 @@ use airt_kit::vocabulary::RiskLevel;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::budget::BudgetUse;
 use super::context::{Decision, DecisionRecord, PolicyContext, RuleExplanation};
 use super::parse::{PolicySet, Rule};
 use super::pattern::Pattern;
@@ -389,6 +390,8 @@ impl CompiledPolicySet {
             }
             let mut record = self.decide(ctx, Some(rule), Vec::new());
             record.depends_on_inputs = conditional;
+            // A listing is not an action: no budget is drawn on or shown.
+            record.budget = None;
             return record;
         }
         self.decide(ctx, None, Vec::new())
@@ -460,6 +463,11 @@ impl CompiledPolicySet {
             policy_revision: self.revision.clone(),
             explanation,
             depends_on_inputs: false,
+            budget: matched.and_then(|rule| {
+                rule.budget
+                    .as_ref()
+                    .map(|b| BudgetUse::new(rule.id.clone(), b, ctx))
+            }),
         }
     }
 }

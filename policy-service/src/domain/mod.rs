@@ -2,6 +2,7 @@
 //! globals. A policy set is parsed and compiled once (validated, indexed),
 //! then evaluated many times.
 
+pub mod budget;
 pub mod condition;
 pub mod context;
 pub mod engine;

@@ -24,6 +24,7 @@ use airt_kit::vocabulary::{OperationType, RiskLevel};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::budget::{Budget, BudgetDoc};
 use super::condition::{InputCondition, parse_inputs};
 use super::context::Decision;
 use super::pattern::Pattern;
@@ -78,6 +79,8 @@ struct RuleDoc {
     decision: String,
     #[serde(default)]
     reason: Option<String>,
+    #[serde(default)]
+    budget: Option<BudgetDoc>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -123,6 +126,9 @@ pub struct Rule {
     pub outside: Option<Vec<Window>>,
     pub decision: Decision,
     pub reason: Arc<str>,
+    /// At most `max` decisions of this rule per window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
 }
 
 /// A validated policy set.
@@ -285,6 +291,17 @@ pub fn parse_policy_set(yaml: &str) -> Result<PolicySet, ParseError> {
         });
         let during = problems.windows(at("when.during"), when.during);
         let outside = problems.windows(at("when.outside"), when.outside);
+        let budget = rule
+            .budget
+            .and_then(|doc| match Budget::compile(doc, decision) {
+                Ok(budget) => Some(budget),
+                Err(found) => {
+                    for (field, message) in found {
+                        problems.add(at(&field), message);
+                    }
+                    None
+                }
+            });
         let reason = rule.reason.unwrap_or_else(|| format!("matched rule {id}"));
         rules.push(Rule {
             id: id.into(),
@@ -301,6 +318,7 @@ pub fn parse_policy_set(yaml: &str) -> Result<PolicySet, ParseError> {
             outside,
             decision,
             reason: reason.into(),
+            budget,
         });
     }
     if !problems.0.is_empty() {

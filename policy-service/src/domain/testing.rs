@@ -16,6 +16,7 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::budget::settle;
 use super::condition::lint::{ParamType, contradictions, parameter_mismatches};
 use super::context::{Decision, DecisionRecord, PolicyContext};
 use super::engine::{CompiledPolicySet, DEFAULT_RULE_ID};
@@ -66,6 +67,10 @@ struct ContextDoc {
     /// The decision time (RFC 3339); the file's `time`, else now.
     #[serde(default)]
     time: Option<String>,
+    /// Decisions already counted in the window of the deciding rule's
+    /// budget (0 when omitted): the case is decided as an execution.
+    #[serde(default)]
+    budget_used: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +86,8 @@ struct ExpectDoc {
 pub struct TestCase {
     pub name: String,
     pub context: PolicyContext,
+    /// Already counted in the deciding rule's budget window.
+    pub budget_used: u32,
     pub expected_decision: Decision,
     pub expected_rule: Option<String>,
 }
@@ -157,6 +164,7 @@ pub fn parse_test_cases(yaml: &str, now: Timestamp) -> Result<Vec<TestCase>, Vec
         {
             cases.push(TestCase {
                 name: case.name.unwrap_or_else(|| format!("case {}", i + 1)),
+                budget_used: case.context.budget_used,
                 context: PolicyContext {
                     principal: case.context.principal,
                     roles: case.context.roles,
@@ -250,7 +258,17 @@ pub fn run_tests(
     let mut hits: HashMap<String, u32> = HashMap::new();
     let mut results = Vec::new();
     for case in cases {
-        let actual = set.evaluate(&case.context, true);
+        let mut actual = set.evaluate(&case.context, true);
+        if let Some(budget) = &actual.budget {
+            // Decided as an execution with `budget_used` already counted.
+            let exceeded = case.budget_used >= budget.max;
+            let used = if exceeded {
+                budget.max
+            } else {
+                case.budget_used + 1
+            };
+            settle(&mut actual, used, !exceeded, exceeded);
+        }
         *hits.entry(actual.rule_id.to_string()).or_default() += 1;
         let decision_ok = actual.decision == case.expected_decision;
         let rule_ok = case
@@ -572,5 +590,33 @@ rules:
         )
         .expect_err("bad time");
         assert_eq!(problems[0].field, "tests_yaml.cases[0].context.time");
+    }
+
+    #[test]
+    fn cases_are_decided_at_a_budget_state() {
+        let set = compile(
+            "rules:\n  - id: email-budget\n    when: {capability: email.send}\n    decision: ALLOW\n    budget: {max: 20, per: 1h, by: [agent], over_budget: REQUIRE_APPROVAL}\n",
+        );
+        let cases = parse_test_cases(
+            "cases:\n  - name: the 20th email goes out\n    context: {principal: 'agent:x', agent: mailer, capability: email.send, risk_level: LOW, budget_used: 19}\n    expect: {decision: ALLOW, rule: email-budget}\n  - name: the 21st waits for a human\n    context: {principal: 'agent:x', agent: mailer, capability: email.send, risk_level: LOW, budget_used: 20}\n    expect: {decision: REQUIRE_APPROVAL, rule: email-budget}\n",
+            Timestamp::UNIX_EPOCH,
+        )
+        .expect("valid cases");
+        let report = run_tests(&set, &cases, &[]);
+        assert_eq!(report.failed(), 0, "{:?}", report.results);
+        let last = report.results[0].actual.budget.as_ref().expect("budget");
+        assert_eq!((last.used, last.remaining(), last.counted), (20, 0, true));
+        let over = &report.results[1].actual;
+        assert!(
+            over.reason
+                .starts_with("over budget: rule email-budget allows 20 per 1h for agent=mailer"),
+            "{}",
+            over.reason
+        );
+        assert!(
+            over.budget
+                .as_ref()
+                .is_some_and(|b| b.exceeded && !b.counted)
+        );
     }
 }

@@ -7,6 +7,10 @@ use airt_kit::db::{Backend, Database, Migrations};
 use serde_json::json;
 use sqlx::migrate::Migrator;
 
+mod budgets;
+
+pub use budgets::Consumed;
+
 use crate::domain::CompiledPolicySet;
 use crate::error::PolicyError;
 

@@ -199,6 +199,9 @@ impl Engine {
 
     /// The gate, one way for run, retry, preflight and plan: [`Self::examine`],
     /// then the policy with the registry's risk and the known inputs.
+    /// `purpose`: EXECUTE for a step's first decision, PREVIEW for plan and
+    /// preflight, CONTINUE for an action already counted (resumed after its
+    /// approval, retried, compensated) — only EXECUTE consumes budgets.
     pub(super) async fn assess(
         &self,
         run: &Run,
@@ -206,10 +209,11 @@ impl Engine {
         inputs: StepInputs,
         deadline: Instant,
         journal: Option<&str>,
+        purpose: policy::EvaluationPurpose,
     ) -> Result<Assessment, GateFailure> {
         let examined = self.examine(step, inputs, deadline, journal).await?;
         let context = self.policy_context(run, step, Some(&examined.spec), &examined.inputs);
-        let question = self.inner.policy.evaluate(context, deadline);
+        let question = self.inner.policy.evaluate(context, purpose, deadline);
         let answer = match journal {
             Some(workflow_id) => self.flushing_if_slow(workflow_id, question).await?,
             None => question.await,

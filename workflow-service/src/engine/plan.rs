@@ -3,6 +3,7 @@
 //! fitting its parameters); a plan adds the policy's decision per step;
 //! preflight fails a workflow whose step would be refused or denied.
 
+use airt_proto::policy::v1::EvaluationPurpose;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -95,7 +96,17 @@ impl Engine {
         for (_, step) in actions(&run.spec) {
             let deadline = self.step_deadline(run, step);
             let inputs = StepInputs::statically(run, step);
-            let assessment = match self.assess(run, step, inputs, deadline, None).await {
+            let assessment = match self
+                .assess(
+                    run,
+                    step,
+                    inputs,
+                    deadline,
+                    None,
+                    EvaluationPurpose::Preview,
+                )
+                .await
+            {
                 Ok(assessment) => assessment,
                 Err(GateFailure::Refused(refusal)) => {
                     let reason = format!("preflight: step {}: {refusal}", step.name);
@@ -163,7 +174,17 @@ impl Engine {
             if step.step_type == StepType::Action {
                 let deadline = self.step_deadline(&run, step);
                 let inputs = StepInputs::statically(&run, step);
-                match self.assess(&run, step, inputs, deadline, None).await {
+                match self
+                    .assess(
+                        &run,
+                        step,
+                        inputs,
+                        deadline,
+                        None,
+                        EvaluationPurpose::Preview,
+                    )
+                    .await
+                {
                     Ok(assessment) => {
                         plan.capability = Some(assessment.examined.capability);
                         plan.decision = Some(assessment.record);

@@ -8,6 +8,7 @@
 //! feed); the policy call is one evaluation per retry, which only follows a
 //! failure.
 
+use airt_proto::policy::v1::EvaluationPurpose;
 use tokio::time::Instant;
 
 use serde_json::{Map, Value};
@@ -33,7 +34,14 @@ impl Engine {
         let when = format!("before attempt {attempt}");
         let inputs = StepInputs::resolved(inputs.clone());
         let assessment = self
-            .assess(run, step, inputs, deadline, None)
+            .assess(
+                run,
+                step,
+                inputs,
+                deadline,
+                None,
+                EvaluationPurpose::Continue,
+            )
             .await
             .map_err(|failure| StepError::gate(failure, &when))?;
         self.obey(run, step, &assessment, approval, &when).await

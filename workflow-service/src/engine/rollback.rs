@@ -1,6 +1,7 @@
 //! The saga: completed steps are compensated in reverse completion order;
 //! a status never claims an undo that did not happen.
 
+use airt_proto::policy::v1::EvaluationPurpose;
 use std::collections::HashMap;
 use tokio::time::Instant;
 
@@ -292,7 +293,17 @@ impl Engine {
         let mut action = step.clone();
         capability.clone_into(&mut action.capability);
         let inputs = StepInputs::resolved(inputs.as_object().cloned().unwrap_or_default());
-        let assessment = match self.assess(run, &action, inputs, deadline, None).await {
+        let assessment = match self
+            .assess(
+                run,
+                &action,
+                inputs,
+                deadline,
+                None,
+                EvaluationPurpose::Continue,
+            )
+            .await
+        {
             Ok(assessment) => assessment,
             Err(GateFailure::Refused(refusal)) => {
                 return Err(format!("compensation {capability}: {refusal}"));

@@ -1,6 +1,7 @@
 //! The per-step pipeline: assess, obey the verdict, execute with retries
 //! and a deadline, record the outputs and the undo record.
 
+use airt_proto::policy::v1::EvaluationPurpose;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
@@ -189,8 +190,15 @@ impl Engine {
         // parameters, the policy with the registry's risk.
         let inputs = StepInputs::resolved(resolve_inputs(run, step)?);
         let journal = Some(run.workflow_id.as_str());
+        // An action resumed after its approval was counted when it was
+        // first decided.
+        let purpose = if approval.is_some() {
+            EvaluationPurpose::Continue
+        } else {
+            EvaluationPurpose::Execute
+        };
         let assessment = self
-            .assess(run, step, inputs, deadline, journal)
+            .assess(run, step, inputs, deadline, journal, purpose)
             .await
             .map_err(|failure| StepError::gate(failure, ""))?;
         // The decision is committed with the first attempt it allows (one

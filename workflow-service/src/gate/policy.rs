@@ -24,10 +24,13 @@ impl PolicyGate {
     }
 
     /// The decision for `context`, or an error once `deadline` passes with
-    /// the policy service unreachable. Never a default answer.
+    /// the policy service unreachable. Never a default answer. `purpose`
+    /// says whether an action will run on it (budgets are consumed), it is
+    /// a preview, or the action was already counted.
     pub async fn evaluate(
         &self,
         context: pb::PolicyContext,
+        purpose: pb::EvaluationPurpose,
         deadline: Instant,
     ) -> Result<pb::DecisionRecord, GateError> {
         with_retry("policy service", deadline, |timeout| {
@@ -36,6 +39,7 @@ impl PolicyGate {
                 context: Some(context.clone()),
                 explain: false,
                 any_inputs: false,
+                purpose: purpose as i32,
             });
             request.set_timeout(timeout);
             self.credentials.apply(&mut request);

@@ -109,6 +109,7 @@ fn example_policies_pass_their_tests_and_lint_clean() {
     }
     for expected in [
         "default",
+        "email_budget",
         "fetch_allowlist",
         "finance_refunds",
         "prod_deletes",

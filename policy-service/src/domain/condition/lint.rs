@@ -98,6 +98,8 @@ fn type_problem(test: &Test, param: ParamType) -> Option<String> {
         Test::Exists(_) => None,
         Test::All(tests) | Test::Any(tests) => tests.iter().find_map(|t| type_problem(t, param)),
         Test::Not(test) => type_problem(test, param),
+        Test::AnyItem(_) => needs(&[ParamType::Array], "any_item"),
+        Test::EveryItem(_) => needs(&[ParamType::Array], "every_item"),
     }
 }
 
@@ -176,7 +178,7 @@ fn admitted_types(test: &Test) -> Option<&'static [&'static str]> {
         | Test::Cidr(_)
         | Test::Glob(_) => &["string"],
         Test::Contains(Value::String(_)) => &["string", "array"],
-        Test::Contains(_) => &["array"],
+        Test::Contains(_) | Test::AnyItem(_) | Test::EveryItem(_) => &["array"],
         Test::Eq(v) => match v {
             Value::Null => &["null"],
             Value::Bool(_) => &["boolean"],
@@ -220,7 +222,9 @@ pub fn contradictions(conditions: &[InputCondition]) -> Vec<String> {
 fn flatten_all<'a>(test: &'a Test, out: &mut Vec<&'a Test>) {
     match test {
         Test::All(tests) | Test::Any(tests) => tests.iter().for_each(|t| flatten_all(t, out)),
-        Test::Not(inner) => flatten_all(inner, out),
+        Test::Not(inner) | Test::AnyItem(inner) | Test::EveryItem(inner) => {
+            flatten_all(inner, out);
+        }
         other => out.push(other),
     }
 }

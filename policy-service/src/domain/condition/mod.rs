@@ -158,6 +158,10 @@ pub enum Test {
     All(Vec<Test>),
     Any(Vec<Test>),
     Not(Box<Test>),
+    /// An array with at least one element passing the test.
+    AnyItem(Box<Test>),
+    /// An array whose every element passes the test (an empty array does).
+    EveryItem(Box<Test>),
 }
 
 impl Test {
@@ -195,6 +199,12 @@ impl Test {
             Self::Glob(glob) => actual
                 .as_str()
                 .is_some_and(|s| glob.matcher.is_match(normalise_path(s))),
+            Self::AnyItem(test) => actual
+                .as_array()
+                .is_some_and(|items| items.iter().any(|item| test.holds(Some(item)))),
+            Self::EveryItem(test) => actual
+                .as_array()
+                .is_some_and(|items| items.iter().all(|item| test.holds(Some(item)))),
             Self::Exists(_) | Self::All(_) | Self::Any(_) | Self::Not(_) => {
                 self.holds(Some(actual))
             }
@@ -222,6 +232,8 @@ impl Test {
             Self::All(tests) => json!({"all_of": list(tests)}),
             Self::Any(tests) => json!({"any_of": list(tests)}),
             Self::Not(test) => json!({"not": test.to_json()}),
+            Self::AnyItem(test) => json!({"any_item": test.to_json()}),
+            Self::EveryItem(test) => json!({"every_item": test.to_json()}),
         }
     }
 
@@ -266,6 +278,8 @@ impl Test {
             Self::All(t) => tests(t, " and "),
             Self::Any(t) => format!("either {}", tests(t, " or ")),
             Self::Not(t) => format!("not: {}", t.describe()),
+            Self::AnyItem(t) => format!("must be an array with an item that {}", t.describe()),
+            Self::EveryItem(t) => format!("must be an array whose every item {}", t.describe()),
         }
     }
 }

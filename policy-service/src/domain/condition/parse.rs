@@ -30,6 +30,8 @@ const OPERATORS: &[&str] = &[
     "all_of",
     "any_of",
     "not",
+    "any_item",
+    "every_item",
 ];
 
 /// A problem: where (relative to `when.inputs`) and what.
@@ -198,6 +200,10 @@ fn operator_test(
             }
         },
         "not" => test(operand, at, depth + 1, problems).map(|t| Test::Not(Box::new(t))),
+        "any_item" => test(operand, at, depth + 1, problems).map(|t| Test::AnyItem(Box::new(t))),
+        "every_item" => {
+            test(operand, at, depth + 1, problems).map(|t| Test::EveryItem(Box::new(t)))
+        }
         _ => match leaf(operator, operand) {
             Ok(test) => Some(test),
             Err(message) => {

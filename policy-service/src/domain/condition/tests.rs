@@ -244,6 +244,37 @@ fn combinators_on_values_and_on_inputs() {
 }
 
 #[test]
+fn item_quantifiers_look_inside_arrays() {
+    let internal = json!({"every_item": {"ends_with": "@example.com"}});
+    assert!(holds(
+        internal.clone(),
+        Some(json!(["a@example.com", "b@example.com"]))
+    ));
+    assert!(!holds(
+        internal.clone(),
+        Some(json!(["a@example.com", "b@evil.test"]))
+    ));
+    assert!(
+        !holds(internal.clone(), Some(json!(["a@example.com", 5]))),
+        "a number is not internal"
+    );
+    assert!(
+        holds(internal.clone(), Some(json!([]))),
+        "vacuously true on an empty array"
+    );
+    assert!(
+        !holds(internal, Some(json!("a@example.com"))),
+        "a string is not an array"
+    );
+    let external = json!({"any_item": {"not": {"ends_with": "@example.com"}}});
+    assert!(holds(
+        external.clone(),
+        Some(json!(["a@example.com", "b@evil.test"]))
+    ));
+    assert!(!holds(external, Some(json!(["a@example.com"]))));
+}
+
+#[test]
 fn explanations_give_expected_against_actual() {
     let inputs = json!({"amount": {"gt": 500}, "currency": {"in": ["EUR", "USD"]}});
     let conditions = parse_inputs(inputs.as_object().expect("map")).expect("valid");
@@ -368,6 +399,8 @@ fn condition_json() -> impl Strategy<Value = Value> {
         Just(json!({"matches": "[ab]+c?"})),
         Just(json!({"glob": "a/**"})),
         Just(json!({"cidr": "10.0.0.0/8"})),
+        Just(json!({"any_item": {"gt": 0}})),
+        Just(json!({"every_item": {"starts_with": "a"}})),
     ];
     leaf.prop_recursive(3, 16, 3, |inner| {
         prop_oneof![

@@ -1,4 +1,6 @@
-//! `airt policy put|get|list|activate|test|eval`.
+//! `airt policy put|get|list|activate|shadow|test|impact|eval`.
+
+mod impact;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +42,16 @@ pub enum PolicyCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Evaluate a stored revision beside the active set: its decisions are
+    /// logged (marked shadow) and counted, never enforced. `--off` stops.
+    Shadow {
+        #[arg(required_unless_present = "off")]
+        revision: Option<String>,
+        #[arg(long, conflicts_with = "revision")]
+        off: bool,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Run a YAML file of test cases against a policy file (or the active
     /// set); lint capability patterns against the registry's capabilities.
     Test {
@@ -52,6 +64,20 @@ pub enum PolicyCommand {
         /// Do not ask the registry for capabilities (ids and parameter types) to lint against.
         #[arg(long)]
         no_registry: bool,
+    },
+    /// Replay the decision log of a recent window against a candidate
+    /// policy file: the decisions that would change, grouped; exits 1 when
+    /// a change newly allows a HIGH or CRITICAL action.
+    Impact {
+        /// The candidate policy file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// How far back: 30m, 168h, 7d.
+        #[arg(long, default_value = "168h", value_parser = impact::parse_window)]
+        since: prost_types::Duration,
+        /// Logged decisions replayed at most (0: the service's maximum).
+        #[arg(long, default_value_t = 0)]
+        max_decisions: i32,
     },
     /// Ask for one decision, with its explanation.
     Eval {
@@ -87,7 +113,13 @@ fn print_set(set: &pb::PolicySet) {
     out!(
         "{}  {:<8} rules={:<4} default={:<16} {}",
         set.revision,
-        if set.active { "ACTIVE" } else { "" },
+        if set.active {
+            "ACTIVE"
+        } else if set.shadow {
+            "SHADOW"
+        } else {
+            ""
+        },
         set.rule_count,
         decision_name(set.default_decision),
         set.description
@@ -303,6 +335,7 @@ async fn test(
             tests_yaml: read(tests)?,
             known_capability_ids,
             known_capabilities,
+            ..Default::default()
         })
         .await
         .map_err(|status| anyhow::anyhow!(describe(&status)))?
@@ -359,6 +392,31 @@ async fn put(
     }
 }
 
+/// `airt policy activate` (and `shadow`, where an empty revision stops).
+async fn activate(
+    client: &mut Client,
+    revision: String,
+    reason: String,
+    shadow: bool,
+) -> anyhow::Result<ExitCode> {
+    let set = client
+        .activate_policy_set(pb::ActivatePolicySetRequest {
+            revision,
+            reason,
+            request_id: String::new(),
+            shadow,
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!(describe(&status)))?
+        .into_inner()
+        .policy_set;
+    match set {
+        Some(set) => print_set(&set),
+        None => out!("not shadowing"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn run(args: &ConnectionArgs, command: PolicyCommand) -> anyhow::Result<ExitCode> {
     let mut client = PolicyServiceClient::new(args.authenticated(ServiceName::Policy)?);
     let fail = |status: tonic::Status| anyhow::anyhow!(describe(&status));
@@ -406,25 +464,23 @@ pub async fn run(args: &ConnectionArgs, command: PolicyCommand) -> anyhow::Resul
             }
         }
         PolicyCommand::Activate { revision, reason } => {
-            let set = client
-                .activate_policy_set(pb::ActivatePolicySetRequest {
-                    revision,
-                    reason,
-                    request_id: String::new(),
-                })
-                .await
-                .map_err(fail)?
-                .into_inner()
-                .policy_set
-                .unwrap_or_default();
-            print_set(&set);
-            Ok(ExitCode::SUCCESS)
+            activate(&mut client, revision, reason, false).await
         }
         PolicyCommand::Test {
             tests,
             file,
             no_registry,
         } => test(args, &mut client, &tests, file.as_deref(), no_registry).await,
+        PolicyCommand::Shadow {
+            revision,
+            off: _,
+            reason,
+        } => activate(&mut client, revision.unwrap_or_default(), reason, true).await,
+        PolicyCommand::Impact {
+            file,
+            since,
+            max_decisions,
+        } => impact::impact(args, &mut client, &file, since, max_decisions).await,
         PolicyCommand::Eval {
             principal,
             principal_roles,

@@ -16,6 +16,8 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 struct Current {
     set: Arc<CompiledPolicySet>,
+    /// Evaluated beside `set`, never enforced.
+    shadow: Option<Arc<CompiledPolicySet>>,
     activation_seq: i64,
 }
 
@@ -32,6 +34,7 @@ impl ActivePolicy {
         let active = Self {
             current: Arc::new(RwLock::new(Current {
                 set: Arc::new(CompiledPolicySet::deny_all()),
+                shadow: None,
                 activation_seq: 0,
             })),
         };
@@ -47,6 +50,14 @@ impl ActivePolicy {
         }
     }
 
+    /// The shadow set, if one is active.
+    pub fn shadow(&self) -> Option<Arc<CompiledPolicySet>> {
+        match self.current.read() {
+            Ok(current) => current.shadow.clone(),
+            Err(poisoned) => poisoned.into_inner().shadow.clone(),
+        }
+    }
+
     fn activation_seq(&self) -> i64 {
         match self.current.read() {
             Ok(current) => current.activation_seq,
@@ -54,9 +65,25 @@ impl ActivePolicy {
         }
     }
 
-    /// Installs `set` as active at `activation_seq`, unless a newer
-    /// activation is already installed.
+    /// Installs `set` as active at `activation_seq` (keeping the shadow
+    /// set), unless a newer activation is already installed.
     pub fn install(&self, set: Arc<CompiledPolicySet>, activation_seq: i64) {
+        let mut current = match self.current.write() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if activation_seq >= current.activation_seq {
+            current.set = set;
+            current.activation_seq = activation_seq;
+        }
+    }
+
+    fn install_with_shadow(
+        &self,
+        set: Arc<CompiledPolicySet>,
+        shadow: Option<Arc<CompiledPolicySet>>,
+        activation_seq: i64,
+    ) {
         let mut current = match self.current.write() {
             Ok(current) => current,
             Err(poisoned) => poisoned.into_inner(),
@@ -64,6 +91,7 @@ impl ActivePolicy {
         if activation_seq >= current.activation_seq {
             *current = Current {
                 set,
+                shadow,
                 activation_seq,
             };
         }
@@ -94,8 +122,20 @@ impl ActivePolicy {
                 }
             }
         };
-        tracing::info!(revision = %set.revision(), activation_seq = state.activation_seq, "active policy set loaded");
-        self.install(Arc::new(set), state.activation_seq);
+        let shadow = if state.shadow_revision.is_empty() {
+            None
+        } else {
+            let stored = store.get(&state.shadow_revision).await?;
+            match stored.map(|s| parse_policy_set(&s.source_yaml)) {
+                Some(Ok(parsed)) => Some(Arc::new(CompiledPolicySet::compile(parsed))),
+                _ => {
+                    tracing::error!(revision = %state.shadow_revision, "the shadow policy set is missing or no longer compiles; not shadowing");
+                    None
+                }
+            }
+        };
+        tracing::info!(revision = %set.revision(), shadow = %state.shadow_revision, activation_seq = state.activation_seq, "active policy set loaded");
+        self.install_with_shadow(Arc::new(set), shadow, state.activation_seq);
         Ok(())
     }
 

@@ -17,7 +17,7 @@ use crate::domain::testing::{lint, parse_test_cases, run_tests};
 use crate::domain::{CompiledPolicySet, PolicyContext, parse_policy_set};
 use crate::error::PolicyError;
 use crate::metrics::PolicyMetrics;
-use crate::store::PolicyStore;
+use crate::store::{ActiveState, PolicyStore};
 
 /// Roles that may change the active policy.
 pub const ADMIN_ROLES: &[&str] = &["admin"];
@@ -31,6 +31,7 @@ const MAX_KNOWN_IDS: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct PolicyApi {
     store: PolicyStore,
+    audit: airt_kit::audit::AuditLog,
     active: ActivePolicy,
     decisions: DecisionLog,
     metrics: PolicyMetrics,
@@ -39,20 +40,22 @@ pub struct PolicyApi {
 impl PolicyApi {
     pub fn new(
         store: PolicyStore,
+        audit: airt_kit::audit::AuditLog,
         active: ActivePolicy,
         decisions: DecisionLog,
         metrics: PolicyMetrics,
     ) -> Self {
         Self {
             store,
+            audit,
             active,
             metrics,
             decisions,
         }
     }
 
-    async fn active_revision(&self) -> Result<String, PolicyError> {
-        Ok(self.store.state().await?.active_revision)
+    async fn state(&self) -> Result<ActiveState, PolicyError> {
+        self.store.state().await
     }
 
     /// One decision: evaluated, its budget settled, timed (the engine
@@ -71,7 +74,38 @@ impl PolicyApi {
         settle_budget(&self.store, &mut record, purpose).await?;
         self.metrics.decided(&record, elapsed);
         self.decisions.record(caller, ctx, &record).await;
+        // The shadow set decides too — logged and counted, never enforced,
+        // never drawing on a budget.
+        if let Some(shadow) = self.active.shadow() {
+            let mut shadowed = shadow.evaluate(ctx, false);
+            shadowed.budget = None;
+            self.metrics.shadowed(&shadowed, &record);
+            self.decisions
+                .record_shadow(caller, ctx, &shadowed, &record)
+                .await;
+        }
         Ok(record)
+    }
+}
+
+impl PolicyApi {
+    /// `ActivatePolicySet` with `shadow`: starts (or, for an empty
+    /// revision, stops) shadowing.
+    async fn shadow(
+        &self,
+        caller: &Principal,
+        req: pb::ActivatePolicySetRequest,
+    ) -> Result<Response<pb::ActivatePolicySetResponse>, Status> {
+        let stored = self
+            .store
+            .set_shadow(&req.revision, caller, &req.reason, &req.request_id)
+            .await?;
+        self.active.refresh(&self.store).await?;
+        tracing::info!(revision = %req.revision, actor = %caller, "shadow policy set changed");
+        let state = self.state().await?;
+        Ok(Response::new(pb::ActivatePolicySetResponse {
+            policy_set: stored.map(|stored| stored_to_proto(&stored, &state)),
+        }))
     }
 }
 
@@ -96,6 +130,36 @@ fn reader(caller: &Principal) -> Result<(), Status> {
         return Ok(());
     }
     require_any_role(caller, READER_ROLES)
+}
+
+/// The start (µs since the epoch) and size of a replay: the decision log
+/// holds other principals' requests, so only readers may replay it; the
+/// window is 1 s to 400 days.
+fn impact_window(
+    caller: &Principal,
+    since: &prost_types::Duration,
+    max: i32,
+) -> Result<(i64, usize), Status> {
+    reader(caller)?;
+    const MAX_WINDOW_SECS: i64 = 400 * 86_400;
+    if since.seconds < 1 || since.seconds > MAX_WINDOW_SECS || since.nanos < 0 {
+        return Err(
+            PolicyError::invalid("impact_since", "must be between 1 s and 400 days").into(),
+        );
+    }
+    let max = match usize::try_from(max) {
+        Ok(0) => crate::impact::MAX_REPLAY,
+        Ok(n) => n.min(crate::impact::MAX_REPLAY),
+        Err(_) => {
+            return Err(
+                PolicyError::invalid("impact_max_decisions", "must not be negative").into(),
+            );
+        }
+    };
+    Ok((
+        airt_kit::clock::now_micros() - since.seconds * 1_000_000,
+        max,
+    ))
 }
 
 /// Parses and compiles a policy set on the blocking pool.
@@ -226,7 +290,7 @@ impl PolicyService for PolicyApi {
             tracing::info!(revision = %stored.revision, actor = %caller, "policy set activated");
         }
         Ok(Response::new(pb::PutPolicySetResponse {
-            policy_set: Some(stored_to_proto(&stored, &state.active_revision)),
+            policy_set: Some(stored_to_proto(&stored, &state)),
             created,
             lint_findings,
         }))
@@ -238,12 +302,12 @@ impl PolicyService for PolicyApi {
     ) -> Result<Response<pb::GetPolicySetResponse>, Status> {
         reader(&principal(&request)?)?;
         let req = request.into_inner();
-        let active = self.active_revision().await?;
+        let state = self.state().await?;
         let revision = if req.revision.is_empty() {
-            if active.is_empty() {
+            if state.active_revision.is_empty() {
                 return Err(PolicyError::NoActiveSet.into());
             }
-            active.clone()
+            state.active_revision.clone()
         } else {
             req.revision
         };
@@ -253,7 +317,7 @@ impl PolicyService for PolicyApi {
             .await?
             .ok_or(PolicyError::NotFound(revision))?;
         Ok(Response::new(pb::GetPolicySetResponse {
-            policy_set: Some(stored_to_proto(&stored, &active)),
+            policy_set: Some(stored_to_proto(&stored, &state)),
         }))
     }
 
@@ -278,14 +342,14 @@ impl PolicyService for PolicyApi {
                 .filter(|n| *n > 0)
                 .ok_or_else(|| PolicyError::invalid("page_token", "malformed page token"))?,
         };
-        let active = self.active_revision().await?;
+        let state = self.state().await?;
         let page = self.store.list(before, limit).await?;
         let next_page_token = match page.last() {
             Some(last) if page.len() as i64 == limit => last.seq.to_string(),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListPolicySetsResponse {
-            policy_sets: page.iter().map(|s| stored_to_proto(s, &active)).collect(),
+            policy_sets: page.iter().map(|s| stored_to_proto(s, &state)).collect(),
             next_page_token,
         }))
     }
@@ -297,6 +361,9 @@ impl PolicyService for PolicyApi {
         let caller = principal(&request)?;
         require_any_role(&caller, ADMIN_ROLES)?;
         let req = request.into_inner();
+        if req.shadow {
+            return self.shadow(&caller, req).await;
+        }
         if req.revision.is_empty() {
             return Err(PolicyError::invalid("revision", "is required").into());
         }
@@ -308,9 +375,9 @@ impl PolicyService for PolicyApi {
         // newer one from another replica).
         self.active.refresh(&self.store).await?;
         tracing::info!(revision = %stored.revision, actor = %caller, "policy set activated");
-        let active = self.active_revision().await?;
+        let state = self.state().await?;
         Ok(Response::new(pb::ActivatePolicySetResponse {
-            policy_set: Some(stored_to_proto(&stored, &active)),
+            policy_set: Some(stored_to_proto(&stored, &state)),
         }))
     }
 
@@ -318,8 +385,12 @@ impl PolicyService for PolicyApi {
         &self,
         request: Request<pb::TestPolicySetRequest>,
     ) -> Result<Response<pb::TestPolicySetResponse>, Status> {
-        principal(&request)?;
+        let caller = principal(&request)?;
         let req = request.into_inner();
+        let impact_window = req
+            .impact_since
+            .map(|since| impact_window(&caller, &since, req.impact_max_decisions))
+            .transpose()?;
         let set: Arc<CompiledPolicySet> = match req.target {
             Some(pb::test_policy_set_request::Target::SourceYaml(source)) => {
                 Arc::new(compile(source).await?)
@@ -357,14 +428,29 @@ impl PolicyService for PolicyApi {
         let tested = set.clone();
         let tests_yaml = req.tests_yaml;
         let report = airt_kit::limits::off_runtime(move || {
-            let cases = parse_test_cases(&tests_yaml, jiff::Timestamp::now())
-                .map_err(PolicyError::InvalidRequest)?;
+            let cases = if tests_yaml.trim().is_empty() {
+                Vec::new()
+            } else {
+                parse_test_cases(&tests_yaml, jiff::Timestamp::now())
+                    .map_err(PolicyError::InvalidRequest)?
+            };
             Ok(run_tests(&tested, &cases, &known))
         })
         .await?
         .map_err(|e: PolicyError| Status::from(e))?;
+        let impact = match impact_window {
+            Some((since_us, max)) => {
+                let (replayed, truncated) =
+                    crate::impact::replay_log(&self.audit, set.clone(), since_us, max).await?;
+                Some(crate::convert::impact_to_proto(
+                    &replayed, truncated, since_us,
+                ))
+            }
+            None => None,
+        };
         let failed = report.failed();
         Ok(Response::new(pb::TestPolicySetResponse {
+            impact,
             passed: failed == 0,
             total: i32::try_from(report.results.len()).unwrap_or(i32::MAX),
             failed: i32::try_from(failed).unwrap_or(i32::MAX),

@@ -7,7 +7,7 @@ use airt_proto::policy::v1 as pb;
 use crate::domain::condition::lint::ParamType;
 use crate::domain::testing::{KnownCapability, LintFinding, LintKind};
 use crate::domain::{Decision, DecisionRecord, PolicyContext};
-use crate::store::StoredPolicySet;
+use crate::store::{ActiveState, StoredPolicySet};
 
 pub fn decision_to_proto(decision: Decision) -> pb::Decision {
     match decision {
@@ -161,12 +161,13 @@ pub fn record_to_proto(record: &DecisionRecord) -> pb::DecisionRecord {
     }
 }
 
-pub fn stored_to_proto(stored: &StoredPolicySet, active_revision: &str) -> pb::PolicySet {
+pub fn stored_to_proto(stored: &StoredPolicySet, state: &ActiveState) -> pb::PolicySet {
     pb::PolicySet {
         revision: stored.revision.clone(),
         source_yaml: stored.source_yaml.clone(),
         description: stored.description.clone(),
-        active: stored.revision == active_revision,
+        active: stored.revision == state.active_revision,
+        shadow: stored.revision == state.shadow_revision,
         default_decision: Decision::parse(&stored.default_decision)
             .map_or(pb::Decision::Unspecified, decision_to_proto) as i32,
         escalate_high_risk: stored.escalate_high_risk != 0,
@@ -242,5 +243,49 @@ pub fn known_capabilities(
         Ok(known)
     } else {
         Err(problems)
+    }
+}
+
+/// A replay of the decision log as the wire report.
+pub fn impact_to_proto(
+    report: &crate::domain::impact::ImpactReport,
+    truncated: bool,
+    since_us: i64,
+) -> pb::ImpactReport {
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    pb::ImpactReport {
+        replayed: count(report.replayed),
+        changed: count(report.changed),
+        flagged: count(report.flagged),
+        rule_only_changes: count(report.rule_only_changes),
+        groups: report
+            .groups
+            .iter()
+            .map(|g| pb::ImpactGroup {
+                old_decision: decision_to_proto(g.old_decision) as i32,
+                new_decision: decision_to_proto(g.new_decision) as i32,
+                old_rule_id: g.old_rule_id.clone(),
+                new_rule_id: g.new_rule_id.clone(),
+                count: count(g.count),
+                flagged: g.flagged,
+                examples: g
+                    .examples
+                    .iter()
+                    .map(|e| pb::ImpactExample {
+                        sequence: e.sequence,
+                        decide_time: Some(airt_kit::clock::timestamp_from_micros(
+                            e.time.as_microsecond(),
+                        )),
+                        principal: e.principal.clone(),
+                        capability_id: e.capability_id.clone(),
+                        risk_level: e.risk_level.to_proto() as i32,
+                        workflow_id: e.workflow_id.clone(),
+                        step_name: e.step_name.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        truncated,
+        since: Some(airt_kit::clock::timestamp_from_micros(since_us)),
     }
 }

@@ -45,44 +45,72 @@ impl DecisionLog {
     /// Queues the decision's audit event: caller, context (inputs masked,
     /// plus a digest of the unmasked inputs) and the decision.
     pub async fn record(&self, caller: &Principal, ctx: &PolicyContext, record: &DecisionRecord) {
-        let inputs = Value::Object(ctx.inputs.clone());
-        let digest = hex::encode(Sha256::digest(
-            airt_kit::json::canonical_json(&inputs).as_bytes(),
-        ));
-        let mut details = json!({
-            "principal": ctx.principal,
-            "agent": ctx.agent,
-            "workflow_id": ctx.workflow_id,
-            "step_name": ctx.step_name,
-            "risk_level": ctx.risk_level.as_str(),
-            "requires_approval": ctx.requires_approval,
-            "operation_type": ctx.operation_type.map(|o| o.as_str()),
-            "environment": ctx.environment,
-            "inputs": Value::Object(mask_map(&ctx.inputs)),
-            "inputs_digest": digest,
-            "decision": record.decision.as_str(),
-            "rule_id": &*record.rule_id,
-            "reason": &*record.reason,
-            "escalated": record.escalated,
-            "policy_revision": &*record.policy_revision,
-        });
-        if let Some(budget) = &record.budget {
-            details["budget"] = json!({
-                "rule_id": &*budget.rule_id,
-                "scope": budget.scope,
-                "max": budget.max,
-                "used": budget.used,
-                "window_start": budget.window_start,
-                "counted": budget.counted,
-                "exceeded": budget.exceeded,
-            });
-        }
+        self.queue(caller, ctx, details(ctx, record)).await;
+    }
+
+    /// Queues a shadow decision: marked `shadow`, with the enforced
+    /// decision beside it. Never replayed, never enforced.
+    pub async fn record_shadow(
+        &self,
+        caller: &Principal,
+        ctx: &PolicyContext,
+        shadow: &DecisionRecord,
+        enforced: &DecisionRecord,
+    ) {
+        let mut details = details(ctx, shadow);
+        details["shadow"] = Value::Bool(true);
+        details["enforced_decision"] = enforced.decision.as_str().into();
+        details["enforced_rule_id"] = (*enforced.rule_id).into();
+        details["agrees"] = Value::Bool(shadow.decision == enforced.decision);
+        self.queue(caller, ctx, details).await;
+    }
+
+    async fn queue(&self, caller: &Principal, ctx: &PolicyContext, details: Value) {
         let event = NewAuditEvent::new(caller, "policy.decision", "capability", &ctx.capability_id)
             .with_details(details);
         if self.queue.send(event).await.is_err() {
             tracing::error!(capability = %ctx.capability_id, "decision log writer is gone; entry not recorded");
         }
     }
+}
+
+/// An entry's details: the context (inputs masked, with a digest of the
+/// unmasked inputs) and the decision.
+fn details(ctx: &PolicyContext, record: &DecisionRecord) -> Value {
+    let inputs = Value::Object(ctx.inputs.clone());
+    let digest = hex::encode(Sha256::digest(
+        airt_kit::json::canonical_json(&inputs).as_bytes(),
+    ));
+    let mut details = json!({
+        "principal": ctx.principal,
+        "roles": ctx.roles,
+        "agent": ctx.agent,
+        "workflow_id": ctx.workflow_id,
+        "step_name": ctx.step_name,
+        "risk_level": ctx.risk_level.as_str(),
+        "requires_approval": ctx.requires_approval,
+        "operation_type": ctx.operation_type.map(|o| o.as_str()),
+        "environment": ctx.environment,
+        "inputs": Value::Object(mask_map(&ctx.inputs)),
+        "inputs_digest": digest,
+        "decision": record.decision.as_str(),
+        "rule_id": &*record.rule_id,
+        "reason": &*record.reason,
+        "escalated": record.escalated,
+        "policy_revision": &*record.policy_revision,
+    });
+    if let Some(budget) = &record.budget {
+        details["budget"] = json!({
+            "rule_id": &*budget.rule_id,
+            "scope": budget.scope,
+            "max": budget.max,
+            "used": budget.used,
+            "window_start": budget.window_start,
+            "counted": budget.counted,
+            "exceeded": budget.exceeded,
+        });
+    }
+    details
 }
 
 async fn write_batches(audit: AuditLog, mut receiver: mpsc::Receiver<NewAuditEvent>) {

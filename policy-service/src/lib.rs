@@ -16,6 +16,7 @@ pub mod convert;
 pub mod decision_log;
 pub mod domain;
 pub mod error;
+pub mod impact;
 pub mod metrics;
 pub mod store;
 
@@ -50,7 +51,7 @@ pub async fn serve_on(
                 .spawn(budgets::purge(store.clone(), ctx.shutdown.clone()));
             let (decisions, writer) = decision_log::DecisionLog::spawn(ctx.audit.clone());
             let metrics = metrics::PolicyMetrics::new(&ctx.metrics, &active, &decisions);
-            let api = api::PolicyApi::new(store, active, decisions, metrics);
+            let api = api::PolicyApi::new(store, ctx.audit.clone(), active, decisions, metrics);
             Ok(server
                 .add_service(PolicyServiceServer::new(api))
                 .on_stopped(async move {

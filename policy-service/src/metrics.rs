@@ -13,6 +13,9 @@ pub struct PolicyMetrics {
     /// By `decision` and `rule` (a rule id of the active policy:
     /// operator-defined, so bounded).
     decisions: Family<Labels<2>, Counter>,
+    /// By the shadow set's `decision` and `rule`, and whether it `agrees`
+    /// with the enforced decision.
+    shadow: Family<Labels<3>, Counter>,
     evaluation: Histogram,
 }
 
@@ -22,6 +25,7 @@ impl PolicyMetrics {
     pub fn new(metrics: &Metrics, active: &ActivePolicy, log: &DecisionLog) -> Self {
         let this = Self {
             decisions: Family::default(),
+            shadow: Family::default(),
             // 1 µs to about 0.3 s: a decision takes microseconds.
             evaluation: Histogram::new(exponential_buckets(1e-6, 4.0, 10)),
         };
@@ -29,6 +33,11 @@ impl PolicyMetrics {
             "policy_decisions",
             "Decisions made, by decision (ALLOW, DENY, REQUIRE_APPROVAL) and the rule that made it",
             this.decisions.clone(),
+        );
+        metrics.register(
+            "policy_shadow_decisions",
+            "Decisions of the shadow set (never enforced), by decision, rule and whether they agree with the enforced one",
+            this.shadow.clone(),
         );
         metrics.register_seconds(
             "policy_evaluation",
@@ -66,6 +75,21 @@ impl PolicyMetrics {
             .get_or_create(&[
                 ("decision", record.decision.as_str().into()),
                 ("rule", record.rule_id.to_string().into()),
+            ])
+            .inc();
+    }
+
+    pub fn shadowed(&self, shadow: &DecisionRecord, enforced: &DecisionRecord) {
+        let agrees = if shadow.decision == enforced.decision {
+            "true"
+        } else {
+            "false"
+        };
+        self.shadow
+            .get_or_create(&[
+                ("decision", shadow.decision.as_str().into()),
+                ("rule", shadow.rule_id.to_string().into()),
+                ("agrees", agrees.into()),
             ])
             .inc();
     }

@@ -255,6 +255,7 @@ async fn put_evaluate_reject_a_bad_set_and_roll_back() {
                 revision: v1_revision.clone(),
                 reason: "v2 blocks sales".into(),
                 request_id: String::new(),
+                shadow: false,
             }))
             .await
             .expect("activate")
@@ -531,6 +532,7 @@ cases:
             tests_yaml: tests.into(),
             known_capability_ids: vec!["io.fs.read_file".into(), "net.http.post".into()],
             known_capabilities: Vec::new(),
+            ..Default::default()
         }))
         .await
         .expect("test")

@@ -188,6 +188,7 @@ async fn bad_conditions_are_refused_and_lint_knows_parameter_types() {
                     .into_iter()
                     .collect(),
             }],
+            ..Default::default()
         }))
         .await
         .expect("test")

@@ -6,6 +6,7 @@ pub mod budget;
 pub mod condition;
 pub mod context;
 pub mod engine;
+pub mod impact;
 pub mod parse;
 pub mod pattern;
 pub mod testing;

@@ -8,6 +8,7 @@ use serde_json::json;
 use sqlx::migrate::Migrator;
 
 mod budgets;
+mod shadow;
 
 pub use budgets::Consumed;
 
@@ -42,13 +43,16 @@ pub struct StoredPolicySet {
 pub struct ActiveState {
     pub active_revision: String,
     pub activation_seq: i64,
+    /// Evaluated beside the active set, never enforced; empty for none.
+    pub shadow_revision: String,
 }
 
 const COLUMNS: &str = "revision, seq, source_yaml, description, default_decision, escalate_high_risk, \
      rule_count, created_by, created_at_us, last_activated_at_us";
-const SELECT_STATE: &str = "SELECT active_revision, activation_seq FROM policy_state WHERE id = 1";
-const SELECT_STATE_FOR_UPDATE: &str =
-    "SELECT active_revision, activation_seq FROM policy_state WHERE id = 1 FOR UPDATE";
+const SELECT_STATE: &str =
+    "SELECT active_revision, activation_seq, shadow_revision FROM policy_state WHERE id = 1";
+const SELECT_STATE_FOR_UPDATE: &str = "SELECT active_revision, activation_seq, shadow_revision \
+     FROM policy_state WHERE id = 1 FOR UPDATE";
 const NEXT_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) + 1 FROM policy_sets";
 const INSERT_SET: &str = "INSERT INTO policy_sets \
      (revision, seq, source_yaml, description, default_decision, escalate_high_risk, rule_count, \

@@ -64,14 +64,17 @@ fn print(report: &pb::ImpactReport) {
                 .decide_time
                 .as_ref()
                 .map_or_else(String::new, ToString::to_string);
+            let step = if example.workflow_id.is_empty() {
+                String::new()
+            } else {
+                format!(" {}/{}", example.workflow_id, example.step_name)
+            };
             out!(
-                "    #{} {when} {} {} {} {}/{}",
+                "    #{} {when} {} {} {}{step}",
                 example.sequence,
                 example.principal,
                 example.capability_id,
-                risk_name(example.risk_level),
-                example.workflow_id,
-                example.step_name
+                risk_name(example.risk_level)
             );
         }
     }

@@ -70,6 +70,15 @@ impl Cedar {
                         "risk".to_owned(),
                         RestrictedExpression::new_string(r.risk.to_owned()),
                     ),
+                    ("amount".to_owned(), RestrictedExpression::new_long(r.amount)),
+                    (
+                        "currency".to_owned(),
+                        RestrictedExpression::new_string(r.currency.to_owned()),
+                    ),
+                    (
+                        "path".to_owned(),
+                        RestrictedExpression::new_string(r.path.clone()),
+                    ),
                 ])
                 .expect("context");
                 Request::new(principal, action.clone(), resource, context, None).expect("request")
@@ -123,7 +132,7 @@ impl Rego {
         let inputs = requests
             .iter()
             .map(|r| {
-                let json = serde_json::json!({"principal_type": r.principal_type, "principal_id": r.principal_id, "capability": r.capability, "risk": r.risk});
+                let json = serde_json::json!({"principal_type": r.principal_type, "principal_id": r.principal_id, "capability": r.capability, "risk": r.risk, "amount": r.amount, "currency": r.currency, "path": r.path});
                 regorus::Value::from_json_str(&json.to_string()).expect("input")
             })
             .collect();
@@ -158,8 +167,12 @@ fn our_contexts(requests: &[GeneratedRequest]) -> Vec<PolicyContext> {
             risk_level: RiskLevel::parse(r.risk).expect("risk"),
             requires_approval: false,
             operation_type: None,
-            inputs: Default::default(),
+            inputs: serde_json::json!({"amount": r.amount, "currency": r.currency, "path": r.path})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
             environment: String::new(),
+            time: jiff::Timestamp::UNIX_EPOCH,
         })
         .collect()
 }

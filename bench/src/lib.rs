@@ -7,7 +7,11 @@
 //! (deny → approval → allow → DENY). Capability ids have two segments
 //! (`nsK.vJ`) so `nsK.*` means the same everywhere: a prefix in ours, `like
 //! "nsK.*"` in Cedar, `startswith(_, "nsK.")` in Rego. Escalation is off in
-//! our sets because the others have no such notion.
+//! our sets because the others have no such notion. Two rules in five also
+//! carry a condition on the request's inputs: a numeric comparison
+//! (`amount > N`, `amount <= N`), membership of a string in a set
+//! (`currency in [...]`), or a pattern on a path (`matches "dirK/.*"` in
+//! ours, `like "dirK/*"` in Cedar, `regex.match` in Rego).
 
 use std::fmt::Write as _;
 
@@ -36,6 +40,45 @@ impl Rng {
 }
 
 pub const RISKS: [&str; 4] = ["LOW", "MEDIUM", "HIGH", "CRITICAL"];
+pub const CURRENCIES: [&str; 4] = ["EUR", "USD", "GBP", "JPY"];
+const DIRECTORIES: u64 = 10;
+
+/// A condition on the request's inputs.
+#[derive(Debug, Clone)]
+pub enum InputCondition {
+    AmountAbove(i64),
+    AmountAtMost(i64),
+    CurrencyIn(Vec<&'static str>),
+    PathUnder(u64),
+}
+
+impl InputCondition {
+    fn generate(rng: &mut Rng) -> Self {
+        match rng.below(4) {
+            0 => Self::AmountAbove(rng.below(1000) as i64),
+            1 => Self::AmountAtMost(rng.below(1000) as i64),
+            2 => {
+                let mut chosen: Vec<&'static str> =
+                    CURRENCIES.iter().copied().filter(|_| rng.below(2) == 0).collect();
+                if chosen.is_empty() {
+                    chosen.push(CURRENCIES[rng.below(4) as usize]);
+                }
+                Self::CurrencyIn(chosen)
+            }
+            _ => Self::PathUnder(rng.below(DIRECTORIES)),
+        }
+    }
+
+    /// Inputs `(amount, currency, path)` that satisfy the condition.
+    fn satisfy(&self, rng: &mut Rng, request: &mut GeneratedRequest) {
+        match self {
+            Self::AmountAbove(n) => request.amount = n + 1 + rng.below(100) as i64,
+            Self::AmountAtMost(n) => request.amount = n - rng.below(100) as i64,
+            Self::CurrencyIn(set) => request.currency = set[rng.below(set.len() as u64) as usize],
+            Self::PathUnder(dir) => request.path = format!("dir{dir}/f{}", rng.below(100)),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
@@ -59,6 +102,7 @@ pub struct GeneratedRule {
     pub principal_type: Option<&'static str>,
     /// `None` matches every risk level.
     pub risks: Option<Vec<&'static str>>,
+    pub input: Option<InputCondition>,
 }
 
 /// One request, in engine-neutral form.
@@ -68,6 +112,9 @@ pub struct GeneratedRequest {
     pub principal_id: String,
     pub capability: String,
     pub risk: &'static str,
+    pub amount: i64,
+    pub currency: &'static str,
+    pub path: String,
 }
 
 fn namespaces(rules: usize) -> u64 {
@@ -108,12 +155,14 @@ pub fn generate_rules(count: usize, seed: u64) -> Vec<GeneratedRule> {
                 }
                 chosen
             });
+            let input = (rng.below(5) < 2).then(|| InputCondition::generate(&mut rng));
             GeneratedRule {
                 id: format!("r{i}"),
                 effect,
                 capability,
                 principal_type,
                 risks,
+                input,
             }
         })
         .collect()
@@ -131,12 +180,18 @@ pub fn generate_requests(
     (0..count)
         .map(|_| {
             let principal_id = format!("p{}", rng.below(100));
+            let amount = rng.below(1000) as i64;
+            let currency = CURRENCIES[rng.below(4) as usize];
+            let path = format!("dir{}/f{}", rng.below(DIRECTORIES), rng.below(100));
             if rules.is_empty() || rng.below(10) < 4 {
                 return GeneratedRequest {
                     principal_type: if rng.below(2) == 0 { "agent" } else { "user" },
                     principal_id,
                     capability: format!("zz{}.v{}", rng.below(50), rng.below(8)),
                     risk: RISKS[rng.below(4) as usize],
+                    amount,
+                    currency,
+                    path,
                 };
             }
             let rule = &rules[rng.below(rules.len() as u64) as usize];
@@ -151,12 +206,19 @@ pub fn generate_requests(
                 Some(risks) => risks[rng.below(risks.len() as u64) as usize],
                 None => RISKS[rng.below(4) as usize],
             };
-            GeneratedRequest {
+            let mut request = GeneratedRequest {
                 principal_type,
                 principal_id,
                 capability,
                 risk,
+                amount,
+                currency,
+                path,
+            };
+            if let Some(condition) = &rule.input {
+                condition.satisfy(&mut rng, &mut request);
             }
+            request
         })
         .collect()
 }
@@ -181,6 +243,21 @@ pub fn airt_yaml(rules: &[GeneratedRule]) -> String {
         let _ = write!(out, "    when:\n      capability: \"{capability}\"\n");
         if let Some(risks) = &rule.risks {
             let _ = writeln!(out, "      risk_level: [{}]", risks.join(", "));
+        }
+        match &rule.input {
+            None => {}
+            Some(InputCondition::AmountAbove(n)) => {
+                let _ = writeln!(out, "      inputs: {{amount: {{gt: {n}}}}}");
+            }
+            Some(InputCondition::AmountAtMost(n)) => {
+                let _ = writeln!(out, "      inputs: {{amount: {{lte: {n}}}}}");
+            }
+            Some(InputCondition::CurrencyIn(set)) => {
+                let _ = writeln!(out, "      inputs: {{currency: {{in: [{}]}}}}", set.join(", "));
+            }
+            Some(InputCondition::PathUnder(dir)) => {
+                let _ = writeln!(out, "      inputs: {{path: {{matches: \"dir{dir}/.*\"}}}}");
+            }
         }
     }
     out
@@ -210,6 +287,20 @@ pub fn cedar_policies(rules: &[GeneratedRule]) -> String {
                 .map(|r| format!("context.risk == \"{r}\""))
                 .collect();
             conditions.push(format!("({})", any.join(" || ")));
+        }
+        match &rule.input {
+            None => {}
+            Some(InputCondition::AmountAbove(n)) => conditions.push(format!("context.amount > {n}")),
+            Some(InputCondition::AmountAtMost(n)) => {
+                conditions.push(format!("context.amount <= {n}"));
+            }
+            Some(InputCondition::CurrencyIn(set)) => {
+                let quoted: Vec<String> = set.iter().map(|c| format!("\"{c}\"")).collect();
+                conditions.push(format!("[{}].contains(context.currency)", quoted.join(", ")));
+            }
+            Some(InputCondition::PathUnder(dir)) => {
+                conditions.push(format!("context.path like \"dir{dir}/*\""));
+            }
         }
         let _ = writeln!(
             out,
@@ -244,6 +335,18 @@ pub fn rego_policy(rules: &[GeneratedRule]) -> String {
         if let Some(risks) = &rule.risks {
             let set: Vec<String> = risks.iter().map(|r| format!("\"{r}\"")).collect();
             body.push(format!("input.risk in {{{}}}", set.join(", ")));
+        }
+        match &rule.input {
+            None => {}
+            Some(InputCondition::AmountAbove(n)) => body.push(format!("input.amount > {n}")),
+            Some(InputCondition::AmountAtMost(n)) => body.push(format!("input.amount <= {n}")),
+            Some(InputCondition::CurrencyIn(set)) => {
+                let quoted: Vec<String> = set.iter().map(|c| format!("\"{c}\"")).collect();
+                body.push(format!("input.currency in {{{}}}", quoted.join(", ")));
+            }
+            Some(InputCondition::PathUnder(dir)) => {
+                body.push(format!("regex.match(`^dir{dir}/.*$`, input.path)"));
+            }
         }
         let _ = writeln!(out, "{head} if {{\n  {}\n}}\n", body.join("\n  "));
     }

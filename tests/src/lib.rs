@@ -142,6 +142,29 @@ pub async fn run_workflow(
     }
 }
 
+/// `ExecuteAction` of `capability` with `inputs` by `user:alice` for agent
+/// `planner-7`, waiting up to 20 s for its outcome.
+pub fn action_request(
+    capability: &str,
+    inputs: serde_json::Value,
+    request_id: &str,
+) -> tonic::Request<airt_proto::workflow::v1::ExecuteActionRequest> {
+    airt_kit::testing::as_principal(
+        airt_proto::workflow::v1::ExecuteActionRequest {
+            capability_id: capability.into(),
+            inputs: inputs.as_object().map(airt_kit::json::to_proto_struct),
+            request_id: request_id.into(),
+            agent: "planner-7".into(),
+            wait: Some(prost_types::Duration {
+                seconds: 20,
+                nanos: 0,
+            }),
+        },
+        "user:alice",
+        &[],
+    )
+}
+
 /// Registers the capability `spec_yaml` as an admin through `channel`.
 pub async fn register_capability(channel: Channel, spec_yaml: impl Into<String>) {
     use airt_proto::registry::v1 as registry;

@@ -8,7 +8,7 @@ use airt_kit::testing::{TestDb, as_principal};
 use airt_proto::workflow::v1 as pb;
 use airt_proto::workflow::v1::approval_service_client::ApprovalServiceClient;
 use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
-use airt_system_tests::Stack;
+use airt_system_tests::{Stack, action_request as action};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -19,27 +19,6 @@ rules:
   - {id: copies-need-a-look, when: {capability: io.fs.copy}, decision: REQUIRE_APPROVAL, reason: Copies need a look}
   - {id: allow-the-rest, decision: ALLOW, reason: Workspace work}
 "#;
-
-fn action(
-    capability: &str,
-    inputs: serde_json::Value,
-    request_id: &str,
-) -> tonic::Request<pb::ExecuteActionRequest> {
-    as_principal(
-        pb::ExecuteActionRequest {
-            capability_id: capability.into(),
-            inputs: inputs.as_object().map(airt_kit::json::to_proto_struct),
-            request_id: request_id.into(),
-            agent: "planner-7".into(),
-            wait: Some(prost_types::Duration {
-                seconds: 20,
-                nanos: 0,
-            }),
-        },
-        "user:alice",
-        &[],
-    )
-}
 
 fn status(answer: &pb::ExecuteActionResponse) -> pb::ActionStatus {
     pb::ActionStatus::try_from(answer.status).expect("known status")

@@ -16,7 +16,7 @@ use airt_proto::policy::v1::policy_service_client::PolicyServiceClient;
 use airt_proto::workflow::v1 as pb;
 use airt_proto::workflow::v1::approval_service_client::ApprovalServiceClient;
 use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
-use airt_system_tests::{Stack, start_policy};
+use airt_system_tests::{Stack, action_request as action, start_policy};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
@@ -210,27 +210,6 @@ rules:
     decision: REQUIRE_APPROVAL
     budget: {max: 1, per: 1h}
 "#;
-
-fn action(
-    capability: &str,
-    inputs: serde_json::Value,
-    request_id: &str,
-) -> tonic::Request<pb::ExecuteActionRequest> {
-    as_principal(
-        pb::ExecuteActionRequest {
-            capability_id: capability.into(),
-            inputs: inputs.as_object().map(airt_kit::json::to_proto_struct),
-            request_id: request_id.into(),
-            agent: "planner-7".into(),
-            wait: Some(prost_types::Duration {
-                seconds: 20,
-                nanos: 0,
-            }),
-        },
-        "user:alice",
-        &[],
-    )
-}
 
 async fn execute(
     client: &mut WorkflowServiceClient<Channel>,

@@ -30,20 +30,10 @@ rules:
 "#;
 
 fn action(path: &str, content: &str, request_id: &str) -> tonic::Request<pb::ExecuteActionRequest> {
-    let inputs = serde_json::json!({"path": path, "content": content});
-    as_principal(
-        pb::ExecuteActionRequest {
-            capability_id: "io.fs.write_file".into(),
-            inputs: inputs.as_object().map(airt_kit::json::to_proto_struct),
-            request_id: request_id.into(),
-            agent: "planner-7".into(),
-            wait: Some(prost_types::Duration {
-                seconds: 20,
-                nanos: 0,
-            }),
-        },
-        "user:alice",
-        &[],
+    airt_system_tests::action_request(
+        "io.fs.write_file",
+        serde_json::json!({"path": path, "content": content}),
+        request_id,
     )
 }
 

@@ -165,6 +165,20 @@ pub fn action_request(
     )
 }
 
+/// Sends [`action_request`] and returns the answer.
+pub async fn execute_action(
+    client: &mut airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient<Channel>,
+    capability: &str,
+    inputs: serde_json::Value,
+    request_id: &str,
+) -> airt_proto::workflow::v1::ExecuteActionResponse {
+    client
+        .execute_action(action_request(capability, inputs, request_id))
+        .await
+        .expect("execute")
+        .into_inner()
+}
+
 /// Registers the capability `spec_yaml` as an admin through `channel`.
 pub async fn register_capability(channel: Channel, spec_yaml: impl Into<String>) {
     use airt_proto::registry::v1 as registry;

@@ -8,9 +8,8 @@ use airt_kit::testing::{TestDb, as_principal};
 use airt_proto::workflow::v1 as pb;
 use airt_proto::workflow::v1::approval_service_client::ApprovalServiceClient;
 use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
-use airt_system_tests::{Stack, action_request as action};
+use airt_system_tests::{Stack, action_request as action, execute_action as execute};
 use tonic::Code;
-use tonic::transport::Channel;
 
 const POLICY: &str = r#"
 default: DENY
@@ -22,19 +21,6 @@ rules:
 
 fn status(answer: &pb::ExecuteActionResponse) -> pb::ActionStatus {
     pb::ActionStatus::try_from(answer.status).expect("known status")
-}
-
-async fn execute(
-    client: &mut WorkflowServiceClient<Channel>,
-    capability: &str,
-    inputs: serde_json::Value,
-    request_id: &str,
-) -> pb::ExecuteActionResponse {
-    client
-        .execute_action(action(capability, inputs, request_id))
-        .await
-        .expect("execute")
-        .into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

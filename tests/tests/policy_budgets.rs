@@ -16,7 +16,7 @@ use airt_proto::policy::v1::policy_service_client::PolicyServiceClient;
 use airt_proto::workflow::v1 as pb;
 use airt_proto::workflow::v1::approval_service_client::ApprovalServiceClient;
 use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
-use airt_system_tests::{Stack, action_request as action, start_policy};
+use airt_system_tests::{Stack, execute_action as execute, start_policy};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
@@ -210,19 +210,6 @@ rules:
     decision: REQUIRE_APPROVAL
     budget: {max: 1, per: 1h}
 "#;
-
-async fn execute(
-    client: &mut WorkflowServiceClient<Channel>,
-    capability: &str,
-    inputs: serde_json::Value,
-    request_id: &str,
-) -> pb::ExecuteActionResponse {
-    client
-        .execute_action(action(capability, inputs, request_id))
-        .await
-        .expect("execute")
-        .into_inner()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actions_spend_the_budget_once_and_stop_when_it_is_spent() {

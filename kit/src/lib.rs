@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod principal;
 pub mod server;
+pub mod spans;
 pub mod status;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -8,7 +8,6 @@
 
 use std::fmt::{self, Write as _};
 
-use opentelemetry::trace::TraceContextExt as _;
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -58,11 +57,7 @@ where
 /// dispatcher, which is the one writing (scoped dispatchers answer
 /// nothing while an event is dispatched: their lines go without ids).
 fn ids_of(id: &tracing::span::Id) -> Option<(String, String)> {
-    let context = tracing::dispatcher::get_default(|dispatch| {
-        tracing_opentelemetry::get_otel_context(id, dispatch)
-    })?;
-    let span = context.span();
-    let ids = span.span_context();
+    let ids = tracing::dispatcher::get_default(|dispatch| crate::spans::context_of(dispatch, id))?;
     ids.is_valid()
         .then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
 }

@@ -7,27 +7,29 @@
 //! is exported and no trace context is kept. Context crosses processes as a
 //! W3C `traceparent` ([`crate::trace`]).
 
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::sync::Arc;
+
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SpanProcessor};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::{LogArgs, LogFormat};
 use crate::log_ids::TraceIds;
+use crate::spans::ExportLayer;
 use tracing_subscriber::fmt::format::Format;
 
 /// What [`init`] installed; [`Telemetry::shutdown`] flushes the spans
 /// still queued for export.
 #[derive(Debug, Default)]
 pub struct Telemetry {
-    provider: Option<SdkTracerProvider>,
+    processor: Option<Arc<dyn SpanProcessor>>,
 }
 
 impl Telemetry {
     pub fn shutdown(self) {
-        if let Some(provider) = self.provider
-            && let Err(error) = provider.shutdown()
+        if let Some(processor) = self.processor
+            && let Err(error) = processor.shutdown()
         {
             eprintln!("trace export did not finish: {error}");
         }
@@ -38,36 +40,32 @@ impl Telemetry {
 /// an endpoint is configured (call it inside the tokio runtime: the
 /// exporter is a gRPC client). Calling it twice keeps the first.
 pub fn init(args: &LogArgs, service: &'static str) -> Telemetry {
-    let provider = match args.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+    let processor = match args.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
         None => None,
-        Some(endpoint) => match otlp_provider(endpoint, service) {
-            Ok(provider) => Some(provider),
+        Some(endpoint) => match otlp_processor(endpoint, service) {
+            Ok(processor) => Some(processor),
             Err(error) => {
                 eprintln!("traces will not be exported: {error}");
                 None
             }
         },
     };
-    install(args, provider.clone());
-    Telemetry { provider }
+    install(args, processor.clone());
+    Telemetry { processor }
 }
 
-/// Installs the global subscriber exporting spans through `provider` (for
-/// tests with an in-memory exporter).
-pub fn install(args: &LogArgs, provider: Option<SdkTracerProvider>) {
+/// Installs the global subscriber handing spans to `processor` (a
+/// benchmark's or a test's exporter).
+pub fn install(args: &LogArgs, processor: Option<Arc<dyn SpanProcessor>>) {
     let logs = log_layer(
         args.log_format,
         &args.log,
-        provider.is_some(),
+        processor.is_some(),
         std::io::stderr,
     );
-    let traces = provider.map(|provider| {
-        opentelemetry::global::set_text_map_propagator(
-            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-        );
-        let tracer = provider.tracer("airt");
-        opentelemetry::global::set_tracer_provider(provider);
-        exporting_layer(tracer).with_filter(trace_filter())
+    let traces = processor.map(|processor| {
+        set_propagator();
+        ExportLayer::new(processor).with_filter(trace_filter())
     });
     let _already_installed = tracing_subscriber::registry()
         .with(logs)
@@ -103,24 +101,12 @@ where
     }
 }
 
-/// The layer that turns spans into OpenTelemetry spans, with only what a
-/// trace needs: no source locations, thread names or busy/idle times per
-/// span (each costs work on every span or every poll of an instrumented
-/// future, on the request path), and no OpenTelemetry context made current
-/// on every poll (parents and propagation come from the `tracing` span
-/// tree, [`crate::trace`]).
-pub fn exporting_layer<S, T>(tracer: T) -> tracing_opentelemetry::OpenTelemetryLayer<S, T>
-where
-    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
-    T: opentelemetry::trace::Tracer + 'static,
-    T::Span: Send + Sync,
-{
-    tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_location(false)
-        .with_threads(false)
-        .with_tracked_inactivity(false)
-        .with_context_activation(false)
+/// W3C trace context (`traceparent`, `tracestate`) is how traces cross
+/// processes ([`crate::trace`]).
+pub fn set_propagator() {
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
 }
 
 /// Which spans are exported: this project's, from INFO up (RPCs, workflow
@@ -137,7 +123,10 @@ pub fn trace_filter() -> tracing_subscriber::filter::Targets {
         .with_target("workflow_service", Level::INFO)
 }
 
-fn otlp_provider(endpoint: &str, service: &'static str) -> anyhow::Result<SdkTracerProvider> {
+/// Spans batched (by the SDK's batch processor: its own thread, the
+/// standard `OTEL_BSP_*` settings) and exported over OTLP/gRPC, with the
+/// service's name and the `OTEL_RESOURCE_ATTRIBUTES` as the resource.
+fn otlp_processor(endpoint: &str, service: &'static str) -> anyhow::Result<Arc<dyn SpanProcessor>> {
     use opentelemetry_otlp::WithExportConfig as _;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
@@ -146,8 +135,7 @@ fn otlp_provider(endpoint: &str, service: &'static str) -> anyhow::Result<SdkTra
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(service)
         .build();
-    Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(resource)
-        .build())
+    let mut processor = BatchSpanProcessor::builder(exporter).build();
+    processor.set_resource(&resource);
+    Ok(Arc::new(processor))
 }

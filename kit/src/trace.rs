@@ -4,7 +4,9 @@
 //! written.
 
 use opentelemetry::propagation::{Extractor, Injector};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use opentelemetry::trace::{SpanContext, TraceContextExt as _};
+
+use crate::spans;
 
 struct Headers<'a>(&'a http::HeaderMap);
 
@@ -45,17 +47,22 @@ impl Extractor for Pairs<'_> {
 
 /// Makes the caller's trace (if its headers carry one) the parent of `span`.
 pub fn continue_from(span: &tracing::Span, headers: &http::HeaderMap) {
+    if !headers.contains_key("traceparent") {
+        return;
+    }
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&Headers(headers))
     });
-    let _ = span.set_parent(parent);
+    spans::set_parent(span, parent.span().span_context());
 }
 
 /// Makes `span` (created without a parent) continue the current span's
 /// trace, for work that outlives the current span (a background run
 /// started by a call): the call's span can end before the work does.
 pub fn continue_current(span: &tracing::Span) {
-    let _ = span.set_parent(tracing::Span::current().context());
+    if let Some(parent) = spans::context_of_span(&tracing::Span::current()) {
+        spans::set_parent(span, &parent);
+    }
 }
 
 /// Makes the span named by a stored W3C `traceparent` the parent of `span`
@@ -68,7 +75,7 @@ pub fn continue_traceparent(span: &tracing::Span, traceparent: &str) {
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&Pairs(&[("traceparent", traceparent)]))
     });
-    let _ = span.set_parent(parent);
+    spans::set_parent(span, parent.span().span_context());
 }
 
 /// The current span as a W3C `traceparent` value, empty when nothing is
@@ -96,11 +103,19 @@ pub fn trace_id_of(traceparent: &str) -> Option<&str> {
 /// `tracestate`): empty when nothing is traced.
 pub fn current_headers() -> Vec<(String, String)> {
     let mut headers = Vec::new();
-    let context = tracing::Span::current().context();
+    let Some(current) = current() else {
+        return headers;
+    };
+    let context = opentelemetry::Context::new().with_remote_span_context(current);
     opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut Collect(&mut headers));
     });
     headers
+}
+
+/// The trace context of the current span, when it is traced.
+fn current() -> Option<SpanContext> {
+    spans::context_of_span(&tracing::Span::current()).filter(SpanContext::is_valid)
 }
 
 /// Adds the current trace context to an outgoing gRPC request.
@@ -117,11 +132,5 @@ pub fn inject<T>(request: &mut tonic::Request<T>) {
 
 /// The trace id of the current span (32 hex digits), if it is traced.
 pub fn current_trace_id() -> Option<String> {
-    use opentelemetry::trace::TraceContextExt as _;
-    let context = tracing::Span::current().context();
-    let span = context.span();
-    let span_context = span.span_context();
-    span_context
-        .is_valid()
-        .then(|| span_context.trace_id().to_string())
+    current().map(|context| context.trace_id().to_string())
 }

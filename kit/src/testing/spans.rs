@@ -2,8 +2,9 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry_sdk::trace::{
+    InMemorySpanExporter, SimpleSpanProcessor, SpanData, SpanProcessor,
+};
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
@@ -18,7 +19,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 /// parallel and share the capture: tell yours apart by trace id.
 pub struct CapturedSpans {
     exporter: InMemorySpanExporter,
-    provider: SdkTracerProvider,
+    processor: Arc<dyn SpanProcessor>,
     logs: LogBuffer,
 }
 
@@ -54,7 +55,7 @@ impl std::fmt::Debug for CapturedSpans {
     }
 }
 
-type Capture = (InMemorySpanExporter, SdkTracerProvider, LogBuffer);
+type Capture = (InMemorySpanExporter, Arc<dyn SpanProcessor>, LogBuffer);
 
 static CAPTURE: OnceLock<Capture> = OnceLock::new();
 
@@ -65,15 +66,12 @@ impl CapturedSpans {
     /// # Panics
     /// When another global subscriber was installed first.
     pub fn start(test_target: &'static str) -> Self {
-        let (exporter, provider, logs) = CAPTURE
+        let (exporter, processor, logs) = CAPTURE
             .get_or_init(|| {
                 let exporter = InMemorySpanExporter::default();
-                let provider = SdkTracerProvider::builder()
-                    .with_simple_exporter(exporter.clone())
-                    .build();
-                opentelemetry::global::set_text_map_propagator(
-                    opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-                );
+                let processor: Arc<dyn SpanProcessor> =
+                    Arc::new(SimpleSpanProcessor::new(exporter.clone()));
+                crate::telemetry::set_propagator();
                 let filter =
                     crate::telemetry::trace_filter().with_target(test_target, tracing::Level::INFO);
                 let logs = LogBuffer::default();
@@ -84,18 +82,15 @@ impl CapturedSpans {
                         true,
                         logs.clone(),
                     ))
-                    .with(
-                        crate::telemetry::exporting_layer(provider.tracer("test"))
-                            .with_filter(filter),
-                    );
+                    .with(crate::spans::ExportLayer::new(processor.clone()).with_filter(filter));
                 tracing::subscriber::set_global_default(subscriber)
                     .expect("no other global subscriber in a test of tracing");
-                (exporter, provider, logs)
+                (exporter, processor, logs)
             })
             .clone();
         Self {
             exporter,
-            provider,
+            processor,
             logs,
         }
     }
@@ -119,7 +114,7 @@ impl CapturedSpans {
 
     /// The spans ended so far, in this process.
     pub fn ended(&self) -> Vec<SpanData> {
-        let _ = self.provider.force_flush();
+        let _ = self.processor.force_flush();
         self.exporter.get_finished_spans().unwrap_or_default()
     }
 }

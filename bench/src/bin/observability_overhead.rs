@@ -4,20 +4,24 @@
 //! Run: `cargo build --release -p registry-service -p policy-service -p
 //! workflow-service && cd bench && cargo run --release --bin
 //! observability-overhead` (the release binaries of the main workspace, or
-//! those in `AIRT_BIN_DIR`; `-- 5` for five rounds).
+//! those in `AIRT_BIN_DIR`; `-- 5` for five rounds; `-- 5 --calibrate` runs
+//! both stacks `off`, so the change it prints is the method's own bias).
 //!
-//! Each round starts the three real service binaries twice, on fresh SQLite
-//! databases: once plain (`off`), once with `--otlp-endpoint` naming an
-//! in-process OTLP receiver that keeps every span (`on`) while a scraper
-//! reads all three `/metrics` every second (Prometheus scrapes every
-//! 15–60 s; once a second is the pessimistic end). Metrics are recorded in
-//! both modes (they cannot be switched off; reading them is what `on` adds).
-//! The order of the two alternates between rounds. Each run measures:
-//! - per step: 100 workflows of 10 `sys.info.get_time` steps, one at a time;
-//!   a sample is the time between two steps' SUCCEEDED events;
-//! - `Evaluate`: 5,000 sequential calls from one client, each timed.
+//! Each round starts two stacks of the three real service binaries side by
+//! side, each on fresh SQLite databases: one plain (`off`), one with
+//! `--otlp-endpoint` naming an in-process OTLP receiver that counts the
+//! spans and drops them, as a collector sink does (`on`) while a scraper reads its three `/metrics` every second
+//! (Prometheus scrapes every 15–60 s; once a second is the pessimistic
+//! end). Metrics are recorded in both (they cannot be switched off;
+//! reading them is what `on` adds). The work alternates between the two
+//! stacks, so the machine's drift falls on both alike:
+//! - per step: 100 workflows of 10 `sys.info.get_time` steps on each, one
+//!   at a time, one on each stack in turn; a sample is the time between two
+//!   steps' SUCCEEDED events;
+//! - `Evaluate`: 5,000 sequential calls on each, timed one by one, in
+//!   blocks of 100 on each stack in turn.
 //!
-//! The result: each mode's median over rounds of a run's p50, and the
+//! The result: each mode's median over rounds of a round's p50, and the
 //! median of the paired (same round) changes.
 
 use std::time::{Duration, Instant};
@@ -33,11 +37,15 @@ const POLICY: &str = "default: DENY\nrules:\n  - {id: allow-all, when: {risk_lev
 const WORKFLOWS: usize = 100;
 const STEPS: usize = 10;
 const EVALUATIONS: usize = 5_000;
+/// `Evaluate` calls made on one stack before turning to the other.
+const BLOCK: usize = 100;
 
 #[derive(Debug, Clone, Copy)]
 struct Run {
     step_p50: Duration,
     evaluate_p50: Duration,
+    /// The policy service's CPU time per `Evaluate` (all threads).
+    evaluate_cpu: Duration,
     spans: usize,
 }
 
@@ -90,118 +98,190 @@ fn scrape(admins: Vec<String>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-async fn evaluate_p50(policy_url: String) -> anyhow::Result<Duration> {
-    let mut client = PolicyServiceClient::connect(policy_url).await?;
-    let context = policy::PolicyContext {
-        principal: Some(Principal {
-            r#type: "agent".into(),
-            id: "bench".into(),
-            roles: Vec::new(),
-        }),
-        capability_id: "sys.info.get_time".into(),
-        risk_level: RiskLevel::Low as i32,
-        workflow_id: "wf-overhead".into(),
-        step_name: "step".into(),
-        ..Default::default()
-    };
-    let mut samples = Vec::with_capacity(EVALUATIONS);
-    for i in 0..EVALUATIONS + 500 {
-        let request = as_principal(
-            policy::EvaluateRequest {
-                context: Some(context.clone()),
-                explain: false,
-                any_inputs: false,
-                purpose: Default::default(),
-            },
-            "service:workflow",
-            &["admin"],
-        );
-        let started = Instant::now();
-        client.evaluate(request).await?;
-        // The first 500 warm up.
-        if i >= 500 {
-            samples.push(started.elapsed());
-        }
-    }
-    samples.sort_unstable();
-    Ok(percentile(&samples, 0.5))
+/// One stack of the three real services on fresh SQLite databases, traced
+/// and scraped (`on`) or not (`off`).
+struct Stack {
+    services: Vec<ServiceProcess>,
+    scraper: Option<tokio::task::JoinHandle<()>>,
+    collector: Collector,
+    probe: Probe,
+    channel: tonic::transport::Channel,
+    evaluator: PolicyServiceClient<tonic::transport::Channel>,
+    text: String,
+    _dbs: (TestDb, TestDb, TestDb),
+    _workspace: tempfile::TempDir,
 }
 
-async fn measure(observed: bool) -> anyhow::Result<Run> {
-    let collector = Collector::start().await;
-    let endpoint = collector.endpoint();
-    let traced: &[&str] = if observed {
-        &["--otlp-endpoint", &endpoint]
-    } else {
-        &[]
-    };
-    let (registry_db, policy_db, workflow_db) =
-        (TestDb::sqlite(), TestDb::sqlite(), TestDb::sqlite());
-    let with = |args: &[&str]| -> Vec<String> {
-        ["--auth-dev-mode"]
-            .iter()
-            .chain(args)
-            .chain(traced)
-            .map(|a| (*a).to_owned())
-            .collect()
-    };
-    let spawn = |name: &str, db: &TestDb, args: Vec<String>| -> anyhow::Result<ServiceProcess> {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Ok(ServiceProcess::spawn(&binary(name)?, db.url(), &args))
-    };
-    let registry = spawn("registry-service", &registry_db, with(&[]))?;
-    let policy_service = spawn("policy-service", &policy_db, with(&[]))?;
-    airt_kit::testing::activate_policy(policy_service.channel().await, POLICY).await;
-    let workspace = tempfile::tempdir()?;
-    let (registry_url, policy_url) = (registry.url(), policy_service.url());
-    let workspace_arg = workspace.path().to_string_lossy().into_owned();
-    let workflow = spawn(
-        "workflow-service",
-        &workflow_db,
-        with(&[
-            "--registry-addr",
-            &registry_url,
-            "--policy-addr",
-            &policy_url,
-            "--workspace",
-            &workspace_arg,
-        ]),
-    )?;
-    ready(&workflow.admin_url()).await?;
-    let scraper = observed.then(|| {
-        scrape(vec![
-            registry.admin_url(),
-            policy_service.admin_url(),
-            workflow.admin_url(),
-        ])
-    });
+impl Stack {
+    async fn start(observed: bool) -> anyhow::Result<Self> {
+        let collector = Collector::sink().await;
+        let endpoint = collector.endpoint();
+        let traced: &[&str] = if observed {
+            &["--otlp-endpoint", &endpoint]
+        } else {
+            &[]
+        };
+        let (registry_db, policy_db, workflow_db) =
+            (TestDb::sqlite(), TestDb::sqlite(), TestDb::sqlite());
+        let with = |args: &[&str]| -> Vec<String> {
+            ["--auth-dev-mode"]
+                .iter()
+                .chain(args)
+                .chain(traced)
+                .map(|a| (*a).to_owned())
+                .collect()
+        };
+        let spawn =
+            |name: &str, db: &TestDb, args: Vec<String>| -> anyhow::Result<ServiceProcess> {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                Ok(ServiceProcess::spawn(&binary(name)?, db.url(), &args))
+            };
+        let registry = spawn("registry-service", &registry_db, with(&[]))?;
+        let policy_service = spawn("policy-service", &policy_db, with(&[]))?;
+        airt_kit::testing::activate_policy(policy_service.channel().await, POLICY).await;
+        let workspace = tempfile::tempdir()?;
+        let (registry_url, policy_url) = (registry.url(), policy_service.url());
+        let workspace_arg = workspace.path().to_string_lossy().into_owned();
+        let workflow = spawn(
+            "workflow-service",
+            &workflow_db,
+            with(&[
+                "--registry-addr",
+                &registry_url,
+                "--policy-addr",
+                &policy_url,
+                "--workspace",
+                &workspace_arg,
+            ]),
+        )?;
+        ready(&workflow.admin_url()).await?;
+        let scraper = observed.then(|| {
+            scrape(vec![
+                registry.admin_url(),
+                policy_service.admin_url(),
+                workflow.admin_url(),
+            ])
+        });
+        let probe = Probe::connect(workflow_db.url()).await?;
+        let channel = workflow.channel().await;
+        let evaluator = PolicyServiceClient::connect(policy_url).await?;
+        let stack = Self {
+            services: vec![workflow, policy_service, registry],
+            scraper,
+            collector,
+            probe,
+            channel,
+            evaluator,
+            text: chain_spec(STEPS),
+            _dbs: (registry_db, policy_db, workflow_db),
+            _workspace: workspace,
+        };
+        // Warm up: the registry cache, the connections, the first pages.
+        stack.workflow().await?;
+        Ok(stack)
+    }
 
-    let probe = Probe::connect(workflow_db.url()).await?;
-    let channel = workflow.channel().await;
-    let text = chain_spec(STEPS);
-    // One warm-up workflow (the registry cache, the connections).
-    let warm = submit(channel.clone(), &text).await?;
-    probe.until_completed(&warm).await?;
-    let mut steps = Vec::with_capacity(WORKFLOWS * STEPS);
-    for _ in 0..WORKFLOWS {
-        let id = submit(channel.clone(), &text).await?;
-        probe.until_completed(&id).await?;
-        steps.extend(probe.step_times(&id).await?);
+    /// Runs one workflow of `STEPS` steps: its per-step times.
+    async fn workflow(&self) -> anyhow::Result<Vec<Duration>> {
+        let id = submit(self.channel.clone(), &self.text).await?;
+        self.probe.until_completed(&id).await?;
+        self.probe.step_times(&id).await
     }
-    steps.sort_unstable();
-    let evaluate = evaluate_p50(policy_url).await?;
 
-    if let Some(scraper) = scraper {
-        scraper.abort();
+    /// CPU time the policy service has used so far (all its threads).
+    fn policy_cpu(&self) -> Duration {
+        let pid = self.services[1].pid();
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten();
+        let nanos = tasks
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+            .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        Duration::from_nanos(nanos)
     }
-    for service in [workflow, policy_service, registry] {
-        service.terminate(Duration::from_secs(20)).await;
+
+    /// Times `n` sequential `Evaluate` calls.
+    async fn evaluate(&mut self, n: usize) -> anyhow::Result<Vec<Duration>> {
+        let context = policy::PolicyContext {
+            principal: Some(Principal {
+                r#type: "agent".into(),
+                id: "bench".into(),
+                roles: Vec::new(),
+            }),
+            capability_id: "sys.info.get_time".into(),
+            risk_level: RiskLevel::Low as i32,
+            workflow_id: "wf-overhead".into(),
+            step_name: "step".into(),
+            ..Default::default()
+        };
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let request = as_principal(
+                policy::EvaluateRequest {
+                    context: Some(context.clone()),
+                    explain: false,
+                    any_inputs: false,
+                    purpose: Default::default(),
+                },
+                "service:workflow",
+                &["admin"],
+            );
+            let started = Instant::now();
+            self.evaluator.evaluate(request).await?;
+            samples.push(started.elapsed());
+        }
+        Ok(samples)
     }
-    Ok(Run {
-        step_p50: percentile(&steps, 0.5),
-        evaluate_p50: evaluate,
-        spans: collector.spans().len(),
-    })
+
+    async fn stop(self) -> usize {
+        if let Some(scraper) = self.scraper {
+            scraper.abort();
+        }
+        for service in self.services {
+            service.terminate(Duration::from_secs(20)).await;
+        }
+        self.collector.count()
+    }
+}
+
+/// One round: both stacks up at once, the work interleaved between them
+/// (one workflow, or one block of `Evaluate` calls, on each in turn, the
+/// first of each pair alternating), so that whatever the machine does
+/// meanwhile falls on both alike.
+async fn round(calibrate: bool) -> anyhow::Result<[Run; 2]> {
+    let mut stacks = [Stack::start(false).await?, Stack::start(!calibrate).await?];
+    let mut steps = [Vec::new(), Vec::new()];
+    let mut evaluations = [Vec::new(), Vec::new()];
+    for i in 0..WORKFLOWS {
+        for which in [i % 2, 1 - i % 2] {
+            steps[which].extend(stacks[which].workflow().await?);
+        }
+    }
+    for which in [0, 1] {
+        stacks[which].evaluate(500).await?; // warm-up
+    }
+    let mut cpu = [Duration::ZERO; 2];
+    for block in 0..EVALUATIONS / BLOCK {
+        for which in [block % 2, 1 - block % 2] {
+            let before = stacks[which].policy_cpu();
+            evaluations[which].extend(stacks[which].evaluate(BLOCK).await?);
+            cpu[which] += stacks[which].policy_cpu().saturating_sub(before);
+        }
+    }
+    let [off, on] = stacks;
+    let spans = [off.stop().await, on.stop().await];
+    Ok([0, 1].map(|which| {
+        steps[which].sort_unstable();
+        evaluations[which].sort_unstable();
+        Run {
+            step_p50: percentile(&steps[which], 0.5),
+            evaluate_p50: percentile(&evaluations[which], 0.5),
+            evaluate_cpu: cpu[which] / u32::try_from(EVALUATIONS).unwrap_or(u32::MAX),
+            spans: spans[which],
+        }
+    }))
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {
@@ -210,38 +290,38 @@ fn median(mut values: Vec<Duration>) -> Duration {
 }
 
 fn micros(d: Duration) -> String {
-    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
+    // `--calibrate`: both stacks `off`; the change measured is the noise.
+    let calibrate = std::env::args().any(|a| a == "--calibrate");
     let rounds: usize = std::env::args()
         .nth(1)
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(3);
-    println!("| round | mode | p50 per step | Evaluate p50 | spans exported |");
-    println!("|---:|---|---:|---:|---:|");
+    println!(
+        "| round | mode | p50 per step | Evaluate p50 | policy CPU per Evaluate | spans exported |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|");
     let (mut off, mut on) = (Vec::new(), Vec::new());
-    for round in 1..=rounds {
-        let order = if round % 2 == 1 {
-            [false, true]
-        } else {
-            [true, false]
-        };
-        for observed in order {
-            let run = measure(observed).await?;
-            let mode = if observed { "on" } else { "off" };
+    for round_number in 1..=rounds {
+        let runs = round(calibrate).await?;
+        for (mode, run) in ["off", "on"].into_iter().zip(runs) {
             println!(
-                "| {round} | {mode} | {} | {} | {} |",
+                "| {round_number} | {mode} | {} | {} | {:.1} µs | {} |",
                 micros(run.step_p50),
                 micros(run.evaluate_p50),
+                run.evaluate_cpu.as_secs_f64() * 1e6,
                 run.spans
             );
-            if observed { &mut on } else { &mut off }.push(run);
         }
+        off.push(runs[0]);
+        on.push(runs[1]);
     }
-    // Each round pairs an `off` and an `on` run made back to back: the
+    // Each round pairs an `off` and an `on` run measured side by side: the
     // median of the paired changes is robust to the machine drifting
     // between rounds.
     let paired = |value: fn(&Run) -> Duration| {
@@ -266,6 +346,7 @@ async fn main() -> anyhow::Result<()> {
             (|r: &Run| r.step_p50) as fn(&Run) -> Duration,
         ),
         ("Evaluate p50", |r: &Run| r.evaluate_p50),
+        ("policy CPU per Evaluate", |r: &Run| r.evaluate_cpu),
     ] {
         let ((off, on), change) = paired(value);
         println!(

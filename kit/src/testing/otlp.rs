@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -30,7 +31,13 @@ pub struct ReceivedSpan {
 }
 
 #[derive(Debug, Default, Clone)]
-struct Received(Arc<Mutex<Vec<ReceivedSpan>>>);
+struct Received {
+    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    /// Spans received, kept or not.
+    count: Arc<AtomicUsize>,
+    /// A sink counts what it receives and keeps nothing.
+    sink: bool,
+}
 
 fn text(value: Option<&Value>) -> String {
     match value {
@@ -48,8 +55,19 @@ impl TraceService for Received {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let count = request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|scope| scope.spans.len())
+            .sum();
+        self.count.fetch_add(count, Ordering::Relaxed);
+        if self.sink {
+            return Ok(tonic::Response::new(ExportTraceServiceResponse::default()));
+        }
         let mut received = Vec::new();
-        for resource_spans in request.into_inner().resource_spans {
+        for resource_spans in request.resource_spans {
             let service = resource_spans
                 .resource
                 .iter()
@@ -79,7 +97,7 @@ impl TraceService for Received {
                 });
             }
         }
-        self.0
+        self.spans
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(received);
@@ -102,12 +120,26 @@ impl Drop for Collector {
 }
 
 impl Collector {
+    /// A receiver that keeps every span ([`Collector::spans`]).
     pub async fn start() -> Self {
+        Self::serve(false).await
+    }
+
+    /// A receiver that only counts spans ([`Collector::count`]), as a
+    /// collector that forwards elsewhere costs its sender.
+    pub async fn sink() -> Self {
+        Self::serve(true).await
+    }
+
+    async fn serve(sink: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the collector");
         let addr = listener.local_addr().expect("collector address");
-        let received = Received::default();
+        let received = Received {
+            sink,
+            ..Received::default()
+        };
         let service = TraceServiceServer::new(received.clone());
         let server = tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -128,10 +160,15 @@ impl Collector {
         format!("http://{}", self.addr)
     }
 
-    /// The spans received so far.
+    /// How many spans were received so far.
+    pub fn count(&self) -> usize {
+        self.received.count.load(Ordering::Relaxed)
+    }
+
+    /// The spans received so far (none for a sink).
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.received
-            .0
+            .spans
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()

@@ -70,7 +70,10 @@ impl Cedar {
                         "risk".to_owned(),
                         RestrictedExpression::new_string(r.risk.to_owned()),
                     ),
-                    ("amount".to_owned(), RestrictedExpression::new_long(r.amount)),
+                    (
+                        "amount".to_owned(),
+                        RestrictedExpression::new_long(r.amount),
+                    ),
                     (
                         "currency".to_owned(),
                         RestrictedExpression::new_string(r.currency.to_owned()),

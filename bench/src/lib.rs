@@ -58,8 +58,11 @@ impl InputCondition {
             0 => Self::AmountAbove(rng.below(1000) as i64),
             1 => Self::AmountAtMost(rng.below(1000) as i64),
             2 => {
-                let mut chosen: Vec<&'static str> =
-                    CURRENCIES.iter().copied().filter(|_| rng.below(2) == 0).collect();
+                let mut chosen: Vec<&'static str> = CURRENCIES
+                    .iter()
+                    .copied()
+                    .filter(|_| rng.below(2) == 0)
+                    .collect();
                 if chosen.is_empty() {
                     chosen.push(CURRENCIES[rng.below(4) as usize]);
                 }
@@ -253,7 +256,11 @@ pub fn airt_yaml(rules: &[GeneratedRule]) -> String {
                 let _ = writeln!(out, "      inputs: {{amount: {{lte: {n}}}}}");
             }
             Some(InputCondition::CurrencyIn(set)) => {
-                let _ = writeln!(out, "      inputs: {{currency: {{in: [{}]}}}}", set.join(", "));
+                let _ = writeln!(
+                    out,
+                    "      inputs: {{currency: {{in: [{}]}}}}",
+                    set.join(", ")
+                );
             }
             Some(InputCondition::PathUnder(dir)) => {
                 let _ = writeln!(out, "      inputs: {{path: {{matches: \"dir{dir}/.*\"}}}}");
@@ -290,13 +297,18 @@ pub fn cedar_policies(rules: &[GeneratedRule]) -> String {
         }
         match &rule.input {
             None => {}
-            Some(InputCondition::AmountAbove(n)) => conditions.push(format!("context.amount > {n}")),
+            Some(InputCondition::AmountAbove(n)) => {
+                conditions.push(format!("context.amount > {n}"))
+            }
             Some(InputCondition::AmountAtMost(n)) => {
                 conditions.push(format!("context.amount <= {n}"));
             }
             Some(InputCondition::CurrencyIn(set)) => {
                 let quoted: Vec<String> = set.iter().map(|c| format!("\"{c}\"")).collect();
-                conditions.push(format!("[{}].contains(context.currency)", quoted.join(", ")));
+                conditions.push(format!(
+                    "[{}].contains(context.currency)",
+                    quoted.join(", ")
+                ));
             }
             Some(InputCondition::PathUnder(dir)) => {
                 conditions.push(format!("context.path like \"dir{dir}/*\""));

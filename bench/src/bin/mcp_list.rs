@@ -41,7 +41,9 @@ fn policy() -> String {
         ));
     }
     yaml.push_str("  - {id: reads, when: {operation_type: READ}, decision: ALLOW}\n");
-    yaml.push_str("  - {id: writers, roles: [writer], when: {capability: \"bench.*\"}, decision: ALLOW}\n");
+    yaml.push_str(
+        "  - {id: writers, roles: [writer], when: {capability: \"bench.*\"}, decision: ALLOW}\n",
+    );
     yaml
 }
 
@@ -75,7 +77,10 @@ async fn breakdown(stack: &Stack, n: usize) -> anyhow::Result<(Duration, Duratio
         let started = Instant::now();
         let page = registry_client
             .list_capabilities(as_principal(
-                registry::ListCapabilitiesRequest { page_size: 1000, ..Default::default() },
+                registry::ListCapabilitiesRequest {
+                    page_size: 1000,
+                    ..Default::default()
+                },
                 "user:alice",
                 &["writer"],
             ))
@@ -103,7 +108,12 @@ async fn breakdown(stack: &Stack, n: usize) -> anyhow::Result<(Duration, Duratio
         let started = Instant::now();
         policy_client
             .batch_evaluate(as_principal(
-                policy::BatchEvaluateRequest { contexts, explain: false, any_inputs: true, purpose: Default::default() },
+                policy::BatchEvaluateRequest {
+                    contexts,
+                    explain: false,
+                    any_inputs: true,
+                    purpose: Default::default(),
+                },
                 "user:alice",
                 &["writer"],
             ))
@@ -167,7 +177,11 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "tools/list ({}): {} capabilities registered ({} with built-ins), {listed} listed for user:alice; \
          {n} listings: p50 {}  p90 {}  p99 {}  max {}",
-        if feed { "registry listing cached while the change feed is live" } else { "no change feed: the registry read every time" },
+        if feed {
+            "registry listing cached while the change feed is live"
+        } else {
+            "no change feed: the registry read every time"
+        },
         capabilities + 1,
         capabilities + 24,
         ms(at(0.5)),

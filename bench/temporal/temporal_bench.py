@@ -120,6 +120,10 @@ async def main() -> None:
                 "--port", str(port),
                 "--headless",
                 "--log-level", "error",
+                # One task-queue partition: a poller always meets its task
+                # (with the default four, a task can wait for a forward).
+                "--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
+                "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1",
             ],
             stdout=subprocess.DEVNULL,
         )

@@ -364,3 +364,17 @@ pub fn rego_policy(rules: &[GeneratedRule]) -> String {
     }
     out
 }
+
+/// CPU time used so far by process `pid` (`"self"` for this one), all its
+/// threads, from `/proc/<pid>/task/*/schedstat` (nanoseconds).
+pub fn cpu_time(pid: &str) -> std::time::Duration {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    let nanos = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    std::time::Duration::from_nanos(nanos)
+}

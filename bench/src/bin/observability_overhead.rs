@@ -190,16 +190,7 @@ impl Stack {
 
     /// CPU time the policy service has used so far (all its threads).
     fn policy_cpu(&self) -> Duration {
-        let pid = self.services[1].pid();
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .into_iter()
-            .flatten();
-        let nanos = tasks
-            .flatten()
-            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-            .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-            .sum();
-        Duration::from_nanos(nanos)
+        airt_bench::cpu_time(&self.services[1].pid().to_string())
     }
 
     /// Times `n` sequential `Evaluate` calls.

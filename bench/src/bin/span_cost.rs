@@ -30,17 +30,6 @@ impl SpanExporter for Discard {
     }
 }
 
-/// CPU time this process has used (all threads).
-fn process_cpu() -> std::time::Duration {
-    let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten();
-    let nanos = tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    std::time::Duration::from_nanos(nanos)
-}
-
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "otel".into());
     let n: u32 = std::env::args()
@@ -68,7 +57,7 @@ fn main() {
     if telemetry.is_none() {
         airt_kit::telemetry::install(&args, processor.clone());
     }
-    let cpu_before = process_cpu();
+    let cpu_before = airt_bench::cpu_time("self");
     let headers = http::HeaderMap::new();
     let start = Instant::now();
     for i in 0..n {
@@ -103,7 +92,7 @@ fn main() {
     if let Some(telemetry) = telemetry {
         telemetry.shutdown();
     }
-    let cpu = process_cpu() - cpu_before;
+    let cpu = airt_bench::cpu_time("self") - cpu_before;
     println!(
         "{mode}: {:.2} µs wall time per span (paced), {:.2} µs CPU per span, all threads ({n} spans{})",
         elapsed.as_secs_f64() * 1e6 / f64::from(n),

@@ -37,3 +37,7 @@ section "Observability overhead" "cargo run --release --bin observability-overhe
 section "Recovery after kill -9" "cargo run --release --bin recovery-time -- 1000"
 ./target/release/recovery-time 1000 2>/dev/null
 ./target/release/recovery-time 1000 --postgres 2>/dev/null
+
+section "Memory and scale" "cargo run --release --bin scale -- 10000 1000"
+./target/release/scale 10000 1000 2>/dev/null
+./target/release/scale 10000 1000 --postgres 2>/dev/null

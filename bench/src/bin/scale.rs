@@ -170,6 +170,9 @@ async fn main() -> anyhow::Result<()> {
     let workspace = tempfile::tempdir()?;
     let (registry_url, policy_url) = (registry.url(), policy.url());
     let workspace_path = workspace.path().to_string_lossy().into_owned();
+    // One client holds all W streams: the per-principal limit (64 by
+    // default) raised to W, as an operator would for a dashboard.
+    let per_principal = w.max(64).to_string();
     let service = ServiceProcess::spawn(
         binary,
         db.url(),
@@ -181,6 +184,8 @@ async fn main() -> anyhow::Result<()> {
             &policy_url,
             "--workspace",
             &workspace_path,
+            "--max-watchers-per-principal",
+            &per_principal,
             "--log",
             "warn,airt_kit=info",
         ],

@@ -1,7 +1,8 @@
 //! `airt-kit`: what every AI-First Runtime server shares.
 //!
 //! - [`config`]: flags and `AIRT_*` environment, secrets redacted when logged.
-//! - [`telemetry`]: logs, and traces exported over OTLP when configured;
+//! - [`telemetry`]: logs, and traces exported over OTLP when configured
+//!   ([`spans`]: the layer that turns spans into OpenTelemetry spans);
 //!   [`trace`]: W3C trace context in and out of a process.
 //! - [`admin`] and [`metrics`]: the admin listener (`/metrics`, `/livez`,
 //!   `/readyz`) and the metrics registry every service fills.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use airt_kit::testing::as_principal;
 use airt_proto::workflow::v1 as pb;
+use airt_proto::workflow::v1::approval_service_client::ApprovalServiceClient;
 use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
 use tonic::transport::Channel;
 
@@ -42,6 +43,51 @@ pub async fn submit(channel: Channel, text: &str) -> anyhow::Result<String> {
         .workflow
         .map(|w| w.workflow_id)
         .unwrap_or_default())
+}
+
+/// Every pending approval, as `user:bob` (an approver) lists them:
+/// (workflow id, approval id).
+pub async fn pending_approvals(channel: Channel) -> anyhow::Result<Vec<(String, String)>> {
+    let mut approvals = ApprovalServiceClient::new(channel);
+    let mut pending = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = approvals
+            .list_approvals(as_principal(
+                pb::ListApprovalsRequest {
+                    status: pb::ApprovalStatus::Pending as i32,
+                    page_size: 500,
+                    page_token,
+                    ..Default::default()
+                },
+                "user:bob",
+                &["approver"],
+            ))
+            .await?
+            .into_inner();
+        pending.extend(
+            page.approvals
+                .into_iter()
+                .map(|a| (a.workflow_id, a.approval_id)),
+        );
+        if page.next_page_token.is_empty() {
+            return Ok(pending);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// The workflow database a benchmark asked for: PostgreSQL with
+/// `--postgres` among `args` (from `AIRT_TEST_POSTGRES_URL`), else SQLite.
+pub async fn workflow_db(args: &[String]) -> anyhow::Result<airt_kit::testing::TestDb> {
+    use airt_kit::testing::TestDb;
+    if args.iter().any(|a| a == "--postgres") {
+        TestDb::postgres()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("set AIRT_TEST_POSTGRES_URL"))
+    } else {
+        Ok(TestDb::sqlite())
+    }
 }
 
 /// The value at quantile `p` of sorted samples.

@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
 
     let channel = stack.workflow.channel().await;
     let mut workflows = WorkflowServiceClient::new(channel.clone());
-    let mut approvals = ApprovalServiceClient::new(channel);
+    let mut approvals = ApprovalServiceClient::new(channel.clone());
     let started = Instant::now();
     for build in 0..n {
         let text = format!(
@@ -91,28 +91,11 @@ async fn main() -> anyhow::Result<()> {
             pending.len()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-        pending.clear();
-        let mut page_token = String::new();
-        loop {
-            let page = approvals
-                .list_approvals(as_principal(
-                    pb::ListApprovalsRequest {
-                        status: pb::ApprovalStatus::Pending as i32,
-                        page_size: 500,
-                        page_token,
-                        ..Default::default()
-                    },
-                    "user:bob",
-                    &["approver"],
-                ))
-                .await?
-                .into_inner();
-            pending.extend(page.approvals.into_iter().map(|a| a.approval_id));
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            page_token = page.next_page_token;
-        }
+        pending = airt_bench::workflows::pending_approvals(channel.clone())
+            .await?
+            .into_iter()
+            .map(|(_, approval_id)| approval_id)
+            .collect();
     }
     println!(
         "{n} workflows submitted and paused in {:.1} s",

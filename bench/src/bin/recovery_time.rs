@@ -40,13 +40,7 @@ async fn main() -> anyhow::Result<()> {
         std::path::Path::new(&binary).exists(),
         "{binary} not found: cargo build --release -p workflow-service"
     );
-    let db = if args.iter().any(|a| a == "--postgres") {
-        TestDb::postgres()
-            .await
-            .ok_or_else(|| anyhow::anyhow!("set AIRT_TEST_POSTGRES_URL"))?
-    } else {
-        TestDb::sqlite()
-    };
+    let db = airt_bench::workflows::workflow_db(&args).await?;
     let (registry_db, policy_db) = (TestDb::sqlite(), TestDb::sqlite());
     let registry = airt_system_tests::start_registry(&registry_db).await;
     let policy_server = airt_system_tests::start_policy(&policy_db).await;

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use airt_bench::workflows::{Probe, percentile};
+use airt_bench::workflows::{Probe, pending_approvals, percentile, workflow_db};
 use airt_kit::testing::{ServiceProcess, TestDb, as_principal};
 use airt_proto::workflow::v1 as pb;
 use airt_proto::workflow::v1::approval_service_client::ApprovalServiceClient;
@@ -90,37 +90,6 @@ async fn submit_all(channel: Channel, n: usize) -> anyhow::Result<Vec<String>> {
     Ok(ids)
 }
 
-/// The pending approvals: (workflow id, approval id).
-async fn pending_approvals(channel: Channel) -> anyhow::Result<Vec<(String, String)>> {
-    let mut approvals = ApprovalServiceClient::new(channel);
-    let mut pending = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = approvals
-            .list_approvals(as_principal(
-                pb::ListApprovalsRequest {
-                    status: pb::ApprovalStatus::Pending as i32,
-                    page_size: 500,
-                    page_token,
-                    ..Default::default()
-                },
-                "user:bob",
-                &["approver"],
-            ))
-            .await?
-            .into_inner();
-        pending.extend(
-            page.approvals
-                .into_iter()
-                .map(|a| (a.workflow_id, a.approval_id)),
-        );
-        if page.next_page_token.is_empty() {
-            return Ok(pending);
-        }
-        page_token = page.next_page_token;
-    }
-}
-
 /// Watches `id` until it is COMPLETED: how long after its final event was
 /// recorded this watcher received it.
 async fn watch(channel: Channel, id: String) -> anyhow::Result<Duration> {
@@ -192,13 +161,7 @@ async fn main() -> anyhow::Result<()> {
         std::path::Path::new(binary).exists(),
         "{binary} not found: cargo build --release -p workflow-service"
     );
-    let db = if args.iter().any(|a| a == "--postgres") {
-        TestDb::postgres()
-            .await
-            .ok_or_else(|| anyhow::anyhow!("set AIRT_TEST_POSTGRES_URL"))?
-    } else {
-        TestDb::sqlite()
-    };
+    let db = workflow_db(&args).await?;
     let (registry_db, policy_db) = (TestDb::sqlite(), TestDb::sqlite());
     let registry = airt_system_tests::start_registry(&registry_db).await;
     let policy = airt_system_tests::start_policy(&policy_db).await;

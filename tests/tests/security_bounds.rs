@@ -12,12 +12,17 @@ use airt_proto::policy::v1::policy_service_client::PolicyServiceClient;
 use airt_proto::registry::v1 as registry;
 use airt_proto::registry::v1::registry_service_client::RegistryServiceClient;
 use airt_proto::workflow::v1 as pb;
+use airt_proto::workflow::v1::approval_service_client::ApprovalServiceClient;
 use airt_proto::workflow::v1::workflow_service_client::WorkflowServiceClient;
 use airt_system_tests::Stack;
 use tonic::transport::Channel;
 
 const ALLOW_ALL: &str = "rules:\n  - {id: allow-all, decision: ALLOW}\n";
 const HOSTILE_ROUNDS: usize = 10;
+
+async fn approval_client(stack: &Stack) -> ApprovalServiceClient<Channel> {
+    ApprovalServiceClient::new(stack.workflow.channel().await)
+}
 
 fn admin<T>(message: T) -> tonic::Request<T> {
     as_principal(message, "user:root", &["admin"])
@@ -425,4 +430,133 @@ async fn oversized_policy_questions_are_invalid_arguments() {
         assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     }
     stack.stop().await;
+}
+
+/// Approvals carry the step's resolved inputs (up to 1.5 MiB each): a
+/// ListApprovals page ends before it outgrows what a client decodes, and
+/// paging still reaches every approval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_listing_never_outgrows_a_message() {
+    const GATE_WRITES: &str = "default: ALLOW\nrules:\n  - {id: gate, when: {capability: io.fs.write_file}, decision: REQUIRE_APPROVAL}\n";
+    let stack = Stack::start(TestDb::sqlite(), GATE_WRITES).await;
+    let mut client = WorkflowServiceClient::new(stack.workflow.channel().await);
+    let big = format!(
+        "name: big\nsteps:\n  - {{name: w, capability: io.fs.write_file, inputs: {{path: big.txt, content: \"{}\"}}}}\n",
+        "x".repeat(1000 * 1024)
+    );
+    for _ in 0..5 {
+        client
+            .submit_workflow(admin(pb::SubmitWorkflowRequest {
+                source: Some(pb::submit_workflow_request::Source::SpecText(big.clone())),
+                request_id: String::new(),
+            }))
+            .await
+            .expect("a 1 MB workflow is accepted");
+    }
+    let mut approvals = approval_client(&stack).await;
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    let (mut seen, mut pages) = (Vec::new(), 0);
+    while seen.len() < 5 {
+        assert!(Instant::now() < deadline, "5 approvals listed: {seen:?}");
+        (seen, pages) = (Vec::new(), 0);
+        let mut page_token = String::new();
+        loop {
+            let page = approvals
+                .list_approvals(admin(pb::ListApprovalsRequest {
+                    page_token: page_token.clone(),
+                    ..Default::default()
+                }))
+                .await
+                .expect("listing never outgrows a message")
+                .into_inner();
+            pages += 1;
+            seen.extend(page.approvals.into_iter().map(|a| a.approval_id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+    seen.dedup();
+    assert_eq!(seen.len(), 5, "each approval once");
+    assert!(pages >= 2, "5 MB of approvals in one page");
+    stack.stop().await;
+}
+
+/// Lists every approval `caller` may see, page by page: (ids, calls).
+async fn list_all(
+    approvals: &mut ApprovalServiceClient<Channel>,
+    caller: &str,
+    roles: &[&str],
+    page_size: i32,
+) -> (Vec<String>, usize) {
+    let (mut ids, mut calls, mut page_token) = (Vec::new(), 0, String::new());
+    loop {
+        calls += 1;
+        let page = approvals
+            .list_approvals(as_principal(
+                pb::ListApprovalsRequest {
+                    page_size,
+                    page_token,
+                    ..Default::default()
+                },
+                caller,
+                roles,
+            ))
+            .await
+            .expect("page")
+            .into_inner();
+        ids.extend(page.approvals.into_iter().map(|a| a.approval_id));
+        if page.next_page_token.is_empty() {
+            return (ids, calls);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// A caller who may see few approvals costs a bounded read per call: the
+/// service passes over at most 1,000 rows the caller may not see, then
+/// answers a short (here empty) page with a token to go on from; following
+/// the tokens reaches every visible approval, and an approver sees them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_approvals_reads_a_bounded_number_of_rows_per_call() {
+    // 1,500 pending approvals requested for carol, then one for dave.
+    const SEED: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1501) \
+        INSERT INTO approvals (approval_id, workflow_id, workflow_name, step_name, capability_id, \
+        capability_version, risk_level, resolved_inputs, decision, action_digest, approver_roles, message, status, \
+        requested_for, decided_by, comment, status_reason, requested_at_us, expires_at_us, decided_at_us) \
+        SELECT 'a-' || (100000 + i), 'w-' || i, 'seeded', 's', 'sys.info.get_time', '1.0.0', 'LOW', '{}', '{}', \
+        'digest', '[\"approver\"]', 'seeded', 'PENDING', \
+        CASE WHEN i = 1501 THEN 'user:dave' ELSE 'user:carol' END, '', '', '', 0, 9000000000000000, 0 FROM n";
+    for db in TestDb::all().await {
+        let stack = Stack::start(db, ALLOW_ALL).await;
+        let database = airt_kit::db::Database::connect(stack.workflow_db_url(), None)
+            .await
+            .expect("database");
+        airt_kit::with_pool!(&database, pool => {
+            sqlx::query(SEED).execute(pool).await.expect("seed");
+        });
+        let mut approvals = approval_client(&stack).await;
+
+        let first = approvals
+            .list_approvals(as_principal(
+                pb::ListApprovalsRequest::default(),
+                "user:dave",
+                &[],
+            ))
+            .await
+            .expect("first page")
+            .into_inner();
+        assert!(
+            first.approvals.is_empty(),
+            "dave's is past the first 1,000 rows"
+        );
+        assert!(!first.next_page_token.is_empty(), "a token to go on from");
+        let (dave, calls) = list_all(&mut approvals, "user:dave", &[], 50).await;
+        assert_eq!(dave, ["a-101501"]);
+        assert!(calls >= 2, "{calls} calls");
+        let (everyone, _) = list_all(&mut approvals, "user:bob", &["approver"], 500).await;
+        assert_eq!(everyone.len(), 1501);
+        stack.stop().await;
+    }
 }

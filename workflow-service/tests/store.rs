@@ -82,6 +82,8 @@ async fn workflows_are_created_once_per_request_id_with_steps_in_order() {
             (WorkflowStatus::Pending, "user:alice", 1)
         );
         assert_eq!(row.draft().expect("draft").steps.len(), 2);
+        // The row handed back is the row stored.
+        assert_eq!(Some(&row), store.get("wf-1").await.expect("get").as_ref());
         let (again, created_again) = store
             .create("wf-2", &draft, &spec, &alice(), Some("req-1"))
             .await
@@ -107,13 +109,11 @@ async fn workflows_are_created_once_per_request_id_with_steps_in_order() {
             WorkflowDraft::from_text(&format!("metadata: {{owner: 'team:ops'}}\n{PIPELINE}"))
                 .expect("parses");
         let owned_spec = validate_workflow(&owned_draft).expect("valid");
-        assert!(
-            store
-                .create("wf-5", &owned_draft, &owned_spec, &alice(), None)
-                .await
-                .expect("owned")
-                .1
-        );
+        let (owned, _) = store
+            .create("wf-5", &owned_draft, &owned_spec, &alice(), None)
+            .await
+            .expect("owned");
+        assert_eq!(Some(&owned), store.get("wf-5").await.expect("get").as_ref());
 
         let steps = store.steps("wf-1").await.expect("steps");
         let names: Vec<(&str, StepStatus)> = steps

@@ -20,6 +20,8 @@ use crate::store::{ApprovalFilter, ApprovalRow};
 
 /// Longest comment kept with a decision.
 const MAX_COMMENT: usize = 4096;
+/// Approvals a ListApprovals call reads at most, visible to the caller or not.
+const MAX_SCANNED: usize = 1000;
 
 #[derive(Debug, Clone)]
 pub struct ApprovalApi {
@@ -34,6 +36,81 @@ impl ApprovalApi {
     async fn to_proto(&self, row: &ApprovalRow) -> Result<pb::Approval, Status> {
         let deliveries = self.engine.store().deliveries_of(&row.approval_id).await?;
         Ok(approval_to_proto(row, &deliveries))
+    }
+
+    /// Up to `limit` approvals the caller may see, oldest first, after
+    /// `after`, and the token of the page that follows (empty: none).
+    /// Rows the caller may not see are passed over, at most [`MAX_SCANNED`]
+    /// per call: a caller who may see few approvals gets a short (even
+    /// empty) page and a token to go on from, rather than one call reading
+    /// the whole table. A full page names a next page only if another
+    /// visible row follows.
+    async fn visible_page(
+        &self,
+        caller: &Principal,
+        filter: &ApprovalFilter,
+        mut after: String,
+        limit: usize,
+    ) -> Result<(Vec<ApprovalRow>, String), Status> {
+        let batch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+        let mut rows: Vec<ApprovalRow> = Vec::new();
+        let mut scanned = 0;
+        loop {
+            let found = self
+                .engine
+                .store()
+                .list_approvals(filter, &after, batch)
+                .await?;
+            let exhausted = (found.len() as i64) < batch;
+            for row in found {
+                after.clone_from(&row.approval_id);
+                scanned += 1;
+                if !may_see(caller, &row) {
+                    continue;
+                }
+                if rows.len() == limit {
+                    let last = rows.last().map(|r| r.approval_id.clone());
+                    return Ok((rows, last.unwrap_or_default()));
+                }
+                rows.push(row);
+            }
+            if exhausted {
+                return Ok((rows, String::new()));
+            }
+            if scanned >= MAX_SCANNED {
+                return Ok((rows, after));
+            }
+        }
+    }
+
+    /// The page's messages, their webhook deliveries read in one
+    /// statement. It ends early rather than outgrow what clients decode
+    /// (4 MiB by default), then naming the last approval it holds.
+    async fn page(
+        &self,
+        rows: Vec<ApprovalRow>,
+        mut next_page_token: String,
+    ) -> Result<pb::ListApprovalsResponse, Status> {
+        let ids: Vec<&str> = rows.iter().map(|r| r.approval_id.as_str()).collect();
+        let mut deliveries = self.engine.store().deliveries_of_many(&ids).await?;
+        let mut approvals = Vec::with_capacity(rows.len());
+        let mut bytes = 0;
+        for row in &rows {
+            let approval = approval_to_proto(
+                row,
+                &deliveries.remove(&row.approval_id).unwrap_or_default(),
+            );
+            bytes += prost::Message::encoded_len(&approval);
+            if bytes > super::MAX_PAGE_BYTES && !approvals.is_empty() {
+                next_page_token = rows[approvals.len() - 1].approval_id.clone();
+                break;
+            }
+            approvals.push(approval);
+        }
+        Ok(pb::ListApprovalsResponse {
+            approvals,
+            next_page_token,
+        })
     }
 
     async fn visible(&self, caller: &Principal, approval_id: &str) -> Result<ApprovalRow, Status> {
@@ -109,41 +186,11 @@ impl ApprovalService for ApprovalApi {
             status: status_filter(req.status)?,
             workflow_id: req.workflow_id,
         };
-        // Oldest first; rows the caller may not see are passed over. A full
-        // page names a next page only if another visible row follows, so
-        // the last page never points at an empty one.
-        let mut after = req.page_token;
-        let mut approvals = Vec::new();
-        let mut next_page_token = String::new();
-        'scan: loop {
-            let rows = self
-                .engine
-                .store()
-                .list_approvals(&filter, &after, 200)
-                .await?;
-            let exhausted = rows.len() < 200;
-            for row in rows {
-                after = row.approval_id.clone();
-                if !may_see(&caller, &row) {
-                    continue;
-                }
-                if approvals.len() == limit {
-                    next_page_token = approvals
-                        .last()
-                        .map(|a: &pb::Approval| a.approval_id.clone())
-                        .unwrap_or_default();
-                    break 'scan;
-                }
-                approvals.push(self.to_proto(&row).await?);
-            }
-            if exhausted {
-                break;
-            }
-        }
-        Ok(Response::new(pb::ListApprovalsResponse {
-            approvals,
-            next_page_token,
-        }))
+        let (rows, next_page_token) = self
+            .visible_page(&caller, &filter, req.page_token, limit)
+            .await?;
+        let approvals = self.page(rows, next_page_token).await?;
+        Ok(Response::new(approvals))
     }
 
     async fn get_approval(

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 const MAX_SPEC_TEXT: usize = 1024 * 1024;
 /// Encoded size at which a ListWorkflows page ends.
-const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
+pub(crate) const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct WorkflowApi {
@@ -62,6 +62,40 @@ impl WorkflowApi {
         let steps = self.engine.store().steps(&row.workflow_id).await?;
         let compensations = self.engine.store().compensations(&row.workflow_id).await?;
         Ok(workflow_to_proto(row, &steps, &compensations))
+    }
+
+    /// A ListWorkflows page of `rows`. It ends early rather than outgrow
+    /// what clients decode (4 MiB by default): one large workflow cannot
+    /// break listing for others. Steps and compensations are read for a
+    /// chunk of rows at a time, the chunk doubling from 8 while the page is
+    /// small, so a page costs a few statements and never reads far past
+    /// the size at which it ends.
+    async fn page(&self, rows: &[WorkflowRow]) -> Result<Vec<pb::Workflow>, WorkflowError> {
+        let mut workflows = Vec::with_capacity(rows.len());
+        let mut bytes = 0;
+        let (mut start, mut chunk) = (0, 8);
+        while start < rows.len() {
+            let rows = &rows[start..rows.len().min(start + chunk)];
+            let ids: Vec<&str> = rows.iter().map(|r| r.workflow_id.as_str()).collect();
+            let store = self.engine.store();
+            let (mut steps, mut compensations) =
+                tokio::try_join!(store.steps_of(&ids), store.compensations_of(&ids))?;
+            for row in rows {
+                let workflow = workflow_to_proto(
+                    row,
+                    &steps.remove(&row.workflow_id).unwrap_or_default(),
+                    &compensations.remove(&row.workflow_id).unwrap_or_default(),
+                );
+                bytes += prost::Message::encoded_len(&workflow);
+                if bytes > MAX_PAGE_BYTES && !workflows.is_empty() {
+                    return Ok(workflows);
+                }
+                workflows.push(workflow);
+            }
+            start += rows.len();
+            chunk *= 2;
+        }
+        Ok(workflows)
     }
 
     /// The workflow, if the caller may see it: its submitter, an admin, or
@@ -266,18 +300,7 @@ impl WorkflowService for WorkflowApi {
             .await?;
         let more = rows.len() as i64 > limit;
         rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        // A page ends early rather than outgrow what clients decode (4 MiB
-        // by default): one large workflow cannot break listing for others.
-        let mut workflows = Vec::with_capacity(rows.len());
-        let mut bytes = 0;
-        for row in &rows {
-            let workflow = self.snapshot(row).await?;
-            bytes += prost::Message::encoded_len(&workflow);
-            if bytes > MAX_PAGE_BYTES && !workflows.is_empty() {
-                break;
-            }
-            workflows.push(workflow);
-        }
+        let workflows = self.page(&rows).await?;
         let next_page_token = match workflows.last() {
             Some(last) if workflows.len() < rows.len() || more => last.workflow_id.clone(),
             _ => String::new(),

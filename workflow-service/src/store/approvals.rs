@@ -84,10 +84,10 @@ pub struct ApprovalFilter {
     pub workflow_id: String,
 }
 
-const APPROVAL_COLUMNS: &str = "approval_id, workflow_id, workflow_name, step_name, capability_id, capability_version, \
+pub(super) const APPROVAL_COLUMNS: &str = "approval_id, workflow_id, workflow_name, step_name, capability_id, capability_version, \
      risk_level, resolved_inputs, decision, action_digest, approver_roles, message, status, requested_for, decided_by, \
      comment, status_reason, requested_at_us, expires_at_us, decided_at_us";
-const DELIVERY_COLUMNS: &str = "delivery_id, approval_id, workflow_id, url, event, payload, status, attempts, last_error, \
+pub(super) const DELIVERY_COLUMNS: &str = "delivery_id, approval_id, workflow_id, url, event, payload, status, attempts, last_error, \
      last_attempt_at_us, next_attempt_at_us, created_at_us, trace_parent";
 
 pub(super) const INSERT_APPROVAL: &str = "INSERT INTO approvals (approval_id, workflow_id, workflow_name, step_name, \
@@ -170,28 +170,6 @@ impl WorkflowStore {
         );
         Ok(airt_kit::with_pool!(&self.db, pool => {
             sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(workflow_id).fetch_all(pool).await?
-        }))
-    }
-
-    /// Oldest first (an inbox), with an id above `after_id`.
-    pub async fn list_approvals(
-        &self,
-        filter: &ApprovalFilter,
-        after_id: &str,
-        limit: i64,
-    ) -> Result<Vec<ApprovalRow>, WorkflowError> {
-        let sql = format!(
-            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE approval_id > $1 AND ($2 = '' OR status = $2) \
-             AND ($3 = '' OR workflow_id = $3) ORDER BY approval_id LIMIT $4"
-        );
-        Ok(airt_kit::with_pool!(&self.db, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(after_id)
-                .bind(filter.status.map_or("", ApprovalStatus::as_str))
-                .bind(&filter.workflow_id)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
         }))
     }
 

@@ -19,6 +19,7 @@ mod approvals;
 mod changes;
 mod gauges;
 mod leases;
+mod pages;
 #[macro_use]
 mod transition;
 
@@ -26,6 +27,7 @@ pub use approvals::{ApprovalFilter, ApprovalRow, DeliveryRow, NewDelivery};
 pub use changes::{ChangeFeed, ChangeSubscription};
 pub use gauges::PendingApprovals;
 pub use leases::Lease;
+pub use pages::PageQuery;
 pub use transition::Transition;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -128,11 +130,11 @@ pub struct ListFilter {
     pub owner: String,
 }
 
-const WORKFLOW_COLUMNS: &str = "workflow_id, name, draft_json, status, submitter, submitter_roles, request_id, owner, \
+pub(super) const WORKFLOW_COLUMNS: &str = "workflow_id, name, draft_json, status, submitter, submitter_roles, request_id, owner, \
      failure_reason, failed_step, event_seq, created_at_us, updated_at_us, ended_at_us, trace_parent";
-const STEP_COLUMNS: &str = "workflow_id, step_name, position, status, attempt, capability_version, risk_level, \
+pub(super) const STEP_COLUMNS: &str = "workflow_id, step_name, position, status, attempt, capability_version, risk_level, \
      resolved_inputs, outputs, decision, approval_id, error, undo, completed_seq, started_at_us, ended_at_us";
-const COMPENSATION_COLUMNS: &str = "workflow_id, step_name, position, capability_id, inputs, status, attempts, error, started_at_us, ended_at_us";
+pub(super) const COMPENSATION_COLUMNS: &str = "workflow_id, step_name, position, capability_id, inputs, status, attempts, error, started_at_us, ended_at_us";
 
 const INSERT_WORKFLOW: &str = "INSERT INTO workflows (workflow_id, name, draft_json, status, submitter, submitter_roles, \
      request_id, owner, failure_reason, failed_step, event_seq, created_at_us, updated_at_us, ended_at_us, \
@@ -160,13 +162,6 @@ fn select_steps() -> String {
 fn select_compensations() -> String {
     format!(
         "SELECT {COMPENSATION_COLUMNS} FROM workflow_compensations WHERE workflow_id = $1 ORDER BY position"
-    )
-}
-fn select_page() -> String {
-    format!(
-        "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE ($1 = '' OR workflow_id < $1) AND ($2 = '' OR status = $2) \
-         AND ($3 = '' OR submitter = $3) AND ($4 = '' OR name = $4) AND ($6 = '' OR owner = $6) \
-         ORDER BY workflow_id DESC LIMIT $5"
     )
 }
 const SELECT_EVENTS: &str = "SELECT workflow_id, seq, occurred_at_us, kind, step_name, detail FROM workflow_events \
@@ -288,10 +283,24 @@ impl WorkflowStore {
             }
             Err(e) => return Err(e.into()),
         }
-        let row = self
-            .get(workflow_id)
-            .await?
-            .ok_or_else(|| WorkflowError::NotFound(workflow_id.to_owned()))?;
+        // The row as INSERT_WORKFLOW wrote it (not read back).
+        let row = WorkflowRow {
+            workflow_id: workflow_id.to_owned(),
+            name: spec.name.clone(),
+            draft_json,
+            status: WorkflowStatus::Pending.as_str().to_owned(),
+            submitter: submitter.to_string(),
+            submitter_roles: roles,
+            request_id: request_id.map(str::to_owned),
+            owner: spec.owner.clone(),
+            failure_reason: String::new(),
+            failed_step: String::new(),
+            event_seq: 1,
+            created_at_us: now,
+            updated_at_us: now,
+            ended_at_us: 0,
+            trace_parent: origin.trace_parent.to_owned(),
+        };
         Ok((row, true))
     }
 
@@ -330,27 +339,6 @@ impl WorkflowStore {
         let sql = select_compensations();
         Ok(airt_kit::with_pool!(&self.db, pool => {
             sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(workflow_id).fetch_all(pool).await?
-        }))
-    }
-
-    /// Newest first, with an id below `before_id` (empty: from the newest).
-    pub async fn list(
-        &self,
-        filter: &ListFilter,
-        before_id: &str,
-        limit: i64,
-    ) -> Result<Vec<WorkflowRow>, WorkflowError> {
-        let sql = select_page();
-        Ok(airt_kit::with_pool!(&self.db, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(before_id)
-                .bind(filter.status.map_or("", WorkflowStatus::as_str))
-                .bind(&filter.submitter)
-                .bind(&filter.name)
-                .bind(limit)
-                .bind(&filter.owner)
-                .fetch_all(pool)
-                .await?
         }))
     }
 

@@ -1,0 +1,6 @@
+-- Indexes for ListWorkflows pages: a caller who is not an admin always
+-- lists their own workflows (newest first), and an admin may list one
+-- workflow name. With them, a first page reads about one page of rows
+-- whatever the size of the table.
+CREATE INDEX workflows_by_submitter ON workflows (submitter, workflow_id);
+CREATE INDEX workflows_by_name ON workflows (name, workflow_id);

@@ -34,10 +34,19 @@ section "Workflows against DBOS and Temporal" "bench/run_workflow_comparison.sh 
 section "Observability overhead" "cargo run --release --bin observability-overhead -- 30"
 ./target/release/observability-overhead 30 2>/dev/null
 
-section "Recovery after kill -9" "cargo run --release --bin recovery-time -- 1000"
+section "Recovery after kill -9" "cargo run --release --bin recovery-time -- 1000 (and 10000)"
 ./target/release/recovery-time 1000 2>/dev/null
 ./target/release/recovery-time 1000 --postgres 2>/dev/null
+./target/release/recovery-time 10000 2>/dev/null
+./target/release/recovery-time 10000 --postgres 2>/dev/null
 
 section "Memory and scale" "cargo run --release --bin scale -- 10000 1000"
 ./target/release/scale 10000 1000 2>/dev/null
 ./target/release/scale 10000 1000 --postgres 2>/dev/null
+
+section "List pages with 1,000,000 workflows" "cargo run --release --bin list-scale -- 1000000"
+./target/release/list-scale 1000000 2>/dev/null
+
+section "Registry with 10,000 capabilities" "cargo run --release --bin registry-scale -- 10000"
+./target/release/registry-scale 10000 2>/dev/null
+./target/release/registry-scale 10000 --postgres 2>/dev/null

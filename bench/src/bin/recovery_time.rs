@@ -1,5 +1,5 @@
 //! Recovery: time from restarting a killed workflow service to its first
-//! resumed step, with 1,000 workflows in flight.
+//! resumed step, with N workflows in flight (1,000 by default).
 //!
 //! Run: `cargo build --release -p workflow-service && cd bench &&
 //! cargo run --release --bin recovery-time [N]` (the release binary of
@@ -45,7 +45,8 @@ async fn main() -> anyhow::Result<()> {
     let registry = airt_system_tests::start_registry(&registry_db).await;
     let policy_server = airt_system_tests::start_policy(&policy_db).await;
     let ledger = Recorder::start().await;
-    ledger.delay("/slow", Duration::from_secs(60));
+    // Held for ten minutes: every step is still in flight at the kill.
+    ledger.delay("/slow", Duration::from_secs(600));
     let spec = format!(
         "id: ledger.slow\nname: slow\noperation_type: WRITE\nrisk: {{level: LOW}}\nside_effects: {{reversible: true, scope: NETWORK}}\n\
          compensation: {{supported: false, strategy: NONE}}\nparameters: [{{name: n, type: integer, required: true}}]\n\
@@ -57,6 +58,8 @@ async fn main() -> anyhow::Result<()> {
     let workspace = tempfile::tempdir()?;
     let (registry_url, policy_url) = (registry.url(), policy_server.url());
     let workspace_path = workspace.path().to_string_lossy().into_owned();
+    // All N driven at once (the default limit is 1,024 per replica).
+    let max_active = n.max(1024).to_string();
     let spawn = || {
         ServiceProcess::spawn(
             &binary,
@@ -73,6 +76,8 @@ async fn main() -> anyhow::Result<()> {
                 "127.0.0.1",
                 "--instance-id",
                 "recovery-bench",
+                "--max-active-workflows",
+                &max_active,
                 "--log",
                 "warn,airt_kit=info",
             ],
@@ -86,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
             .submit_workflow(as_principal(
                 pb::SubmitWorkflowRequest {
                     source: Some(pb::submit_workflow_request::Source::SpecText(format!(
-                        "name: slow\nsteps:\n  - {{name: s, capability: ledger.slow, inputs: {{n: {i}}}}}\n"
+                        "name: slow\nsteps:\n  - {{name: s, capability: ledger.slow, timeout: 30m, inputs: {{n: {i}}}}}\n"
                     ))),
                     request_id: String::new(),
                 },
@@ -95,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
             ))
             .await?;
     }
-    ledger.wait_for("/slow", n, Duration::from_secs(120)).await;
+    ledger.wait_for("/slow", n, Duration::from_secs(600)).await;
     println!("{n} workflows with a step in flight; kill -9");
     service.kill();
 
@@ -114,6 +119,20 @@ async fn main() -> anyhow::Result<()> {
         first.at.duration_since(restarted).as_secs_f64() * 1000.0,
         last.at.duration_since(restarted).as_secs_f64() * 1000.0
     );
+    // No step ran a third time: each ran once before the kill (in flight)
+    // and once after.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut runs = std::collections::HashMap::<String, usize>::new();
+    for request in ledger.requests("/slow") {
+        *runs.entry(request.body).or_default() += 1;
+    }
+    let twice = runs.values().filter(|&&r| r == 2).count();
+    println!(
+        "steps run: {} distinct, {twice} exactly twice (in flight at the kill, then resumed), {} more than twice",
+        runs.len(),
+        runs.values().filter(|&&r| r > 2).count()
+    );
+    anyhow::ensure!(runs.len() == n && twice == n, "a step ran other than twice");
     service.kill();
     Ok(())
 }

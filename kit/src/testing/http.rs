@@ -207,7 +207,19 @@ impl Recorder {
             };
             self.arrived.notify_waiters();
             if let Some(delay) = delay {
-                tokio::time::sleep(delay).await;
+                // A client that hangs up (or is killed) while its answer is
+                // held is gone: its connection closes at once instead of
+                // being held for the rest of the delay.
+                let until = tokio::time::Instant::now() + delay;
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => break,
+                        read = stream.read(&mut chunk) => match read {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        },
+                    }
+                }
             }
             let response = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{content}",

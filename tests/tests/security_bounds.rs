@@ -1,8 +1,10 @@
 //! Hostile sizes and depths are refused before any work, without starving
 //! other clients: documents nested 100,000 deep or megabytes long answer
 //! INVALID_ARGUMENT while `Evaluate` and `ListWorkflows` from another client
-//! keep answering. The latencies are printed (`--nocapture`), not asserted:
-//! timing belongs to benchmarks, not to tests.
+//! keep answering; list pages stay under a message's size and a caller who
+//! may see few approvals reads a bounded number of rows per call. The
+//! latencies are printed (`--nocapture`), not asserted: timing belongs to
+//! benchmarks, not to tests.
 
 use std::time::Instant;
 
@@ -22,6 +24,19 @@ const HOSTILE_ROUNDS: usize = 10;
 
 async fn approval_client(stack: &Stack) -> ApprovalServiceClient<Channel> {
     ApprovalServiceClient::new(stack.workflow.channel().await)
+}
+
+/// Submits `text` as an admin `n` times; each must be accepted.
+async fn submit_times(client: &mut WorkflowServiceClient<Channel>, text: &str, n: usize) {
+    for _ in 0..n {
+        client
+            .submit_workflow(admin(pb::SubmitWorkflowRequest {
+                source: Some(pb::submit_workflow_request::Source::SpecText(text.into())),
+                request_id: String::new(),
+            }))
+            .await
+            .expect("a 1 MB workflow is accepted");
+    }
 }
 
 fn admin<T>(message: T) -> tonic::Request<T> {
@@ -332,15 +347,7 @@ async fn stored_values_stay_servable() {
         "name: big\ninitial_state: {{blob: \"{}\"}}\nsteps:\n  - {{name: t, capability: sys.info.get_time}}\n",
         "x".repeat(1000 * 1024)
     );
-    for _ in 0..5 {
-        client
-            .submit_workflow(admin(pb::SubmitWorkflowRequest {
-                source: Some(pb::submit_workflow_request::Source::SpecText(big.clone())),
-                request_id: String::new(),
-            }))
-            .await
-            .expect("a 1 MB workflow is accepted");
-    }
+    submit_times(&mut client, &big, 5).await;
     let mut seen = 0;
     let mut page_token = String::new();
     loop {
@@ -444,15 +451,7 @@ async fn approval_listing_never_outgrows_a_message() {
         "name: big\nsteps:\n  - {{name: w, capability: io.fs.write_file, inputs: {{path: big.txt, content: \"{}\"}}}}\n",
         "x".repeat(1000 * 1024)
     );
-    for _ in 0..5 {
-        client
-            .submit_workflow(admin(pb::SubmitWorkflowRequest {
-                source: Some(pb::submit_workflow_request::Source::SpecText(big.clone())),
-                request_id: String::new(),
-            }))
-            .await
-            .expect("a 1 MB workflow is accepted");
-    }
+    submit_times(&mut client, &big, 5).await;
     let mut approvals = approval_client(&stack).await;
     let deadline = Instant::now() + std::time::Duration::from_secs(20);
     let (mut seen, mut pages) = (Vec::new(), 0);

@@ -86,27 +86,54 @@ impl ApprovalFilter {
     }
 }
 
-/// `SELECT {columns} FROM {table} WHERE {key} IN (...)` for `keys`, the
-/// list padded to a power of two (repeating the last key) so a connection
-/// caches a few statement shapes, not one per page length.
-fn keyed(
-    columns: &str,
-    table: &str,
-    key: &str,
-    order: &str,
-    keys: &[&str],
-) -> (String, Vec<String>) {
-    let width = keys.len().next_power_of_two();
-    let placeholders: Vec<String> = (1..=width).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "SELECT {columns} FROM {table} WHERE {key} IN ({}) ORDER BY {order}",
-        placeholders.join(", ")
-    );
-    let last = keys.last().copied().unwrap_or_default();
-    let params = (0..width)
-        .map(|i| keys.get(i).copied().unwrap_or(last).to_owned())
-        .collect();
-    (sql, params)
+/// The rows of one table that belong to a set of keys.
+struct Keyed {
+    columns: &'static str,
+    table: &'static str,
+    key: &'static str,
+    order: &'static str,
+}
+
+const STEPS: Keyed = Keyed {
+    columns: STEP_COLUMNS,
+    table: "workflow_steps",
+    key: "workflow_id",
+    order: "workflow_id, position",
+};
+const COMPENSATIONS: Keyed = Keyed {
+    columns: COMPENSATION_COLUMNS,
+    table: "workflow_compensations",
+    key: "workflow_id",
+    order: "workflow_id, position",
+};
+const DELIVERIES: Keyed = Keyed {
+    columns: DELIVERY_COLUMNS,
+    table: "webhook_outbox",
+    key: "approval_id",
+    order: "approval_id, delivery_id",
+};
+
+impl Keyed {
+    /// `SELECT ... WHERE key IN (...)` for `keys`, the list padded to a
+    /// power of two (repeating the last key) so a connection caches a few
+    /// statement shapes, not one per page length.
+    fn select(&self, keys: &[&str]) -> (String, Vec<String>) {
+        let width = keys.len().next_power_of_two();
+        let placeholders: Vec<String> = (1..=width).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} IN ({}) ORDER BY {}",
+            self.columns,
+            self.table,
+            self.key,
+            placeholders.join(", "),
+            self.order
+        );
+        let last = keys.last().copied().unwrap_or_default();
+        let params = (0..width)
+            .map(|i| keys.get(i).copied().unwrap_or(last).to_owned())
+            .collect();
+        (sql, params)
+    }
 }
 
 /// Groups rows by the key `key_of` picks, keeping their order.
@@ -134,6 +161,19 @@ macro_rules! fetch_with {
             $(query = query.bind($limit).persistent(false);)?
             query.fetch_all(pool).await?
         })
+    }};
+}
+
+/// The rows of `$keyed` for `$keys` as `$row`s, grouped by their `$field`.
+macro_rules! rows_by_key {
+    ($store:expr, $row:ty, $keyed:expr, $keys:expr, $field:ident) => {{
+        let keys: &[&str] = $keys;
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let (sql, params) = $keyed.select(keys);
+        let rows = fetch_with!(&$store.db, $row, &sql, &params);
+        Ok(grouped(rows, |row: &$row| &row.$field))
     }};
 }
 
@@ -165,18 +205,7 @@ impl WorkflowStore {
         &self,
         workflow_ids: &[&str],
     ) -> Result<HashMap<String, Vec<StepRow>>, WorkflowError> {
-        if workflow_ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let (sql, params) = keyed(
-            STEP_COLUMNS,
-            "workflow_steps",
-            "workflow_id",
-            "workflow_id, position",
-            workflow_ids,
-        );
-        let rows = fetch_with!(&self.db, StepRow, &sql, &params);
-        Ok(grouped(rows, |row: &StepRow| &row.workflow_id))
+        rows_by_key!(self, StepRow, STEPS, workflow_ids, workflow_id)
     }
 
     /// The compensations of each of `workflow_ids`, in running order.
@@ -184,18 +213,13 @@ impl WorkflowStore {
         &self,
         workflow_ids: &[&str],
     ) -> Result<HashMap<String, Vec<CompensationRow>>, WorkflowError> {
-        if workflow_ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let (sql, params) = keyed(
-            COMPENSATION_COLUMNS,
-            "workflow_compensations",
-            "workflow_id",
-            "workflow_id, position",
+        rows_by_key!(
+            self,
+            CompensationRow,
+            COMPENSATIONS,
             workflow_ids,
-        );
-        let rows = fetch_with!(&self.db, CompensationRow, &sql, &params);
-        Ok(grouped(rows, |row: &CompensationRow| &row.workflow_id))
+            workflow_id
+        )
     }
 
     /// The webhook deliveries of each of `approval_ids`, oldest first.
@@ -203,18 +227,7 @@ impl WorkflowStore {
         &self,
         approval_ids: &[&str],
     ) -> Result<HashMap<String, Vec<DeliveryRow>>, WorkflowError> {
-        if approval_ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let (sql, params) = keyed(
-            DELIVERY_COLUMNS,
-            "webhook_outbox",
-            "approval_id",
-            "approval_id, delivery_id",
-            approval_ids,
-        );
-        let rows = fetch_with!(&self.db, DeliveryRow, &sql, &params);
-        Ok(grouped(rows, |row: &DeliveryRow| &row.approval_id))
+        rows_by_key!(self, DeliveryRow, DELIVERIES, approval_ids, approval_id)
     }
 }
 
@@ -255,7 +268,13 @@ mod tests {
 
     #[test]
     fn keyed_lists_pad_to_a_power_of_two_with_the_last_key() {
-        let (sql, params) = keyed("a", "t", "k", "k", &["x", "y", "z"]);
+        let keyed = Keyed {
+            columns: "a",
+            table: "t",
+            key: "k",
+            order: "k",
+        };
+        let (sql, params) = keyed.select(&["x", "y", "z"]);
         assert_eq!(
             sql,
             "SELECT a FROM t WHERE k IN ($1, $2, $3, $4) ORDER BY k"

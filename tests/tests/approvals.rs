@@ -560,16 +560,30 @@ async fn raising_the_risk_after_the_request_voids_the_approval() {
             .await
             .expect("approve");
         // The resumed step finds another action: the approval is void and a
-        // new request waits for a decision; nothing ran.
+        // new request waits for a decision (its own commit, just after the
+        // void); nothing ran.
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         let second = loop {
             let old = c.get(&first.approval_id).await;
             if old.status == pb::ApprovalStatus::Void as i32 {
-                break c.pending_approval(&id).await;
+                let pending = c
+                    .approvals
+                    .list_approvals(bob(pb::ListApprovalsRequest {
+                        status: pb::ApprovalStatus::Pending as i32,
+                        workflow_id: id.clone(),
+                        ..Default::default()
+                    }))
+                    .await
+                    .expect("list")
+                    .into_inner()
+                    .approvals;
+                if let Some(second) = pending.into_iter().next() {
+                    break second;
+                }
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "approval not voided: {old:?}"
+                "not voided, or no new request: {old:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };

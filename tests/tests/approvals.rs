@@ -105,8 +105,13 @@ impl Clients {
     }
 
     async fn pending_approval(&mut self, workflow_id: &str) -> pb::Approval {
-        let approvals = self
-            .approvals
+        let approvals = self.pending_approvals(workflow_id).await;
+        assert_eq!(approvals.len(), 1, "{approvals:?}");
+        approvals.into_iter().next().expect("one")
+    }
+
+    async fn pending_approvals(&mut self, workflow_id: &str) -> Vec<pb::Approval> {
+        self.approvals
             .list_approvals(bob(pb::ListApprovalsRequest {
                 status: pb::ApprovalStatus::Pending as i32,
                 workflow_id: workflow_id.into(),
@@ -115,9 +120,7 @@ impl Clients {
             .await
             .expect("list")
             .into_inner()
-            .approvals;
-        assert_eq!(approvals.len(), 1, "{approvals:?}");
-        approvals.into_iter().next().expect("one")
+            .approvals
     }
 
     async fn approve(
@@ -566,17 +569,7 @@ async fn raising_the_risk_after_the_request_voids_the_approval() {
         let second = loop {
             let old = c.get(&first.approval_id).await;
             if old.status == pb::ApprovalStatus::Void as i32 {
-                let pending = c
-                    .approvals
-                    .list_approvals(bob(pb::ListApprovalsRequest {
-                        status: pb::ApprovalStatus::Pending as i32,
-                        workflow_id: id.clone(),
-                        ..Default::default()
-                    }))
-                    .await
-                    .expect("list")
-                    .into_inner()
-                    .approvals;
+                let pending = c.pending_approvals(&id).await;
                 if let Some(second) = pending.into_iter().next() {
                     break second;
                 }

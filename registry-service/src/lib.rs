@@ -39,6 +39,8 @@ pub async fn serve_on(
         shutdown,
         |ctx, server| async move {
             let store = store::RegistryStore::new(ctx.db.clone()).await?;
+            // Other replicas' changes reach the read cache through the feed.
+            tokio::spawn(store.clone().follow_changes(ctx.shutdown.clone()));
             // WatchCapabilities streams end when shutdown begins.
             let metrics = metrics::RegistryMetrics::new(&ctx.metrics, &store);
             let api = api::RegistryApi::new(store, ctx.shutdown.clone(), metrics);

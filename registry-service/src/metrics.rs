@@ -1,5 +1,5 @@
-//! The registry's metrics: capabilities by lifecycle (read at each scrape)
-//! and the WatchCapabilities streams open now.
+//! The registry's metrics: capabilities by lifecycle (read at each scrape),
+//! the read cache's size and the WatchCapabilities streams open now.
 
 use airt_kit::metrics::{Family, Gauge, Labels, Metrics};
 
@@ -25,9 +25,24 @@ impl RegistryMetrics {
             "Capabilities by the lifecycle of their current version",
             capabilities.clone(),
         );
+        let cached_ids: Gauge = Gauge::default();
+        metrics.register(
+            "registry_cache_ids",
+            "Capability ids held by the read cache of GetCapability",
+            cached_ids.clone(),
+        );
+        let cached_bytes: Gauge = Gauge::default();
+        metrics.register(
+            "registry_cache_bytes",
+            "Spec bytes held by the read cache of GetCapability",
+            cached_bytes.clone(),
+        );
         let store = store.clone();
         metrics.on_scrape(move || {
             let (store, capabilities) = (store.clone(), capabilities.clone());
+            let (ids, bytes) = store.cache_size();
+            cached_ids.set(ids as i64);
+            cached_bytes.set(bytes as i64);
             async move {
                 match store.count_by_lifecycle().await {
                     Ok(counts) => {

@@ -14,6 +14,13 @@ use tokio::sync::watch;
 use crate::domain::{CapabilitySpec, Lifecycle, current_version};
 use crate::error::RegistryError;
 
+mod cache;
+mod sync;
+
+pub use cache::MAX_STALENESS as CACHE_MAX_STALENESS;
+use cache::ReadCache;
+pub use sync::SYNC_INTERVAL;
+
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// The registry's schema, the same for both backends.
@@ -216,23 +223,48 @@ macro_rules! refresh_current {
     }};
 }
 
-/// The registry's database.
+/// The registry's database, with the read cache in front of
+/// [`RegistryStore::get`] (see [`cache`]).
 #[derive(Debug, Clone)]
 pub struct RegistryStore {
     db: Database,
     latest_revision: watch::Sender<i64>,
+    cache: std::sync::Arc<ReadCache>,
 }
 
 impl RegistryStore {
+    /// Opens the store; its read cache answers for [`CACHE_MAX_STALENESS`]
+    /// and then only while [`RegistryStore::follow_changes`] (or
+    /// [`RegistryStore::sync_changes`]) keeps reading the change feed.
     pub async fn new(db: Database) -> Result<Self, RegistryError> {
-        let (latest_revision, _) = watch::channel(0);
-        let store = Self {
+        Self::with_cache_staleness(db, CACHE_MAX_STALENESS).await
+    }
+
+    /// [`RegistryStore::new`] with another bound on the cache's staleness
+    /// (zero turns the cache off).
+    pub async fn with_cache_staleness(
+        db: Database,
+        max_staleness: std::time::Duration,
+    ) -> Result<Self, RegistryError> {
+        let began = std::time::Instant::now();
+        let head = Self::read_head(&db).await?;
+        let (latest_revision, _) = watch::channel(head);
+        Ok(Self {
             db,
             latest_revision,
-        };
-        let head = store.head_revision().await?;
-        store.latest_revision.send_replace(head);
-        Ok(store)
+            cache: std::sync::Arc::new(ReadCache::with_bounds(
+                head,
+                began,
+                max_staleness,
+                cache::MAX_BYTES,
+            )),
+        })
+    }
+
+    async fn read_head(db: &Database) -> Result<i64, RegistryError> {
+        Ok(airt_kit::with_pool!(db, pool => {
+            sqlx::query_scalar::<_, i64>(SELECT_HEAD).fetch_one(pool).await?
+        }))
     }
 
     /// Notified with the newest revision after every change committed by
@@ -242,9 +274,12 @@ impl RegistryStore {
     }
 
     pub async fn head_revision(&self) -> Result<i64, RegistryError> {
-        Ok(airt_kit::with_pool!(&self.db, pool => {
-            sqlx::query_scalar::<_, i64>(SELECT_HEAD).fetch_one(pool).await?
-        }))
+        Self::read_head(&self.db).await
+    }
+
+    /// Ids held by the read cache and the spec bytes they cost.
+    pub fn cache_size(&self) -> (usize, usize) {
+        self.cache.size()
     }
 
     /// Capabilities by the lifecycle of their current version.
@@ -341,17 +376,37 @@ impl RegistryStore {
             }
         })?;
         if let Registered::Created(stored) = &outcome {
+            self.cache.invalidate(&stored.spec.id);
             self.latest_revision.send_replace(stored.registry_revision);
         }
         Ok(outcome)
     }
 
-    /// The current revision of `id` (see [`current_version`]), or one exact version.
+    /// The current revision of `id` (see [`current_version`]), or one exact
+    /// version: from the read cache when it holds it, else from the database.
     pub async fn get(
         &self,
         id: &str,
         version: Option<&str>,
-    ) -> Result<Option<StoredCapability>, RegistryError> {
+    ) -> Result<Option<std::sync::Arc<StoredCapability>>, RegistryError> {
+        if let Some(hit) = self.cache.get(id, version) {
+            return Ok(Some(hit));
+        }
+        let began = self.cache.epoch();
+        let Some((stored, bytes)) = self.read(id, version).await? else {
+            return Ok(None);
+        };
+        let stored = std::sync::Arc::new(stored);
+        self.cache.fill(began, version, &stored, bytes);
+        Ok(Some(stored))
+    }
+
+    /// [`RegistryStore::get`] from the database, with the size of the spec.
+    async fn read(
+        &self,
+        id: &str,
+        version: Option<&str>,
+    ) -> Result<Option<(StoredCapability, usize)>, RegistryError> {
         let row: Option<RevisionRow> = match version {
             Some(version) => {
                 let sql = select_revision();
@@ -366,7 +421,11 @@ impl RegistryStore {
                 })
             }
         };
-        row.map(RevisionRow::into_stored).transpose()
+        row.map(|row| {
+            let bytes = row.spec_json.len();
+            Ok((row.into_stored()?, bytes))
+        })
+        .transpose()
     }
 
     /// Every revision of `id`, highest version first.
@@ -419,8 +478,9 @@ impl RegistryStore {
         actor: &Principal,
         request_id: &str,
     ) -> Result<StoredCapability, RegistryError> {
-        let target = self
-            .get(id, version)
+        // From the database: the cache may not know another replica's change yet.
+        let (target, _) = self
+            .read(id, version)
             .await?
             .ok_or_else(|| RegistryError::NotFound(describe(id, version)))?;
         if target.lifecycle == lifecycle && target.lifecycle_reason == reason {
@@ -475,6 +535,7 @@ impl RegistryStore {
                 .await?;
             row.into_stored()?
         })?;
+        self.cache.invalidate(id);
         self.latest_revision.send_replace(updated.registry_revision);
         Ok(updated)
     }

@@ -39,6 +39,13 @@ async fn replica(db: &TestDb, staleness: Duration) -> (Database, RegistryStore) 
     (database, store)
 }
 
+async fn register(store: &RegistryStore, version: &str) {
+    store
+        .register(&spec("crm.sync", version), Lifecycle::Active, &admin(), "")
+        .await
+        .expect("register");
+}
+
 async fn current(store: &RegistryStore, id: &str) -> (String, Lifecycle) {
     let stored = store.get(id, None).await.expect("get").expect("found");
     (stored.spec.metadata.version.clone(), stored.lifecycle)
@@ -59,9 +66,7 @@ async fn a_replica_sees_its_own_changes_at_once_and_anothers_after_reading_the_f
     for db in TestDb::all().await {
         let (a_db, a) = replica(&db, FOREVER).await;
         let (b_db, b) = replica(&db, FOREVER).await;
-        a.register(&spec("crm.sync", "1.0.0"), Lifecycle::Active, &admin(), "")
-            .await
-            .expect("register");
+        register(&a, "1.0.0").await;
         let active = ("1.0.0".to_owned(), Lifecycle::Active);
         assert_eq!(current(&a, "crm.sync").await, active);
         assert_eq!(current(&b, "crm.sync").await, active);
@@ -81,9 +86,7 @@ async fn a_replica_sees_its_own_changes_at_once_and_anothers_after_reading_the_f
         assert_eq!(exact.expect("found").lifecycle, Lifecycle::Frozen);
 
         // A new version registered on B becomes A's current after a sync.
-        b.register(&spec("crm.sync", "2.0.0"), Lifecycle::Active, &admin(), "")
-            .await
-            .expect("register");
+        register(&b, "2.0.0").await;
         a.sync_changes().await.expect("sync");
         assert_eq!(
             current(&a, "crm.sync").await,
@@ -99,13 +102,9 @@ async fn a_lifecycle_change_targets_the_current_revision_in_the_database_not_the
     for db in TestDb::all().await {
         let (a_db, a) = replica(&db, FOREVER).await;
         let (b_db, b) = replica(&db, FOREVER).await;
-        a.register(&spec("crm.sync", "1.0.0"), Lifecycle::Active, &admin(), "")
-            .await
-            .expect("register");
+        register(&a, "1.0.0").await;
         assert_eq!(current(&a, "crm.sync").await.0, "1.0.0");
-        b.register(&spec("crm.sync", "2.0.0"), Lifecycle::Active, &admin(), "")
-            .await
-            .expect("register");
+        register(&b, "2.0.0").await;
         // A's cache still says 1.0.0 is current; the freeze goes to 2.0.0.
         assert_eq!(freeze(&a, "crm.sync", None).await, "2.0.0");
         assert_eq!(
@@ -125,9 +124,7 @@ async fn a_cache_whose_feed_was_not_read_within_its_bound_never_answers() {
     for db in TestDb::all().await {
         let (a_db, a) = replica(&db, Duration::ZERO).await;
         let (b_db, b) = replica(&db, FOREVER).await;
-        a.register(&spec("crm.sync", "1.0.0"), Lifecycle::Active, &admin(), "")
-            .await
-            .expect("register");
+        register(&a, "1.0.0").await;
         assert_eq!(current(&a, "crm.sync").await.1, Lifecycle::Active);
         freeze(&b, "crm.sync", None).await;
         // No sync: A's cache is past its bound, so A reads the database.

@@ -84,6 +84,11 @@ async fn workflows_are_created_once_per_request_id_with_steps_in_order() {
         assert_eq!(row.draft().expect("draft").steps.len(), 2);
         // The row handed back is the row stored.
         assert_eq!(Some(&row), store.get("wf-1").await.expect("get").as_ref());
+        // So are the steps a submission answers with without reading them.
+        assert_eq!(
+            store.steps("wf-1").await.expect("steps"),
+            workflow_service::store::pending_steps("wf-1", &spec)
+        );
         let (again, created_again) = store
             .create("wf-2", &draft, &spec, &alice(), Some("req-1"))
             .await

@@ -2,7 +2,8 @@
 //!
 //! Run: `cd bench && cargo run --release --bin workflow-throughput`
 //! (PostgreSQL too when `AIRT_TEST_POSTGRES_URL` is set; `-- 200` for
-//! fewer workflows).
+//! fewer workflows; `--k 1` and `--db postgres` (or `sqlite`) run one case,
+//! e.g. under `perf record`).
 //!
 //! The three services run in-process (release build, development auth);
 //! the registry and the policy service on their own SQLite files, the
@@ -92,17 +93,41 @@ async fn measure(label: &str, db: TestDb, k: usize, n: usize) -> anyhow::Result<
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let n: usize = args
+        .first()
+        .filter(|a| !a.starts_with("--"))
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(1000);
+    let ks: Vec<usize> = match flag("--k") {
+        Some(k) => vec![k.parse()?],
+        None => vec![1, 10],
+    };
+    let db = flag("--db");
+    let (sqlite, postgres) = match db.as_deref() {
+        None => (true, true),
+        Some("sqlite") => (true, false),
+        Some("postgres") => (false, true),
+        Some(other) => anyhow::bail!("--db {other}: sqlite or postgres"),
+    };
     println!(
         "| workflow db | K | overhead samples | p50 per step | p99 per step | steps/s ({n} workflows) | wall |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for k in [1, 10] {
-        measure("SQLite", TestDb::sqlite(), k, n).await?;
+    for k in ks {
+        if sqlite {
+            measure("SQLite", TestDb::sqlite(), k, n).await?;
+        }
+        if !postgres {
+            continue;
+        }
         match TestDb::postgres().await {
             Some(db) => measure("PostgreSQL", db, k, n).await?,
             None => eprintln!("PostgreSQL skipped: set AIRT_TEST_POSTGRES_URL"),

@@ -84,7 +84,8 @@ pub(super) async fn execute(
     }
     let draft = draft(&req)?;
     let request_id = (!req.request_id.is_empty()).then(|| req.request_id.clone());
-    let (row, created) = api.engine.submit(draft, caller.clone(), request_id).await?;
+    let (row, submitted) = api.engine.submit(draft, caller.clone(), request_id).await?;
+    let created = submitted.is_some();
     if created {
         tracing::info!(workflow_id = %row.workflow_id, capability = %req.capability_id, %caller, "action submitted");
     }

@@ -181,15 +181,21 @@ impl WorkflowService for WorkflowApi {
             None => draft_of(None, None).await?,
         };
         let request_id = (!req.request_id.is_empty()).then_some(req.request_id);
-        let (row, created) = self
+        let (row, submitted) = self
             .engine
             .submit(draft, caller.clone(), request_id)
             .await?;
-        if created {
-            tracing::info!(workflow_id = %row.workflow_id, name = %row.name, submitter = %caller, "workflow submitted");
-        }
+        // A new workflow is answered as stored (nothing to read back); a
+        // retry that matched an earlier one, as it stands now.
+        let (workflow, created) = match submitted {
+            Some(steps) => {
+                tracing::info!(workflow_id = %row.workflow_id, name = %row.name, submitter = %caller, "workflow submitted");
+                (workflow_to_proto(&row, &steps, &[]), true)
+            }
+            None => (self.snapshot(&row).await?, false),
+        };
         Ok(Response::new(pb::SubmitWorkflowResponse {
-            workflow: Some(self.snapshot(&row).await?),
+            workflow: Some(workflow),
             created,
         }))
     }

@@ -37,7 +37,7 @@ use crate::domain::{WorkflowDraft, WorkflowSpec};
 use crate::error::WorkflowError;
 use crate::gate::policy::PolicyGate;
 use crate::gate::registry::RegistryGate;
-use crate::store::{Transition, WorkflowRow, WorkflowStore};
+use crate::store::{StepRow, Transition, WorkflowRow, WorkflowStore};
 use crate::webhooks::WebhookConfig;
 
 /// How the engine behaves where a spec says nothing.
@@ -256,14 +256,15 @@ impl Engine {
     }
 
     /// Validates and stores a workflow for `submitter`, then runs it in the
-    /// background. A `request_id` already used by the submitter returns the
-    /// existing workflow and starts nothing.
+    /// background; returns its row and, when it was created now, its steps
+    /// as stored (every one PENDING). A `request_id` already used by the
+    /// submitter returns the existing workflow (and `None`) and starts nothing.
     pub async fn submit(
         &self,
         draft: WorkflowDraft,
         submitter: Principal,
         request_id: Option<String>,
-    ) -> Result<(WorkflowRow, bool), WorkflowError> {
+    ) -> Result<(WorkflowRow, Option<Vec<StepRow>>), WorkflowError> {
         let spec = self.admit(&draft)?;
         let run = Run::checking(spec, &submitter);
         self.check_statically(&run).await?;
@@ -289,17 +290,19 @@ impl Engine {
                 origin,
             )
             .await?;
-        if created {
-            self.metrics().submitted();
-            let engine = self.clone();
-            let id = row.workflow_id.clone();
-            tokio::spawn(async move {
-                if let Err(error) = engine.run_with(&id, Claim::AlreadyHeld).await {
-                    tracing::error!(workflow_id = %id, %error, "workflow run stopped on an internal error");
-                }
-            });
+        if !created {
+            return Ok((row, None));
         }
-        Ok((row, created))
+        self.metrics().submitted();
+        let engine = self.clone();
+        let id = row.workflow_id.clone();
+        tokio::spawn(async move {
+            if let Err(error) = engine.run_with(&id, Claim::AlreadyHeld).await {
+                tracing::error!(workflow_id = %id, %error, "workflow run stopped on an internal error");
+            }
+        });
+        let steps = crate::store::pending_steps(&row.workflow_id, &spec);
+        Ok((row, Some(steps)))
     }
 
     /// Current outputs of a workflow's steps (for tests and the API).

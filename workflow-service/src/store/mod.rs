@@ -141,12 +141,47 @@ const INSERT_WORKFLOW: &str = "INSERT INTO workflows (workflow_id, name, draft_j
      lease_owner, lease_expires_at_us, trace_parent) \
      VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, '', '', 1, $8, $8, 0, $9, $10, $11)";
 /// Followed by one `(workflow_id, step_name, position)` row per step.
+/// The step rows [`WorkflowStore::create`] writes for `spec`: every step
+/// PENDING and untouched (the same values as the literals of its insert).
+pub fn pending_steps(workflow_id: &str, spec: &WorkflowSpec) -> Vec<StepRow> {
+    (0_i64..)
+        .zip(&spec.steps)
+        .map(|(position, step)| StepRow {
+            workflow_id: workflow_id.to_owned(),
+            step_name: step.name.clone(),
+            position,
+            status: StepStatus::Pending.as_str().to_owned(),
+            attempt: 0,
+            capability_version: String::new(),
+            risk_level: String::new(),
+            resolved_inputs: "{}".into(),
+            outputs: "null".into(),
+            decision: "{}".into(),
+            approval_id: String::new(),
+            error: String::new(),
+            undo: "null".into(),
+            completed_seq: 0,
+            started_at_us: 0,
+            ended_at_us: 0,
+        })
+        .collect()
+}
+
 const INSERT_STEPS_PREFIX: &str = "INSERT INTO workflow_steps (workflow_id, step_name, position, status, attempt, capability_version, \
      risk_level, resolved_inputs, outputs, decision, approval_id, error, undo, completed_seq, started_at_us, ended_at_us) ";
 const INSERT_EVENT: &str = "INSERT INTO workflow_events (workflow_id, seq, occurred_at_us, kind, step_name, detail) VALUES ($1, $2, $3, $4, $5, $6)";
 /// Takes `$4` event sequence numbers at once (the last is returned); with a
 /// lease owner `$3`, only while it holds the lease (fencing).
 const NEXT_EVENTS: &str = "UPDATE workflows SET event_seq = event_seq + $4, updated_at_us = $2 \
+     WHERE workflow_id = $1 AND ($3 = '' OR lease_owner = $3) RETURNING event_seq";
+/// [`NEXT_EVENTS`] and the workflow's status (`$5`, reason `$6`, failed
+/// step `$7`), ending it (`$8`) and giving the lease up (`$9`) as
+/// `transition::SET_WORKFLOW_STATUS` does.
+const NEXT_EVENTS_WITH_STATUS: &str = "UPDATE workflows SET event_seq = event_seq + $4, updated_at_us = $2, \
+     status = $5, failure_reason = $6, failed_step = $7, \
+     ended_at_us = CASE WHEN $8 THEN $2 ELSE ended_at_us END, \
+     lease_owner = CASE WHEN $9 THEN '' ELSE lease_owner END, \
+     lease_expires_at_us = CASE WHEN $9 THEN 0 ELSE lease_expires_at_us END \
      WHERE workflow_id = $1 AND ($3 = '' OR lease_owner = $3) RETURNING event_seq";
 const INSERT_EVENTS_PREFIX: &str =
     "INSERT INTO workflow_events (workflow_id, seq, occurred_at_us, kind, step_name, detail) ";
@@ -400,16 +435,44 @@ impl WorkflowStore {
         }
         let now = airt_kit::clock::now_micros();
         let count = i64::try_from(transitions.len()).unwrap_or(i64::MAX);
+        let mut statuses = transitions
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| matches!(t, Transition::Workflow { .. }));
+        let folded = match (statuses.next(), statuses.next()) {
+            (Some((index, _)), None) => Some(index),
+            _ => None,
+        };
         let seq = airt_kit::write_tx!(&self.db, tx => {
           // The sequence numbers of all the events first: one statement,
           // and the fence (the lease check) before anything is written.
-          let last: Option<i64> = sqlx::query_scalar(NEXT_EVENTS)
-              .bind(workflow_id)
-              .bind(now)
-              .bind(lease_owner)
-              .bind(count)
-              .fetch_optional(&mut *tx)
-              .await?;
+          // A batch's one status change rides on that statement (it
+          // updates the same row); with several, each keeps its own.
+          let last: Option<i64> = match folded.map(|i| &transitions[i]) {
+              Some(Transition::Workflow { status, reason, failed_step, .. }) => {
+                  sqlx::query_scalar(NEXT_EVENTS_WITH_STATUS)
+                      .bind(workflow_id)
+                      .bind(now)
+                      .bind(lease_owner)
+                      .bind(count)
+                      .bind(status.as_str())
+                      .bind(reason)
+                      .bind(failed_step)
+                      .bind(status.is_terminal())
+                      .bind(status.is_terminal() || *status == WorkflowStatus::Paused)
+                      .fetch_optional(&mut *tx)
+                      .await?
+              }
+              _ => {
+                  sqlx::query_scalar(NEXT_EVENTS)
+                      .bind(workflow_id)
+                      .bind(now)
+                      .bind(lease_owner)
+                      .bind(count)
+                      .fetch_optional(&mut *tx)
+                      .await?
+              }
+          };
           let Some(last) = last else {
               return Err(if lease_owner.is_empty() {
                   WorkflowError::NotFound(workflow_id.to_owned())
@@ -419,14 +482,16 @@ impl WorkflowStore {
           };
           let mut audit = Vec::with_capacity(transitions.len());
           let mut events = Vec::with_capacity(transitions.len());
-          for (seq, transition) in (last - count + 1..).zip(transitions) {
+          for (index, (seq, transition)) in (last - count + 1..).zip(transitions).enumerate() {
             let detail = transition.detail();
-            let changed = write_transition!(tx, workflow_id, now, transition);
+            if folded != Some(index) {
+                let changed = write_transition!(tx, workflow_id, now, transition);
+                if changed.rows_affected() == 0 && !matches!(transition, Transition::CompensationPlanned { .. }) {
+                    return Err(WorkflowError::NotFound(format!("{workflow_id}/{}", transition.step())));
+                }
+            }
             for delivery in transition.deliveries() {
                 approvals::insert_delivery!(tx, workflow_id, delivery, now);
-            }
-            if changed.rows_affected() == 0 && !matches!(transition, Transition::CompensationPlanned { .. }) {
-                return Err(WorkflowError::NotFound(format!("{workflow_id}/{}", transition.step())));
             }
             events.push((seq, transition.kind(), transition.step(), detail.to_string()));
             let mut audit_detail = detail;

@@ -199,10 +199,12 @@ pub(super) const SET_STEP_STATUS: &str = "UPDATE workflow_steps SET status = $3,
      WHERE workflow_id = $1 AND step_name = $2";
 pub(super) const SET_STEP_AWAITING: &str = "UPDATE workflow_steps SET status = 'AWAITING_APPROVAL', approval_id = $3, error = '' \
      WHERE workflow_id = $1 AND step_name = $2";
-pub(super) const NEXT_COMPLETION: &str =
-    "SELECT COALESCE(MAX(completed_seq), 0) + 1 FROM workflow_steps WHERE workflow_id = $1";
+/// SUCCEEDED with the step's completion number: one more than the
+/// workflow's highest so far (the workflow row, locked first by the
+/// transaction, keeps two completions of one workflow from racing).
 pub(super) const SET_STEP_SUCCEEDED: &str = "UPDATE workflow_steps SET status = 'SUCCEEDED', outputs = $3, undo = $4, error = '', \
-     completed_seq = $5, ended_at_us = $6 WHERE workflow_id = $1 AND step_name = $2";
+     completed_seq = (SELECT COALESCE(MAX(completed_seq), 0) + 1 FROM workflow_steps WHERE workflow_id = $1), \
+     ended_at_us = $5 WHERE workflow_id = $1 AND step_name = $2";
 pub(super) const INSERT_COMPENSATION: &str = "INSERT INTO workflow_compensations (workflow_id, step_name, position, capability_id, inputs, \
      status, attempts, error, started_at_us, ended_at_us) VALUES ($1, $2, $3, $4, $5, 'PENDING', 0, '', 0, 0) \
      ON CONFLICT (workflow_id, step_name) DO NOTHING";
@@ -280,16 +282,11 @@ macro_rules! write_transition {
                 outputs,
                 undo,
             } => {
-                let completed: i64 = sqlx::query_scalar($crate::store::transition::NEXT_COMPLETION)
-                    .bind(workflow_id)
-                    .fetch_one(&mut *$tx)
-                    .await?;
                 sqlx::query($crate::store::transition::SET_STEP_SUCCEEDED)
                     .bind(workflow_id)
                     .bind(step)
                     .bind(outputs.to_string())
                     .bind(undo.to_string())
-                    .bind(completed)
                     .bind(now)
                     .execute(&mut *$tx)
                     .await?

@@ -224,7 +224,7 @@ macro_rules! refresh_current {
 }
 
 /// The registry's database, with the read cache in front of
-/// [`RegistryStore::get`] (see [`cache`]).
+/// [`RegistryStore::get`] (`store/cache.rs`).
 #[derive(Debug, Clone)]
 pub struct RegistryStore {
     db: Database,

@@ -140,7 +140,6 @@ const INSERT_WORKFLOW: &str = "INSERT INTO workflows (workflow_id, name, draft_j
      request_id, owner, failure_reason, failed_step, event_seq, created_at_us, updated_at_us, ended_at_us, \
      lease_owner, lease_expires_at_us, trace_parent) \
      VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, '', '', 1, $8, $8, 0, $9, $10, $11)";
-/// Followed by one `(workflow_id, step_name, position)` row per step.
 /// The step rows [`WorkflowStore::create`] writes for `spec`: every step
 /// PENDING and untouched (the same values as the literals of its insert).
 pub fn pending_steps(workflow_id: &str, spec: &WorkflowSpec) -> Vec<StepRow> {
@@ -167,6 +166,7 @@ pub fn pending_steps(workflow_id: &str, spec: &WorkflowSpec) -> Vec<StepRow> {
         .collect()
 }
 
+/// Followed by one `(workflow_id, step_name, position)` row per step.
 const INSERT_STEPS_PREFIX: &str = "INSERT INTO workflow_steps (workflow_id, step_name, position, status, attempt, capability_version, \
      risk_level, resolved_inputs, outputs, decision, approval_id, error, undo, completed_seq, started_at_us, ended_at_us) ";
 const INSERT_EVENT: &str = "INSERT INTO workflow_events (workflow_id, seq, occurred_at_us, kind, step_name, detail) VALUES ($1, $2, $3, $4, $5, $6)";

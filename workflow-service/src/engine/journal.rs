@@ -73,7 +73,7 @@ impl Engine {
         let span = tracing::info_span!("workflow.commit", workflow_id, writes = transitions.len());
         self.inner
             .store
-            .apply_all(workflow_id, actor, lease_owner, &transitions)
+            .apply_all(workflow_id, actor, lease_owner, transitions)
             .instrument(span)
             .await?;
         if announces {

@@ -12,7 +12,7 @@ use airt_kit::db::{Database, Migrations};
 use serde_json::json;
 use sqlx::migrate::Migrator;
 
-use crate::domain::{CompensationStatus, StepStatus, WorkflowDraft, WorkflowSpec, WorkflowStatus};
+use crate::domain::{StepStatus, WorkflowDraft, WorkflowSpec, WorkflowStatus};
 use crate::error::WorkflowError;
 
 mod approvals;
@@ -22,6 +22,7 @@ mod leases;
 mod pages;
 #[macro_use]
 mod transition;
+mod group;
 
 pub use approvals::{ApprovalFilter, ApprovalRow, DeliveryRow, NewDelivery};
 pub use changes::{ChangeFeed, ChangeSubscription};
@@ -218,6 +219,7 @@ pub struct Origin<'a> {
 pub struct WorkflowStore {
     db: Database,
     changes: ChangeFeed,
+    queue: std::sync::Arc<group::Queue>,
 }
 
 impl WorkflowStore {
@@ -225,6 +227,7 @@ impl WorkflowStore {
         Self {
             db,
             changes: ChangeFeed::default(),
+            queue: std::sync::Arc::default(),
         }
     }
 
@@ -410,114 +413,38 @@ impl WorkflowStore {
         lease_owner: &str,
         transition: &Transition,
     ) -> Result<i64, WorkflowError> {
-        self.apply_all(
-            workflow_id,
-            actor,
-            lease_owner,
-            std::slice::from_ref(transition),
-        )
-        .await
+        self.apply_all(workflow_id, actor, lease_owner, vec![transition.clone()])
+            .await
     }
 
     /// Several transitions in one transaction, in order, each with its
     /// event and audit entry (for changes with no action between them, such
     /// as a decision and the attempt it allows); fenced like
-    /// [`WorkflowStore::apply_fenced`]. Returns the last event's sequence.
+    /// [`WorkflowStore::apply_fenced`]. Returns the last event's sequence
+    /// once committed. Other workflows' transitions ready at the same time
+    /// may share the transaction (see `group`); this call's either all
+    /// commit or none does.
     pub async fn apply_all(
         &self,
         workflow_id: &str,
         actor: &str,
         lease_owner: &str,
-        transitions: &[Transition],
+        transitions: Vec<Transition>,
     ) -> Result<i64, WorkflowError> {
         if transitions.is_empty() {
             return Err(WorkflowError::Corrupt("no transition to apply".into()));
         }
-        let now = airt_kit::clock::now_micros();
-        let count = i64::try_from(transitions.len()).unwrap_or(i64::MAX);
-        let mut statuses = transitions
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| matches!(t, Transition::Workflow { .. }));
-        let folded = match (statuses.next(), statuses.next()) {
-            (Some((index, _)), None) => Some(index),
-            _ => None,
-        };
-        let seq = airt_kit::write_tx!(&self.db, tx => {
-          // The sequence numbers of all the events first: one statement,
-          // and the fence (the lease check) before anything is written.
-          // A batch's one status change rides on that statement (it
-          // updates the same row); with several, each keeps its own.
-          let last: Option<i64> = match folded.map(|i| &transitions[i]) {
-              Some(Transition::Workflow { status, reason, failed_step, .. }) => {
-                  sqlx::query_scalar(NEXT_EVENTS_WITH_STATUS)
-                      .bind(workflow_id)
-                      .bind(now)
-                      .bind(lease_owner)
-                      .bind(count)
-                      .bind(status.as_str())
-                      .bind(reason)
-                      .bind(failed_step)
-                      .bind(status.is_terminal())
-                      .bind(status.is_terminal() || *status == WorkflowStatus::Paused)
-                      .fetch_optional(&mut *tx)
-                      .await?
-              }
-              _ => {
-                  sqlx::query_scalar(NEXT_EVENTS)
-                      .bind(workflow_id)
-                      .bind(now)
-                      .bind(lease_owner)
-                      .bind(count)
-                      .fetch_optional(&mut *tx)
-                      .await?
-              }
-          };
-          let Some(last) = last else {
-              return Err(if lease_owner.is_empty() {
-                  WorkflowError::NotFound(workflow_id.to_owned())
-              } else {
-                  WorkflowError::LeaseLost(workflow_id.to_owned())
-              });
-          };
-          let mut audit = Vec::with_capacity(transitions.len());
-          let mut events = Vec::with_capacity(transitions.len());
-          for (index, (seq, transition)) in (last - count + 1..).zip(transitions).enumerate() {
-            let detail = transition.detail();
-            if folded != Some(index) {
-                let changed = write_transition!(tx, workflow_id, now, transition);
-                if changed.rows_affected() == 0 && !matches!(transition, Transition::CompensationPlanned { .. }) {
-                    return Err(WorkflowError::NotFound(format!("{workflow_id}/{}", transition.step())));
-                }
-            }
-            for delivery in transition.deliveries() {
-                approvals::insert_delivery!(tx, workflow_id, delivery, now);
-            }
-            events.push((seq, transition.kind(), transition.step(), detail.to_string()));
-            let mut audit_detail = detail;
-            if let Some(map) = audit_detail.as_object_mut() {
-                map.insert("step".into(), json!(transition.step()));
-                map.insert("event_seq".into(), json!(seq));
-            }
-            audit.push(NewAuditEvent::new(actor, transition.kind(), "workflow", workflow_id).with_details(audit_detail));
-          }
-          let mut insert = sqlx::QueryBuilder::new(INSERT_EVENTS_PREFIX);
-          insert.push_values(&events, |mut row, (seq, kind, step, detail)| {
-              row.push_bind(workflow_id)
-                  .push_bind(*seq)
-                  .push_bind(now)
-                  .push_bind(*kind)
-                  .push_bind(*step)
-                  .push_bind(detail.as_str());
-          });
-          insert.build().execute(&mut *tx).await?;
-          // Last, so the audit chain's head row (one lock for every writer of
-          // this database) is held only from here to the commit.
-          tx.append_audit_batch(&audit).await?;
-          last
-        })?;
-        self.changes.changed(workflow_id);
-        Ok(seq)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue(group::Job {
+            workflow_id: workflow_id.to_owned(),
+            actor: actor.to_owned(),
+            lease_owner: lease_owner.to_owned(),
+            transitions,
+            reply,
+        });
+        answer.await.map_err(|_| {
+            WorkflowError::Unavailable("the store stopped before answering a commit".into())
+        })?
     }
 }
 

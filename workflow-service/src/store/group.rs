@@ -1,0 +1,349 @@
+//! Group commit: the transitions of several workflows that are ready at the
+//! same time commit in one transaction, with one audit append and one
+//! events insert, instead of one transaction (and one commit flush, one
+//! turn at the audit chain's head lock) each.
+//!
+//! Callers queue a [`Job`] and wait for its answer; up to [`WRITERS`] writer
+//! tasks take whatever is queued when they are free (no waiting for more:
+//! a job alone commits at once) and answer each job after the commit, so
+//! nothing a caller does next can act on an uncommitted write. Each job
+//! keeps its own fence: a job whose lease was lost (or whose workflow does
+//! not exist) writes nothing and gets its own error while the others
+//! commit. Any other error inside the batch rolls it back and each job is
+//! written again alone, so an error reaches only the job that caused it. A
+//! failed COMMIT is never retried (it may have taken effect): every job of
+//! that batch gets the error.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use airt_kit::audit::{AppendAudit as _, NewAuditEvent};
+use airt_kit::db::{Database, TransactionTimer};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::{NEXT_EVENTS, NEXT_EVENTS_WITH_STATUS, Transition, WorkflowStore, approvals};
+use crate::domain::{CompensationStatus, StepStatus, WorkflowStatus};
+use crate::error::WorkflowError;
+
+/// Transactions one process writes at the same time: one fills while the
+/// other flushes its commit.
+const WRITERS: usize = 2;
+/// Transitions (events and audit entries) per transaction at most.
+const MAX_BATCH_TRANSITIONS: usize = 256;
+
+/// One caller's transitions of one workflow, committed together.
+#[derive(Debug)]
+pub(super) struct Job {
+    pub workflow_id: String,
+    pub actor: String,
+    /// Empty: no fence.
+    pub lease_owner: String,
+    pub transitions: Vec<Transition>,
+    pub reply: oneshot::Sender<Result<i64, WorkflowError>>,
+}
+
+/// The jobs waiting for a writer.
+#[derive(Debug, Default)]
+pub(super) struct Queue {
+    state: Mutex<QueueState>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    writers: usize,
+}
+
+impl Queue {
+    /// Queues `job`; true when the caller must start a writer for it.
+    fn push(&self, job: Job) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.jobs.push_back(job);
+        if state.writers < WRITERS {
+            state.writers += 1;
+            return true;
+        }
+        false
+    }
+
+    /// The next batch, oldest first; `None` (and the writer gives up its
+    /// place, in the same critical section) when nothing waits.
+    fn next_batch(&self, slot: &mut WriterSlot<'_>) -> Option<Vec<Job>> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.jobs.is_empty() {
+            state.writers -= 1;
+            slot.held = false;
+            return None;
+        }
+        let mut batch = Vec::new();
+        let mut transitions = 0;
+        while let Some(job) = state.jobs.front() {
+            if !batch.is_empty() && transitions + job.transitions.len() > MAX_BATCH_TRANSITIONS {
+                break;
+            }
+            transitions += job.transitions.len();
+            batch.extend(state.jobs.pop_front());
+        }
+        Some(batch)
+    }
+}
+
+/// A writer's place; given back if the writer task ends any other way than
+/// finding the queue empty (a panic, the runtime shutting down).
+struct WriterSlot<'a> {
+    queue: &'a Queue,
+    held: bool,
+}
+
+impl Drop for WriterSlot<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            let mut state = self.queue.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.writers -= 1;
+        }
+    }
+}
+
+/// Why a batch did not commit.
+enum Failure {
+    /// Before COMMIT: nothing was written.
+    NotWritten(WorkflowError),
+    /// COMMIT itself failed: it may or may not have taken effect.
+    Commit(sqlx::Error),
+}
+
+/// Writes every job's transitions inside transaction `$tx` (one expansion
+/// per backend); evaluates to each job's last event sequence, or its fence
+/// error.
+macro_rules! write_jobs {
+    ($tx:ident, $jobs:expr, $now:expr) => {
+        async {
+            let (jobs, now): (&[Job], i64) = ($jobs, $now);
+            let mut results = Vec::with_capacity(jobs.len());
+            let mut audit = Vec::new();
+            let mut events = Vec::new();
+            for job in jobs {
+                let workflow_id = job.workflow_id.as_str();
+                let transitions = job.transitions.as_slice();
+                let count = i64::try_from(transitions.len()).unwrap_or(i64::MAX);
+                let folded = single_status(transitions);
+                // The sequence numbers of the job's events first: one
+                // statement, and the fence (the lease check) before anything
+                // of the job is written. Its one status change rides on that
+                // statement (it updates the same row).
+                let last: Option<i64> = match folded.map(|i| &transitions[i]) {
+                    Some(Transition::Workflow {
+                        status,
+                        reason,
+                        failed_step,
+                        ..
+                    }) => {
+                        sqlx::query_scalar(NEXT_EVENTS_WITH_STATUS)
+                            .bind(workflow_id)
+                            .bind(now)
+                            .bind(&job.lease_owner)
+                            .bind(count)
+                            .bind(status.as_str())
+                            .bind(reason)
+                            .bind(failed_step)
+                            .bind(status.is_terminal())
+                            .bind(status.is_terminal() || *status == WorkflowStatus::Paused)
+                            .fetch_optional(&mut *$tx)
+                            .await?
+                    }
+                    _ => {
+                        sqlx::query_scalar(NEXT_EVENTS)
+                            .bind(workflow_id)
+                            .bind(now)
+                            .bind(&job.lease_owner)
+                            .bind(count)
+                            .fetch_optional(&mut *$tx)
+                            .await?
+                    }
+                };
+                let Some(last) = last else {
+                    results.push(Err(if job.lease_owner.is_empty() {
+                        WorkflowError::NotFound(workflow_id.to_owned())
+                    } else {
+                        WorkflowError::LeaseLost(workflow_id.to_owned())
+                    }));
+                    continue;
+                };
+                for (index, (seq, transition)) in (last - count + 1..).zip(transitions).enumerate()
+                {
+                    let detail = transition.detail();
+                    if folded != Some(index) {
+                        let changed = write_transition!($tx, workflow_id, now, transition);
+                        if changed.rows_affected() == 0
+                            && !matches!(transition, Transition::CompensationPlanned { .. })
+                        {
+                            return Err(WorkflowError::NotFound(format!(
+                                "{workflow_id}/{}",
+                                transition.step()
+                            )));
+                        }
+                    }
+                    for delivery in transition.deliveries() {
+                        approvals::insert_delivery!($tx, workflow_id, delivery, now);
+                    }
+                    events.push((
+                        workflow_id,
+                        seq,
+                        transition.kind(),
+                        transition.step(),
+                        detail.to_string(),
+                    ));
+                    let mut audit_detail = detail;
+                    if let Some(map) = audit_detail.as_object_mut() {
+                        map.insert("step".into(), json!(transition.step()));
+                        map.insert("event_seq".into(), json!(seq));
+                    }
+                    audit.push(
+                        NewAuditEvent::new(&job.actor, transition.kind(), "workflow", workflow_id)
+                            .with_details(audit_detail),
+                    );
+                }
+                results.push(Ok(last));
+            }
+            if !events.is_empty() {
+                // At most MAX_BATCH_TRANSITIONS rows of 6 parameters (a
+                // single job over that bound is the engine's own, far below
+                // both backends' limits).
+                let mut insert = sqlx::QueryBuilder::new(super::INSERT_EVENTS_PREFIX);
+                insert.push_values(
+                    &events,
+                    |mut row, (workflow_id, seq, kind, step, detail)| {
+                        row.push_bind(*workflow_id)
+                            .push_bind(*seq)
+                            .push_bind(now)
+                            .push_bind(*kind)
+                            .push_bind(*step)
+                            .push_bind(detail.as_str());
+                    },
+                );
+                insert.build().execute(&mut *$tx).await?;
+                // Last, so the audit chain's head row (one lock for every
+                // writer of this database) is held only from here to the
+                // commit.
+                $tx.append_audit_batch(&audit).await?;
+            }
+            Ok::<_, WorkflowError>(results)
+        }
+    };
+}
+
+/// The position of the only workflow status change among `transitions`.
+fn single_status(transitions: &[Transition]) -> Option<usize> {
+    let mut statuses = transitions
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| matches!(t, Transition::Workflow { .. }));
+    match (statuses.next(), statuses.next()) {
+        (Some((index, _)), None) => Some(index),
+        _ => None,
+    }
+}
+
+/// Commits `$jobs` in the transaction `$begin` opens.
+macro_rules! commit_jobs_on {
+    ($begin:expr, $jobs:expr, $now:expr) => {{
+        let timer = TransactionTimer::start();
+        let mut tx = $begin.await.map_err(|e| Failure::NotWritten(e.into()))?;
+        let results = write_jobs!(tx, $jobs, $now)
+            .await
+            .map_err(Failure::NotWritten)?;
+        timer.finish(tx.commit().await).map_err(Failure::Commit)?;
+        Ok(results)
+    }};
+}
+
+impl WorkflowStore {
+    /// Queues `job` and starts a writer if one may start.
+    pub(super) fn queue(&self, job: Job) {
+        if self.queue.push(job) {
+            tokio::spawn(self.clone().write_queued());
+        }
+    }
+
+    async fn write_queued(self) {
+        let mut slot = WriterSlot {
+            queue: &self.queue,
+            held: true,
+        };
+        while let Some(batch) = self.queue.next_batch(&mut slot) {
+            self.write_batch(batch).await;
+        }
+    }
+
+    async fn write_batch(&self, mut jobs: Vec<Job>) {
+        // Every transaction locks workflow rows in id order (the sort is
+        // stable: one workflow's jobs keep theirs), so two writers, or two
+        // replicas, never wait on each other in a cycle.
+        jobs.sort_by(|a, b| a.workflow_id.cmp(&b.workflow_id));
+        match self.commit_jobs(&jobs).await {
+            Ok(results) => {
+                for (job, result) in jobs.into_iter().zip(results) {
+                    self.answer(job, result);
+                }
+            }
+            Err(Failure::NotWritten(error)) if jobs.len() == 1 => {
+                self.answer(jobs.remove(0), Err(error));
+            }
+            Err(Failure::NotWritten(_)) => {
+                for job in jobs {
+                    let result = match self.commit_jobs(std::slice::from_ref(&job)).await {
+                        Ok(mut results) => results.pop().unwrap_or_else(|| {
+                            Err(WorkflowError::Corrupt("a job without an answer".into()))
+                        }),
+                        Err(Failure::NotWritten(error)) => Err(error),
+                        Err(Failure::Commit(error)) => Err(error.into()),
+                    };
+                    self.answer(job, result);
+                }
+            }
+            Err(Failure::Commit(error)) => {
+                let mut jobs = jobs.into_iter();
+                let first = jobs.next();
+                for job in jobs {
+                    self.answer(job, Err(copy_of(&error).into()));
+                }
+                if let Some(first) = first {
+                    self.answer(first, Err(error.into()));
+                }
+            }
+        }
+    }
+
+    async fn commit_jobs(&self, jobs: &[Job]) -> Result<Vec<Result<i64, WorkflowError>>, Failure> {
+        let now = airt_kit::clock::now_micros();
+        match &self.db {
+            Database::Sqlite(pool) => {
+                commit_jobs_on!(airt_kit::db::begin_immediate(pool), jobs, now)
+            }
+            Database::Postgres(pool) => commit_jobs_on!(pool.begin(), jobs, now),
+        }
+    }
+
+    fn answer(&self, job: Job, result: Result<i64, WorkflowError>) {
+        if result.is_ok() {
+            self.changes.changed(&job.workflow_id);
+        }
+        // The caller may have gone; what committed stays committed.
+        let _ = job.reply.send(result);
+    }
+}
+
+/// The same failure for another job of the batch (a driver error cannot be
+/// cloned; what callers act on, unavailable or not, is kept).
+fn copy_of(error: &sqlx::Error) -> sqlx::Error {
+    let text = format!("the commit failed: {error}");
+    if airt_kit::db::is_unavailable(error) {
+        sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            text,
+        ))
+    } else {
+        sqlx::Error::Protocol(text)
+    }
+}

@@ -263,16 +263,17 @@ impl Engine {
             ),
         );
         tracing::info!(workflow_id = %run.workflow_id, step = %step.name, approval_id = %approval.approval_id, "approval requested");
-        self.transition(
+        // Deferred: it rides with the driver's next commit, the PAUSED
+        // status when nothing else is in flight (nothing acts on it before:
+        // the step waits). The deadline scanner is woken after that commit.
+        self.defer(
             &run.workflow_id,
             Transition::ApprovalRequested {
                 step: step.name.clone(),
                 approval: Box::new(approval),
                 deliveries,
             },
-        )
-        .await?;
-        self.inner.deadlines.notify_one();
+        );
         Ok(Outcome::AwaitingApproval)
     }
 

@@ -70,6 +70,16 @@ impl Engine {
                 | Transition::ApprovalClosed { deliveries, .. } if !deliveries.is_empty()
             )
         });
+        let requests_approval = transitions
+            .iter()
+            .any(|transition| matches!(transition, Transition::ApprovalRequested { .. }));
+        // A paused or final status written by the driver gives its lease up
+        // in the same statement.
+        let lets_go = !lease_owner.is_empty()
+            && transitions.iter().any(|transition| {
+                matches!(transition, Transition::Workflow { status, .. }
+                    if *status == WorkflowStatus::Paused || status.is_terminal())
+            });
         let span = tracing::info_span!("workflow.commit", workflow_id, writes = transitions.len());
         self.inner
             .store
@@ -78,6 +88,12 @@ impl Engine {
             .await?;
         if announces {
             self.inner.outbox.notify_one();
+        }
+        if requests_approval {
+            self.inner.deadlines.notify_one();
+        }
+        if lets_go && let Some(slot) = self.existing_slot(workflow_id) {
+            slot.cancel.set_let_go(true);
         }
         Ok(())
     }

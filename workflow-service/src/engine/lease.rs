@@ -34,6 +34,8 @@ pub(super) struct Slot {
 pub(super) struct CancelFlag {
     request: Mutex<Option<(bool, String)>>,
     lost: std::sync::atomic::AtomicBool,
+    /// This run committed a PAUSED or final status, which gave the lease up.
+    let_go: std::sync::atomic::AtomicBool,
 }
 
 impl CancelFlag {
@@ -43,6 +45,15 @@ impl CancelFlag {
 
     pub(super) fn set_lost(&self, lost: bool) {
         self.lost.store(lost, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(super) fn let_go(&self) -> bool {
+        self.let_go.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(super) fn set_let_go(&self, let_go: bool) {
+        self.let_go
+            .store(let_go, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Takes over a cancellation persisted by any replica (JSON
@@ -154,6 +165,7 @@ impl Engine {
             return self.status_of(workflow_id).await;
         }
         slot.cancel.set_lost(false);
+        slot.cancel.set_let_go(false);
         slot.cancel.absorb(&lease.cancel_request);
         // Aborted however this run ends: also when its future is dropped (a
         // caller that went away) or panics, so no renewer outlives its run.
@@ -174,11 +186,12 @@ impl Engine {
             );
         }
         match &result {
-            // A fresh workflow's run writes its PAUSED or final status itself,
-            // and that statement gives the lease up; a claimed one may have
-            // been paused or finished already when claimed.
+            // A run that wrote its PAUSED or final status gave the lease up
+            // in that statement; a claimed workflow may have been paused or
+            // finished already when claimed, and still holds it.
             Ok(status)
                 if claim == Claim::Take
+                    && !slot.cancel.let_go()
                     && (*status == WorkflowStatus::Paused || status.is_terminal()) =>
             {
                 // Nothing to drive until a decision: any instance may resume it.
@@ -316,6 +329,16 @@ impl Engine {
             .entry(workflow_id.to_owned())
             .or_default()
             .clone()
+    }
+
+    /// The slot of a workflow this process drives, if any.
+    pub(super) fn existing_slot(&self, workflow_id: &str) -> Option<Arc<Slot>> {
+        self.inner
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(workflow_id)
+            .cloned()
     }
 
     /// Forgets the slot of a finished workflow.

@@ -202,7 +202,8 @@ impl Engine {
             .await
             .map_err(|failure| StepError::gate(failure, ""))?;
         // The decision is committed with the first attempt it allows (one
-        // transaction), or on its own before anything else.
+        // transaction); any other verdict's rides with the driver's next
+        // commit (the denial, or the approval request and PAUSED).
         tracing::Span::current().record("decision", assessment.verdict.name());
         let examined = &assessment.examined;
         let mut decided = Some(Self::decided(
@@ -214,7 +215,7 @@ impl Engine {
         if assessment.verdict != Verdict::Allow
             && let Some(decided) = decided.take()
         {
-            self.transition(&run.workflow_id, decided).await?;
+            self.defer(&run.workflow_id, decided);
         }
         // 5. Obey.
         if let Some(outcome) = self

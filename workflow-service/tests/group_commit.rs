@@ -141,6 +141,17 @@ async fn a_batch_commits_together_and_answers_each_caller_alone() {
         let audit = AuditLog::new(database.clone());
         assert_eq!(audit.length().await.expect("length"), 10);
         assert!(audit.verify().await.expect("verify").intact());
+
+        // The database gone: every caller of the batch is told so (retry
+        // later), none waits for ever.
         database.close().await;
+        let (one, two) = tokio::join!(
+            store.apply_all("wf-2", ACTOR, "", vec![step("only", StepStatus::Running)]),
+            store.apply_all("wf-3", ACTOR, "", vec![step("only", StepStatus::Running)]),
+        );
+        for result in [one, two] {
+            let status = tonic::Status::from(result.expect_err("no database"));
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        }
     }
 }

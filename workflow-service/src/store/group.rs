@@ -10,9 +10,11 @@
 //! keeps its own fence: a job whose lease was lost (or whose workflow does
 //! not exist) writes nothing and gets its own error while the others
 //! commit. Any other error inside the batch rolls it back and each job is
-//! written again alone, so an error reaches only the job that caused it. A
-//! failed COMMIT is never retried (it may have taken effect): every job of
-//! that batch gets the error.
+//! written again alone, so an error reaches only the job that caused it,
+//! unless the database is unavailable (then every job gets that error at
+//! once rather than wait for it again in turn). A failed COMMIT is never
+//! retried (it may have taken effect): every job of that batch gets the
+//! error.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -290,6 +292,13 @@ impl WorkflowStore {
             Err(Failure::NotWritten(error)) if jobs.len() == 1 => {
                 self.answer(jobs.remove(0), Err(error));
             }
+            // The database is down or overloaded: every job would wait for
+            // it again, one after the other; all of them get the error.
+            Err(Failure::NotWritten(WorkflowError::Storage(error)))
+                if airt_kit::db::is_unavailable(&error) =>
+            {
+                self.answer_all(jobs, error);
+            }
             Err(Failure::NotWritten(_)) => {
                 for job in jobs {
                     let result = match self.commit_jobs(std::slice::from_ref(&job)).await {
@@ -302,16 +311,19 @@ impl WorkflowStore {
                     self.answer(job, result);
                 }
             }
-            Err(Failure::Commit(error)) => {
-                let mut jobs = jobs.into_iter();
-                let first = jobs.next();
-                for job in jobs {
-                    self.answer(job, Err(copy_of(&error).into()));
-                }
-                if let Some(first) = first {
-                    self.answer(first, Err(error.into()));
-                }
-            }
+            Err(Failure::Commit(error)) => self.answer_all(jobs, error),
+        }
+    }
+
+    /// The same database error for every job.
+    fn answer_all(&self, jobs: Vec<Job>, error: sqlx::Error) {
+        let mut jobs = jobs.into_iter();
+        let first = jobs.next();
+        for job in jobs {
+            self.answer(job, Err(copy_of(&error).into()));
+        }
+        if let Some(first) = first {
+            self.answer(first, Err(error.into()));
         }
     }
 

@@ -155,3 +155,48 @@ async fn a_batch_commits_together_and_answers_each_caller_alone() {
         }
     }
 }
+
+#[tokio::test]
+async fn submissions_share_a_batch_and_a_repeated_request_id_names_one_workflow() {
+    for db in TestDb::all().await {
+        let (database, store) = stored(&db, &[]).await;
+        let draft = WorkflowDraft::from_text(ONE_STEP).expect("parses");
+        let spec = validate_workflow(&draft).expect("valid");
+        let alice = Principal::new("user", "alice", vec![]);
+        // Queued together: the later use of req-1 fails inside the batch
+        // (unique request id), the batch is written again one by one, and
+        // that call answers with the workflow the other created.
+        let (one, two, other) = tokio::join!(
+            store.create("wf-a", &draft, &spec, &alice, Some("req-1")),
+            store.create("wf-b", &draft, &spec, &alice, Some("req-1")),
+            store.create("wf-c", &draft, &spec, &alice, None),
+        );
+        let (one, two, other) = (one.expect("a"), two.expect("b"), other.expect("c"));
+        assert_eq!(
+            one.0.workflow_id, two.0.workflow_id,
+            "one workflow per request id"
+        );
+        assert!(one.1 != two.1, "exactly one created: {one:?} {two:?}");
+        let created = if one.1 { &one } else { &two };
+        assert!(other.1);
+        // Each created row is the row stored, with its one event.
+        for (row, _) in [created, &other] {
+            let stored = store.get(&row.workflow_id).await.expect("get");
+            assert_eq!(Some(row), stored.as_ref());
+            assert_eq!(
+                last_event(&store, &row.workflow_id).await.kind,
+                "workflow.submitted"
+            );
+        }
+        let loser = if created.0.workflow_id == "wf-a" {
+            "wf-b"
+        } else {
+            "wf-a"
+        };
+        assert_eq!(store.get(loser).await.expect("get"), None);
+        let audit = AuditLog::new(database.clone());
+        assert_eq!(audit.length().await.expect("length"), 2);
+        assert!(audit.verify().await.expect("verify").intact());
+        database.close().await;
+    }
+}

@@ -24,7 +24,9 @@ use airt_kit::db::{Database, TransactionTimer};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::{NEXT_EVENTS, NEXT_EVENTS_WITH_STATUS, Transition, WorkflowStore, approvals};
+use super::{
+    NEXT_EVENTS, NEXT_EVENTS_WITH_STATUS, Transition, WorkflowRow, WorkflowStore, approvals,
+};
 use crate::domain::{CompensationStatus, StepStatus, WorkflowStatus};
 use crate::error::WorkflowError;
 
@@ -34,15 +36,44 @@ const WRITERS: usize = 2;
 /// Transitions (events and audit entries) per transaction at most.
 const MAX_BATCH_TRANSITIONS: usize = 256;
 
-/// One caller's transitions of one workflow, committed together.
+/// One caller's writes to one workflow, committed together.
 #[derive(Debug)]
 pub(super) struct Job {
     pub workflow_id: String,
     pub actor: String,
     /// Empty: no fence.
     pub lease_owner: String,
-    pub transitions: Vec<Transition>,
+    pub work: Work,
     pub reply: oneshot::Sender<Result<i64, WorkflowError>>,
+}
+
+#[derive(Debug)]
+pub(super) enum Work {
+    /// Transitions of a stored workflow, in order.
+    Transitions(Vec<Transition>),
+    /// A new workflow: its row, its PENDING steps and its first event.
+    Submission(Box<Submission>),
+}
+
+/// A new workflow's rows, as `WorkflowStore::create_leased` answers them.
+#[derive(Debug)]
+pub(super) struct Submission {
+    pub row: WorkflowRow,
+    /// The lease its submitter's instance takes at once (empty: none).
+    pub lease_owner: String,
+    pub lease_until_us: i64,
+    pub steps: Vec<String>,
+    pub detail: serde_json::Value,
+}
+
+impl Job {
+    /// The events (and audit entries) it writes.
+    fn weight(&self) -> usize {
+        match &self.work {
+            Work::Transitions(transitions) => transitions.len(),
+            Work::Submission(_) => 1,
+        }
+    }
 }
 
 /// The jobs waiting for a writer.
@@ -81,10 +112,10 @@ impl Queue {
         let mut batch = Vec::new();
         let mut transitions = 0;
         while let Some(job) = state.jobs.front() {
-            if !batch.is_empty() && transitions + job.transitions.len() > MAX_BATCH_TRANSITIONS {
+            if !batch.is_empty() && transitions + job.weight() > MAX_BATCH_TRANSITIONS {
                 break;
             }
-            transitions += job.transitions.len();
+            transitions += job.weight();
             batch.extend(state.jobs.pop_front());
         }
         Some(batch)
@@ -127,7 +158,26 @@ macro_rules! write_jobs {
             let mut events = Vec::new();
             for job in jobs {
                 let workflow_id = job.workflow_id.as_str();
-                let transitions = job.transitions.as_slice();
+                let transitions = match &job.work {
+                    Work::Transitions(transitions) => transitions.as_slice(),
+                    Work::Submission(submission) => {
+                        write_submission!($tx, submission);
+                        // The workflow row was inserted with event_seq 1: this event.
+                        let detail = submission.detail.to_string();
+                        events.push((workflow_id, 1, "workflow.submitted", "", detail));
+                        audit.push(
+                            NewAuditEvent::new(
+                                &job.actor,
+                                "workflow.submitted",
+                                "workflow",
+                                workflow_id,
+                            )
+                            .with_details(submission.detail.clone()),
+                        );
+                        results.push(Ok(1));
+                        continue;
+                    }
+                };
                 let count = i64::try_from(transitions.len()).unwrap_or(i64::MAX);
                 let folded = single_status(transitions);
                 // The sequence numbers of the job's events first: one
@@ -235,6 +285,43 @@ macro_rules! write_jobs {
     };
 }
 
+/// Inserts a new workflow's row and its PENDING steps inside `$tx`.
+macro_rules! write_submission {
+    ($tx:ident, $submission:expr) => {{
+        let submission: &Submission = $submission;
+        let row = &submission.row;
+        sqlx::query(super::INSERT_WORKFLOW)
+            .bind(&row.workflow_id)
+            .bind(&row.name)
+            .bind(&row.draft_json)
+            .bind(&row.submitter)
+            .bind(&row.submitter_roles)
+            .bind(&row.request_id)
+            .bind(&row.owner)
+            .bind(row.created_at_us)
+            .bind(&submission.lease_owner)
+            .bind(submission.lease_until_us)
+            .bind(&row.trace_parent)
+            .execute(&mut *$tx)
+            .await?;
+        // Every step PENDING, in one statement (a valid spec has 1 to
+        // 1,000 steps: at most 3,000 parameters, under both backends' limits).
+        let mut steps = sqlx::QueryBuilder::new(super::INSERT_STEPS_PREFIX);
+        steps.push_values(
+            submission.steps.iter().enumerate(),
+            |mut step, (position, name)| {
+                step.push_bind(&row.workflow_id)
+                    .push_bind(name.as_str())
+                    .push_bind(position as i64)
+                    .push_unseparated(
+                        ", 'PENDING', 0, '', '', '{}', 'null', '{}', '', '', 'null', 0, 0, 0",
+                    );
+            },
+        );
+        steps.build().execute(&mut *$tx).await?;
+    }};
+}
+
 /// The position of the only workflow status change among `transitions`.
 fn single_status(transitions: &[Transition]) -> Option<usize> {
     let mut statuses = transitions
@@ -261,8 +348,30 @@ macro_rules! commit_jobs_on {
 }
 
 impl WorkflowStore {
+    /// Commits `work` with other callers' (see the module's comment) and
+    /// returns the workflow's last event sequence.
+    pub(super) async fn commit_work(
+        &self,
+        workflow_id: &str,
+        actor: &str,
+        lease_owner: &str,
+        work: Work,
+    ) -> Result<i64, WorkflowError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue(Job {
+            workflow_id: workflow_id.to_owned(),
+            actor: actor.to_owned(),
+            lease_owner: lease_owner.to_owned(),
+            work,
+            reply,
+        });
+        answer.await.map_err(|_| {
+            WorkflowError::Unavailable("the store stopped before answering a commit".into())
+        })?
+    }
+
     /// Queues `job` and starts a writer if one may start.
-    pub(super) fn queue(&self, job: Job) {
+    fn queue(&self, job: Job) {
         if self.queue.push(job) {
             tokio::spawn(self.clone().write_queued());
         }

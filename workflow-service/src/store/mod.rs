@@ -7,7 +7,6 @@
 //! so a crash never loses what was about to happen.
 
 use airt_kit::Principal;
-use airt_kit::audit::{AppendAudit as _, NewAuditEvent};
 use airt_kit::db::{Database, Migrations};
 use serde_json::json;
 use sqlx::migrate::Migrator;
@@ -170,7 +169,6 @@ pub fn pending_steps(workflow_id: &str, spec: &WorkflowSpec) -> Vec<StepRow> {
 /// Followed by one `(workflow_id, step_name, position)` row per step.
 const INSERT_STEPS_PREFIX: &str = "INSERT INTO workflow_steps (workflow_id, step_name, position, status, attempt, capability_version, \
      risk_level, resolved_inputs, outputs, decision, approval_id, error, undo, completed_seq, started_at_us, ended_at_us) ";
-const INSERT_EVENT: &str = "INSERT INTO workflow_events (workflow_id, seq, occurred_at_us, kind, step_name, detail) VALUES ($1, $2, $3, $4, $5, $6)";
 /// Takes `$4` event sequence numbers at once (the last is returned); with a
 /// lease owner `$3`, only while it holds the lease (fencing).
 const NEXT_EVENTS: &str = "UPDATE workflows SET event_seq = event_seq + $4, updated_at_us = $2 \
@@ -271,57 +269,7 @@ impl WorkflowStore {
         let roles = serde_json::to_string(&submitter.roles)
             .map_err(|e| WorkflowError::Corrupt(e.to_string()))?;
         let now = airt_kit::clock::now_micros();
-        let inserted = airt_kit::write_tx!(&self.db, tx => {
-            sqlx::query(INSERT_WORKFLOW)
-                .bind(workflow_id)
-                .bind(&spec.name)
-                .bind(&draft_json)
-                .bind(submitter.to_string())
-                .bind(&roles)
-                .bind(request_id)
-                .bind(&spec.owner)
-                .bind(now)
-                .bind(origin.lease_owner)
-                .bind(origin.lease_until_us)
-                .bind(origin.trace_parent)
-                .execute(&mut *tx)
-                .await?;
-            // Every step PENDING, in one statement (a valid spec has 1 to
-            // 1,000 steps: at most 3,000 parameters, under both backends' limits).
-            let mut steps = sqlx::QueryBuilder::new(INSERT_STEPS_PREFIX);
-            steps.push_values(spec.steps.iter().enumerate(), |mut row, (position, step)| {
-                row.push_bind(workflow_id)
-                    .push_bind(step.name.as_str())
-                    .push_bind(position as i64)
-                    .push_unseparated(", 'PENDING', 0, '', '', '{}', 'null', '{}', '', '', 'null', 0, 0, 0");
-            });
-            steps.build().execute(&mut *tx).await?;
-            let detail = json!({"name": spec.name, "steps": spec.steps.len(), "request_id": request_id});
-            // The workflow row was inserted with event_seq 1: this event.
-            sqlx::query(INSERT_EVENT)
-                .bind(workflow_id)
-                .bind(1_i64)
-                .bind(now)
-                .bind("workflow.submitted")
-                .bind("")
-                .bind(detail.to_string())
-                .execute(&mut *tx)
-                .await?;
-            tx.append_audit(&NewAuditEvent::new(submitter, "workflow.submitted", "workflow", workflow_id).with_details(detail))
-                .await?;
-        });
-        match inserted {
-            Ok(()) => {}
-            // A concurrent retry with the same request_id won the insert.
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() && request_id.is_some() => {
-                if let Some(existing) = self.by_request(submitter, request_id).await? {
-                    return same_request(existing, &draft_json);
-                }
-                return Err(WorkflowError::Storage(sqlx::Error::Database(e)));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        // The row as INSERT_WORKFLOW wrote it (not read back).
+        // The row as INSERT_WORKFLOW writes it (not read back).
         let row = WorkflowRow {
             workflow_id: workflow_id.to_owned(),
             name: spec.name.clone(),
@@ -339,6 +287,28 @@ impl WorkflowStore {
             ended_at_us: 0,
             trace_parent: origin.trace_parent.to_owned(),
         };
+        let submission = group::Submission {
+            row: row.clone(),
+            lease_owner: origin.lease_owner.to_owned(),
+            lease_until_us: origin.lease_until_us,
+            steps: spec.steps.iter().map(|step| step.name.clone()).collect(),
+            detail: json!({"name": spec.name, "steps": spec.steps.len(), "request_id": request_id}),
+        };
+        let actor = submitter.to_string();
+        let work = group::Work::Submission(Box::new(submission));
+        match self.commit_work(workflow_id, &actor, "", work).await {
+            Ok(_) => {}
+            // A concurrent retry with the same request_id won the insert.
+            Err(WorkflowError::Storage(sqlx::Error::Database(e)))
+                if e.is_unique_violation() && request_id.is_some() =>
+            {
+                if let Some(existing) = self.by_request(submitter, request_id).await? {
+                    return same_request(existing, &row.draft_json);
+                }
+                return Err(WorkflowError::Storage(sqlx::Error::Database(e)));
+            }
+            Err(e) => return Err(e),
+        }
         Ok((row, true))
     }
 
@@ -434,17 +404,13 @@ impl WorkflowStore {
         if transitions.is_empty() {
             return Err(WorkflowError::Corrupt("no transition to apply".into()));
         }
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.queue(group::Job {
-            workflow_id: workflow_id.to_owned(),
-            actor: actor.to_owned(),
-            lease_owner: lease_owner.to_owned(),
-            transitions,
-            reply,
-        });
-        answer.await.map_err(|_| {
-            WorkflowError::Unavailable("the store stopped before answering a commit".into())
-        })?
+        self.commit_work(
+            workflow_id,
+            actor,
+            lease_owner,
+            group::Work::Transitions(transitions),
+        )
+        .await
     }
 }
 

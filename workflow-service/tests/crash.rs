@@ -291,7 +291,16 @@ fn effects(
             repeats += 1;
             assert!(
                 starts.iter().any(|s| pair[0] <= *s && *s <= pair[1]),
-                "{path} {key} ran twice in one process"
+                "{path} {key} ran twice in one process: calls at {:?} and {:?} after the first \
+                 start, starts at {:?}",
+                pair[0].duration_since(starts[0]),
+                pair[1].duration_since(starts[0]),
+                starts
+                    .iter()
+                    .map(|s| s.duration_since(starts[0]))
+                    .filter(|s| *s + Duration::from_secs(5) >= pair[0].duration_since(starts[0]))
+                    .take(4)
+                    .collect::<Vec<_>>(),
             );
         }
     }

@@ -274,7 +274,9 @@ fn key(call: &Recorded) -> String {
 /// than once must have a restart between each two calls (`starts`: when
 /// each process was started): only a step in flight at a kill may run
 /// again, and only in a later process. (Restarts, not kills, bound the
-/// check: a request sent just before a kill may be read just after it.)
+/// check: a request sent just before a kill may be read just after it;
+/// the ledger is drained after each kill, so it is read before the next
+/// start.)
 /// Returns how many repeated calls there were.
 fn effects(
     ledger: &Recorder,
@@ -340,6 +342,9 @@ async fn workflows_survive_kill_9_at_random_moments() {
         approve_pending(channel, &mut approved_at).await;
         tokio::time::sleep(rng.between(50, 900)).await;
         service.kill();
+        // Whatever the killed process sent is recorded before the next
+        // start, so each call falls on the right side of it.
+        world.ledger.drain(Duration::from_secs(10)).await;
     }
 
     // The last start: everything reaches its end, approvals given as they come.

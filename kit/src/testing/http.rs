@@ -4,7 +4,7 @@
 //! was told to fail its next requests with 500, to always answer another
 //! status, or to take its time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -30,6 +30,8 @@ struct State {
     statuses: HashMap<String, u16>,
     delays: HashMap<String, std::time::Duration>,
     bodies: HashMap<String, String>,
+    /// Clients whose connection is open (accepted, not yet at its end).
+    open: HashSet<SocketAddr>,
 }
 
 /// The server; it stops when dropped with the runtime.
@@ -38,6 +40,8 @@ pub struct Recorder {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
     arrived: Arc<Notify>,
+    /// Signalled when a connection is accepted or ends.
+    connections: Arc<Notify>,
 }
 
 impl Recorder {
@@ -50,12 +54,20 @@ impl Recorder {
             addr,
             state: Arc::default(),
             arrived: Arc::default(),
+            connections: Arc::default(),
         };
         let server = recorder.clone();
         tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            while let Ok((stream, peer)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(server.clone().serve(stream));
+                server.lock().open.insert(peer);
+                server.connections.notify_waiters();
+                let connection = server.clone();
+                tokio::spawn(async move {
+                    connection.clone().serve(stream).await;
+                    connection.lock().open.remove(&peer);
+                    connection.connections.notify_waiters();
+                });
             }
         });
         recorder
@@ -121,6 +133,42 @@ impl Recorder {
                 seen.len()
             );
             let _ = tokio::time::timeout(left, arrived).await;
+        }
+    }
+
+    /// Waits until every client that connected so far has hung up and
+    /// everything it sent has been recorded: after killing a client process,
+    /// its last requests are in [`Self::requests`] once this returns. A
+    /// probe connection, accepted after every connection already queued,
+    /// shows that none is still waiting to be accepted.
+    pub async fn drain(&self, within: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let probe = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect a probe to the recorder");
+        let probe_addr = probe.local_addr().expect("probe address");
+        self.wait_connections(deadline, |open| open.contains(&probe_addr))
+            .await;
+        drop(probe);
+        self.wait_connections(deadline, HashSet::is_empty).await;
+    }
+
+    async fn wait_connections(
+        &self,
+        deadline: tokio::time::Instant,
+        done: impl Fn(&HashSet<SocketAddr>) -> bool,
+    ) {
+        loop {
+            let changed = self.connections.notified();
+            let open = self.lock().open.clone();
+            if done(&open) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "connections still open on the recorder: {open:?}"
+            );
+            let _ = tokio::time::timeout_at(deadline, changed).await;
         }
     }
 

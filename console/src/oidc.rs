@@ -1,12 +1,13 @@
 //! Sign-in through an OpenID Connect provider: the authorization-code flow
 //! with PKCE (S256).
 //!
-//! `/signin/oidc` sends the browser to the provider with a fresh `state`
-//! and code challenge, both remembered in a short-lived signed cookie;
-//! `/signin/callback` checks the state, exchanges the code (with the
+//! `/signin/oidc` sends the browser to the provider with a fresh `state`,
+//! `nonce` and code challenge, all remembered in a short-lived signed
+//! cookie; `/signin/callback` checks the state, exchanges the code (with the
 //! verifier) at the token endpoint over the back channel, verifies the token
-//! as the services will, and starts a session carrying it. The services
-//! verify that token again on every call.
+//! as the services will (an ID token must also carry the nonce), and starts
+//! a session carrying it. The services verify that token again on every
+//! call.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,6 +138,10 @@ impl Provider {
 struct Attempt {
     state: String,
     verifier: String,
+    /// Sent to the provider; an ID token used as the credential must carry
+    /// it back (OpenID Connect Core 3.1.2.1), or it was not issued for this
+    /// sign-in.
+    nonce: String,
     expires: u64,
 }
 
@@ -170,6 +175,7 @@ pub async fn start(State(console): State<Arc<Console>>) -> Result<Response, Cons
     let attempt = Attempt {
         state: session::nonce(),
         verifier: format!("{}{}", session::nonce(), session::nonce()),
+        nonce: session::nonce(),
         expires: now_secs() + ATTEMPT_TTL.as_secs(),
     };
     let mut url = reqwest::Url::parse(&provider.authorization_endpoint)
@@ -180,6 +186,7 @@ pub async fn start(State(console): State<Arc<Console>>) -> Result<Response, Cons
         .append_pair("redirect_uri", &provider.redirect_uri)
         .append_pair("scope", &provider.scopes)
         .append_pair("state", &attempt.state)
+        .append_pair("nonce", &attempt.nonce)
         .append_pair("code_challenge", &challenge(&attempt.verifier))
         .append_pair("code_challenge_method", "S256");
     let sealed = console.key.seal(
@@ -260,6 +267,11 @@ pub async fn callback(
                 status.message()
             ))
         })?;
+    if provider.use_id_token && nonce_of(&token).as_deref() != Some(attempt.nonce.as_str()) {
+        return Err(ConsoleError::Forbidden(
+            "the provider's ID token was not issued for this sign-in (nonce)",
+        ));
+    }
     let identity = Identity::Bearer {
         principal: principal.to_string(),
         roles: principal.roles.join(","),
@@ -286,6 +298,14 @@ pub async fn callback(
         }
     }
     Ok(response)
+}
+
+/// The `nonce` claim of a JWT whose signature was verified already.
+fn nonce_of(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    claims.get("nonce")?.as_str().map(str::to_owned)
 }
 
 /// The authorization code for a token, over the back channel.
@@ -332,6 +352,18 @@ mod tests {
             challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
+    }
+
+    #[test]
+    fn the_nonce_is_read_from_the_token_payload() {
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"user:x","nonce":"n-1"}"#);
+        assert_eq!(nonce_of(&format!("h.{payload}.s")).as_deref(), Some("n-1"));
+        let without = URL_SAFE_NO_PAD.encode(br#"{"sub":"user:x"}"#);
+        assert_eq!(nonce_of(&format!("h.{without}.s")), None);
+        let not_text = URL_SAFE_NO_PAD.encode(br#"{"nonce":7}"#);
+        assert_eq!(nonce_of(&format!("h.{not_text}.s")), None);
+        assert_eq!(nonce_of("no dots"), None);
+        assert_eq!(nonce_of("h.!!!.s"), None);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! against a provider served by the test: the console sends the browser to
 //! it with a S256 challenge, exchanges the code with the verifier, verifies
 //! the token like the services and starts a session carrying it; an answer
-//! that does not belong to the sign-in, or a code without its verifier, is
-//! refused.
+//! that does not belong to the sign-in, a code without its verifier, or an
+//! ID token without the sign-in's nonce, is refused.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,18 +32,30 @@ struct Flags {
 #[derive(Default)]
 struct Idp {
     challenge: Mutex<String>,
+    /// The nonce of the last /authorize.
+    nonce: Mutex<String>,
+    /// When set, ID tokens carry this nonce instead of the one sent.
+    replayed_nonce: Mutex<Option<String>>,
     base: Mutex<String>,
 }
 
 fn token(subject: &str) -> String {
+    token_with(subject, serde_json::json!({}))
+}
+
+/// A signed token for `subject` with `extra` claims.
+fn token_with(subject: &str, extra: serde_json::Value) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let claims = serde_json::json!({
+    let mut claims = serde_json::json!({
         "sub": subject, "roles": ["approver"], "iss": "airt", "aud": "airt",
         "iat": now, "exp": now + 600,
     });
+    for (name, value) in extra.as_object().unwrap() {
+        claims[name] = value.clone();
+    }
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
@@ -81,6 +93,7 @@ async fn authorize(
     assert_eq!(query["client_id"], "console");
     assert_eq!(query["code_challenge_method"], "S256");
     *idp.challenge.lock().unwrap() = query["code_challenge"].clone();
+    *idp.nonce.lock().unwrap() = query.get("nonce").cloned().unwrap_or_default();
     // The user signs in; the provider sends the browser back.
     Redirect::to(&format!(
         "{}?code=the-code&state={}",
@@ -100,10 +113,17 @@ async fn exchange(State(idp): State<Arc<Idp>>, body: String) -> axum::response::
             &serde_json::json!({"error": "invalid_grant"}),
         );
     }
+    let nonce = idp
+        .replayed_nonce
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or_else(|| idp.nonce.lock().unwrap().clone());
     json_answer(
         http::StatusCode::OK,
         &serde_json::json!({
-            "access_token": token("user:carol"), "token_type": "Bearer", "id_token": "unused",
+            "access_token": token("user:carol"), "token_type": "Bearer",
+            "id_token": token_with("user:dave", serde_json::json!({"nonce": nonce})),
         }),
     )
 }
@@ -133,31 +153,36 @@ fn cookie_of(response: &reqwest::Response, name: &str) -> Option<String> {
         .map(|v| v.split(';').next().unwrap_or_default().to_owned())
 }
 
-/// The console with JWT sign-in through `issuer`; its address.
-async fn start_console(issuer: &str) -> String {
+/// The console with JWT sign-in through `issuer` (and `extra` flags); its
+/// address.
+async fn start_console(issuer: &str, extra: &[&str]) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let console_url = format!("http://{}", listener.local_addr().unwrap());
     let key_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(key_file.path(), [b'k'; 40]).unwrap();
-    let flags = Flags::parse_from([
-        "console",
-        "--jwt-hs256-secret",
-        SECRET,
-        "--oidc-issuer",
-        issuer,
-        "--oidc-client-id",
-        "console",
-        "--console-url",
-        &console_url,
-        "--session-key-file",
-        key_file.path().to_str().unwrap(),
-        "--registry-addr",
-        "http://127.0.0.1:9",
-        "--policy-addr",
-        "http://127.0.0.1:9",
-        "--workflow-addr",
-        "http://127.0.0.1:9",
-    ]);
+    let flags = Flags::parse_from(
+        [
+            "console",
+            "--jwt-hs256-secret",
+            SECRET,
+            "--oidc-issuer",
+            issuer,
+            "--oidc-client-id",
+            "console",
+            "--console-url",
+            &console_url,
+            "--session-key-file",
+            key_file.path().to_str().unwrap(),
+            "--registry-addr",
+            "http://127.0.0.1:9",
+            "--policy-addr",
+            "http://127.0.0.1:9",
+            "--workflow-addr",
+            "http://127.0.0.1:9",
+        ]
+        .into_iter()
+        .chain(extra.iter().copied()),
+    );
     let config = ConsoleConfig::from_args(&flags.console, flags.auth.settings().unwrap()).unwrap();
     tokio::spawn(airt_console::serve_on(
         config,
@@ -168,10 +193,8 @@ async fn start_console(issuer: &str) -> String {
     console_url
 }
 
-#[tokio::test]
-async fn sign_in_through_the_provider_with_pkce() {
-    airt_kit::tls::install_crypto();
-    let idp = Arc::new(Idp::default());
+/// The provider, served; its issuer URL.
+async fn provider(idp: &Arc<Idp>) -> String {
     let issuer = serve(
         Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -181,8 +204,16 @@ async fn sign_in_through_the_provider_with_pkce() {
     )
     .await;
     *idp.base.lock().unwrap() = issuer.clone();
+    issuer
+}
 
-    let console_url = start_console(&issuer).await;
+#[tokio::test]
+async fn sign_in_through_the_provider_with_pkce() {
+    airt_kit::tls::install_crypto();
+    let idp = Arc::new(Idp::default());
+    let issuer = provider(&idp).await;
+
+    let console_url = start_console(&issuer, &[]).await;
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -275,4 +306,56 @@ async fn sign_in_through_the_provider_with_pkce() {
         .unwrap();
     assert_eq!(mismatched.status(), 400);
     assert!(cookie_of(&mismatched, SESSION_COOKIE).is_none());
+}
+
+/// Goes to the provider and back; the callback's answer.
+async fn sign_in(browser: &reqwest::Client, console_url: &str) -> reqwest::Response {
+    let start = browser
+        .get(format!("{console_url}/signin/oidc"))
+        .send()
+        .await
+        .unwrap();
+    let attempt = cookie_of(&start, "airt_oidc").expect("the attempt's cookie");
+    let to_provider = start.headers()["location"].to_str().unwrap().to_owned();
+    let back = browser.get(&to_provider).send().await.unwrap();
+    let callback = back.headers()["location"].to_str().unwrap().to_owned();
+    browser
+        .get(&callback)
+        .header("cookie", format!("airt_oidc={attempt}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_id_token_must_carry_the_nonce_of_this_sign_in() {
+    airt_kit::tls::install_crypto();
+    let idp = Arc::new(Idp::default());
+    let issuer = provider(&idp).await;
+    let console_url = start_console(&issuer, &["--oidc-use-id-token"]).await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // The provider echoes the nonce it was sent: a session as the ID
+    // token's subject.
+    let signed_in = sign_in(&browser, &console_url).await;
+    assert_eq!(signed_in.status(), 200);
+    assert!(!idp.nonce.lock().unwrap().is_empty(), "no nonce was sent");
+    let session = cookie_of(&signed_in, SESSION_COOKIE).expect("a session");
+    let key = SessionKey::from_material(&[b'k'; 40]).unwrap();
+    match Session::open(&key, &session).expect("signed").identity {
+        Identity::Bearer { principal, .. } => assert_eq!(principal, "user:dave"),
+        other => panic!("not a token session: {other:?}"),
+    }
+
+    // An ID token minted for another sign-in (a valid signature, another
+    // nonce) is refused, and so is one without a nonce.
+    for replayed in ["the nonce of another sign-in", ""] {
+        *idp.replayed_nonce.lock().unwrap() = Some(replayed.to_owned());
+        let refused = sign_in(&browser, &console_url).await;
+        assert_eq!(refused.status(), 403, "nonce {replayed:?}");
+        assert!(cookie_of(&refused, SESSION_COOKIE).is_none());
+    }
 }

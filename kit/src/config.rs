@@ -19,7 +19,7 @@ use crate::auth::{JwtKey, JwtSettings};
 /// Flags shared by every service binary.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
-    /// Address to listen on (default 127.0.0.1:<service port>).
+    /// Address to listen on (default 127.0.0.1 on the service's own port).
     #[arg(long, env = "AIRT_LISTEN")]
     pub listen: Option<SocketAddr>,
 

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 export AIRT_TEST_POSTGRES_URL="${AIRT_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
-section() { printf '\n## %s\n\n`%s`\n\n' "$1" "$2"; }
+section() { printf '\n## %s\n\n`%s` (started %s)\n\n' "$1" "$2" "$(date -u +%H:%M:%S)"; }
 
 echo "# Benchmarks, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(git rev-parse --short HEAD)"
 (cd .. && cargo build --release -p registry-service -p policy-service -p workflow-service)

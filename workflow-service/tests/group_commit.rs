@@ -1,13 +1,18 @@
 //! Group commit: several workflows' transitions ready at once share one
-//! transaction, and each caller still gets exactly its own outcome.
+//! transaction, and each caller still gets exactly its own outcome; a
+//! change from outside the driver may take the lease in its statement.
 
 use airt_kit::Principal;
 use airt_kit::audit::AuditLog;
 use airt_kit::db::Database;
 use airt_kit::testing::TestDb;
-use workflow_service::domain::{StepStatus, WorkflowDraft, WorkflowStatus, validate_workflow};
+use workflow_service::domain::{
+    ApprovalStatus, StepStatus, WorkflowDraft, WorkflowStatus, validate_workflow,
+};
 use workflow_service::error::WorkflowError;
-use workflow_service::store::{EventRow, MIGRATIONS, Transition, WorkflowStore};
+use workflow_service::store::{
+    ApprovalRow, EventRow, Lease, LeaseClaim, MIGRATIONS, Transition, WorkflowStore,
+};
 
 const ONE_STEP: &str = "name: single\nsteps:\n  - {name: only, capability: sys.info.get_time}\n";
 const ACTOR: &str = "service:workflow";
@@ -197,6 +202,190 @@ async fn submissions_share_a_batch_and_a_repeated_request_id_names_one_workflow(
         let audit = AuditLog::new(database.clone());
         assert_eq!(audit.length().await.expect("length"), 2);
         assert!(audit.verify().await.expect("verify").intact());
+        database.close().await;
+    }
+}
+
+fn claim(owner: &str, until_us: i64) -> Option<LeaseClaim> {
+    Some(LeaseClaim {
+        owner: owner.to_owned(),
+        until_us,
+    })
+}
+
+fn held(cancel_request: &str) -> Option<Lease> {
+    Some(Lease {
+        held: true,
+        cancel_request: cancel_request.to_owned(),
+    })
+}
+
+#[tokio::test]
+async fn a_change_from_outside_takes_the_lease_only_where_a_claim_would() {
+    for db in TestDb::all().await {
+        let ids = ["wf-1", "wf-2", "wf-3"];
+        let (database, store) = stored(&db, &ids).await;
+        let later = airt_kit::clock::now_micros() + 60_000_000;
+
+        // A free lease is taken with the change; its holder's fence passes
+        // and another instance can no longer claim it.
+        let committed = store
+            .apply_with("wf-1", "user:bob", "", claim("a#2", later), vec![running()])
+            .await
+            .expect("claiming change");
+        assert_eq!(committed.lease, held(""));
+        let event = last_event(&store, "wf-1").await;
+        assert_eq!(
+            (committed.last_seq, committed.at_us),
+            (event.seq, event.occurred_at_us)
+        );
+        store
+            .apply_all(
+                "wf-1",
+                ACTOR,
+                "a#2",
+                vec![step("only", StepStatus::Running)],
+            )
+            .await
+            .expect("the claimant drives it");
+        assert!(!store.claim("wf-1", "b#1", later).await.expect("claim").held);
+
+        // Another instance's live lease stays its own; the change is still
+        // written, unfenced.
+        assert!(store.claim("wf-2", "b#1", later).await.expect("claim").held);
+        let committed = store
+            .apply_with("wf-2", "user:bob", "", claim("a#2", later), vec![running()])
+            .await
+            .expect("change");
+        assert_eq!(committed.lease.map(|l| l.held), Some(false));
+        assert_eq!(last_event(&store, "wf-2").await.seq, committed.last_seq);
+        store
+            .apply_all(
+                "wf-2",
+                ACTOR,
+                "b#1",
+                vec![step("only", StepStatus::Running)],
+            )
+            .await
+            .expect("still b's");
+
+        // A previous life of the same instance holds it: taken at once, with
+        // the cancellation requested meanwhile.
+        assert!(store.claim("wf-3", "a#1", later).await.expect("claim").held);
+        store
+            .request_cancel("wf-3", "user:alice", &serde_json::json!({"reason": "stop"}))
+            .await
+            .expect("cancel");
+        let committed = store
+            .apply_with("wf-3", "user:bob", "", claim("a#2", later), vec![running()])
+            .await
+            .expect("claiming change");
+        assert_eq!(committed.lease, held(r#"{"reason":"stop"}"#));
+
+        // A claim never rides with a fence; an unknown workflow is not found.
+        let fenced = store
+            .apply_with("wf-1", ACTOR, "a#2", claim("a#2", later), vec![running()])
+            .await;
+        assert!(
+            matches!(fenced, Err(WorkflowError::Corrupt(_))),
+            "{fenced:?}"
+        );
+        let missing = store
+            .apply_with("wf-9", ACTOR, "", claim("a#2", later), vec![running()])
+            .await;
+        assert!(
+            matches!(missing, Err(WorkflowError::NotFound(_))),
+            "{missing:?}"
+        );
+        database.close().await;
+    }
+}
+
+fn approval(workflow_id: &str, approval_id: &str) -> ApprovalRow {
+    let now = airt_kit::clock::now_micros();
+    ApprovalRow {
+        approval_id: approval_id.to_owned(),
+        workflow_id: workflow_id.to_owned(),
+        workflow_name: "single".into(),
+        step_name: "only".into(),
+        capability_id: "sys.info.get_time".into(),
+        capability_version: "1.0.0".into(),
+        risk_level: "LOW".into(),
+        resolved_inputs: "{}".into(),
+        decision: "{}".into(),
+        action_digest: "0".repeat(64),
+        approver_roles: r#"["approver"]"#.into(),
+        message: "may it?".into(),
+        status: ApprovalStatus::Pending.as_str().to_owned(),
+        requested_for: "user:alice".into(),
+        decided_by: String::new(),
+        comment: String::new(),
+        status_reason: String::new(),
+        requested_at_us: now,
+        expires_at_us: now + 60_000_000,
+        decided_at_us: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_decided_workflow_claimed_before_a_restart_is_resumed_by_the_same_instance() {
+    for db in TestDb::all().await {
+        let (database, store) = stored(&db, &["wf-1"]).await;
+        let later = airt_kit::clock::now_micros() + 60_000_000;
+        assert!(store.claim("wf-1", "a#1", later).await.expect("claim").held);
+        let paused = Transition::Workflow {
+            status: WorkflowStatus::Paused,
+            reason: String::new(),
+            failed_step: String::new(),
+            deliveries: Vec::new(),
+        };
+        let requested = Transition::ApprovalRequested {
+            step: "only".into(),
+            approval: Box::new(approval("wf-1", "ap-1")),
+            deliveries: Vec::new(),
+        };
+        store
+            .apply_all("wf-1", ACTOR, "a#1", vec![requested, paused])
+            .await
+            .expect("paused");
+        // Pending: nothing to resume.
+        assert!(
+            store
+                .decided_paused("a#1", 10)
+                .await
+                .expect("scan")
+                .is_empty()
+        );
+
+        // The decision claims it for a#1, which dies before resuming it.
+        let decided = Transition::ApprovalDecided {
+            step: "only".into(),
+            approval_id: "ap-1".into(),
+            status: ApprovalStatus::Approved,
+            decided_by: "user:bob".into(),
+            comment: String::new(),
+            deliveries: Vec::new(),
+        };
+        let committed = store
+            .apply_with("wf-1", "user:bob", "", claim("a#1", later), vec![decided])
+            .await
+            .expect("decided");
+        assert_eq!(committed.lease, held(""));
+        let row = store.approval("ap-1").await.expect("read").expect("ap-1");
+        assert_eq!(row.decided_at_us, committed.at_us);
+        // Its next life resumes it at once; another instance waits for the
+        // lease to expire.
+        assert_eq!(
+            store.decided_paused("a#2", 10).await.expect("scan"),
+            ["wf-1"]
+        );
+        assert!(
+            store
+                .decided_paused("b#1", 10)
+                .await
+                .expect("scan")
+                .is_empty()
+        );
         database.close().await;
     }
 }

@@ -9,7 +9,7 @@ use airt_proto::policy::v1 as policy;
 use airt_proto::registry::v1 as registry;
 use serde_json::{Map, Value, json};
 
-use super::{Engine, Outcome, Run, decision_json, risk_name};
+use super::{Claim, Engine, Outcome, Run, decision_json, risk_name};
 use crate::domain::approval::{Action, DecisionCheck, Pending, Refusal, Verdict, check_decision};
 use crate::domain::template::{Scope, resolve};
 use crate::domain::{ApprovalStatus, StepSpec};
@@ -392,28 +392,41 @@ impl Engine {
                 step: approval.step_name.clone(),
                 approval_id: approval_id.to_owned(),
                 status,
-                decided_by,
+                decided_by: decided_by.clone(),
                 comment: comment.to_owned(),
                 deliveries,
             };
-            match self
-                .record_as(&approval.workflow_id, &caller.to_string(), decided)
+            // When a run may start here at once, the decision also claims
+            // the workflow's lease for it (one transaction less before the
+            // resumed step).
+            let claim = self.inner.active.available_permits() > 0;
+            let committed = match self
+                .record_claiming(&approval.workflow_id, &decided_by, decided, claim)
                 .await
             {
                 // Changed meanwhile (decided, expired or void): check again.
                 Err(WorkflowError::FailedPrecondition(_)) => continue,
                 Err(error) => return Err(error),
-                Ok(()) => {}
-            }
+                Ok(committed) => committed,
+            };
             tracing::info!(approval_id, workflow_id = %approval.workflow_id, %status, by = %caller, "approval decided");
             self.metrics().approval_decided(status.as_str());
-            self.run_in_background(&approval.workflow_id);
-            return self
-                .inner
-                .store
-                .approval(approval_id)
-                .await?
-                .ok_or_else(|| WorkflowError::ApprovalNotFound(approval_id.to_owned()));
+            let claim = match committed.lease {
+                Some(lease) if lease.held => Claim::Claimed(lease),
+                // Not claimed (no run free here) or held by another
+                // instance: claimed again when it may start.
+                _ => Claim::Take,
+            };
+            self.run_in_background_with(&approval.workflow_id, claim);
+            // The row as the decision wrote it (the statement changed only
+            // these columns of a PENDING approval).
+            return Ok(ApprovalRow {
+                status: status.as_str().to_owned(),
+                decided_by,
+                comment: comment.to_owned(),
+                decided_at_us: committed.at_us,
+                ..approval
+            });
         }
         Err(WorkflowError::ApprovalConflict(format!(
             "approval {approval_id} keeps changing; try again"

@@ -7,7 +7,7 @@ use tracing::Instrument as _;
 use super::{ACTOR, Engine, FLUSH_AFTER, Run};
 use crate::domain::{StepStatus, WorkflowStatus};
 use crate::error::WorkflowError;
-use crate::store::Transition;
+use crate::store::{Committed, LeaseClaim, Transition};
 
 impl Engine {
     /// A write of the instance driving the workflow: committed only while
@@ -32,6 +32,26 @@ impl Engine {
         self.commit(workflow_id, actor, "", transition).await
     }
 
+    /// [`Engine::record_as`] answering what was committed; with `claim`,
+    /// it also takes the workflow's lease for this instance in the same
+    /// statement when it is free, expired or this instance's (a decided
+    /// workflow is resumed here at once).
+    pub(super) async fn record_claiming(
+        &self,
+        workflow_id: &str,
+        actor: &str,
+        transition: Transition,
+        claim: bool,
+    ) -> Result<Committed, WorkflowError> {
+        let claim = claim.then(|| LeaseClaim {
+            owner: self.inner.owner.clone(),
+            until_us: self.lease_until(),
+        });
+        self.commit_with(workflow_id, actor, "", vec![transition], claim)
+            .await?
+            .ok_or_else(|| WorkflowError::Corrupt("a decision without a commit".into()))
+    }
+
     pub(super) async fn commit(
         &self,
         workflow_id: &str,
@@ -50,8 +70,23 @@ impl Engine {
         workflow_id: &str,
         actor: &str,
         lease_owner: &str,
-        mut transitions: Vec<Transition>,
+        transitions: Vec<Transition>,
     ) -> Result<(), WorkflowError> {
+        self.commit_with(workflow_id, actor, lease_owner, transitions, None)
+            .await
+            .map(drop)
+    }
+
+    /// [`Engine::commit_all`] with an optional lease claim (only without
+    /// a lease owner); `None` when there was nothing to write.
+    async fn commit_with(
+        &self,
+        workflow_id: &str,
+        actor: &str,
+        lease_owner: &str,
+        mut transitions: Vec<Transition>,
+        claim: Option<LeaseClaim>,
+    ) -> Result<Option<Committed>, WorkflowError> {
         if !lease_owner.is_empty() {
             let held = self.take_deferred(workflow_id);
             if !held.is_empty() {
@@ -59,7 +94,7 @@ impl Engine {
             }
         }
         if transitions.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let announces = transitions.iter().any(|transition| {
             matches!(
@@ -81,9 +116,10 @@ impl Engine {
                     if *status == WorkflowStatus::Paused || status.is_terminal())
             });
         let span = tracing::info_span!("workflow.commit", workflow_id, writes = transitions.len());
-        self.inner
+        let committed = self
+            .inner
             .store
-            .apply_all(workflow_id, actor, lease_owner, transitions)
+            .apply_with(workflow_id, actor, lease_owner, claim, transitions)
             .instrument(span)
             .await?;
         if announces {
@@ -95,7 +131,7 @@ impl Engine {
         if lets_go && let Some(slot) = self.existing_slot(workflow_id) {
             slot.cancel.set_let_go(true);
         }
-        Ok(())
+        Ok(Some(committed))
     }
 
     /// Holds back a driver write so it commits in the same transaction as

@@ -13,12 +13,15 @@ use crate::error::WorkflowError;
 use tokio_util::sync::CancellationToken;
 
 /// How a run gets the workflow's lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) enum Claim {
     /// Claim it (free, expired, or ours already).
     Take,
     /// The workflow was stored with this instance's lease moments ago.
     AlreadyHeld,
+    /// Taken moments ago with a decision on its approval (the answer of
+    /// that claim, held).
+    Claimed(crate::store::Lease),
 }
 
 /// Who drives a workflow in this process, and whether it is to be cancelled.
@@ -118,7 +121,8 @@ impl Engine {
             .acquire_owned()
             .await
             .map_err(|_| WorkflowError::Corrupt("the engine is shutting down".into()))?;
-        // A lease taken at submission may have run out while waiting.
+        // A lease taken at submission or with a decision may have run out
+        // while waiting.
         let claim = if queued.elapsed() > self.inner.config.lease_ttl / 3 {
             Claim::Take
         } else {
@@ -146,6 +150,9 @@ impl Engine {
         claim: Claim,
     ) -> Result<WorkflowStatus, WorkflowError> {
         let owner = self.inner.owner.clone();
+        // A run that claimed the lease gives it up if the workflow turns out
+        // paused or finished without this run writing so.
+        let claimed = claim != Claim::AlreadyHeld;
         let lease = match claim {
             Claim::Take => {
                 self.inner
@@ -159,6 +166,7 @@ impl Engine {
                 held: true,
                 cancel_request: String::new(),
             },
+            Claim::Claimed(lease) => lease,
         };
         if !lease.held {
             // Another instance drives it; it sees any cancellation too.
@@ -190,7 +198,7 @@ impl Engine {
             // in that statement; a claimed workflow may have been paused or
             // finished already when claimed, and still holds it.
             Ok(status)
-                if claim == Claim::Take
+                if claimed
                     && !slot.cancel.let_go()
                     && (*status == WorkflowStatus::Paused || status.is_terminal()) =>
             {
@@ -313,9 +321,14 @@ impl Engine {
 
     /// [`Engine::run`] in the background.
     pub(super) fn run_in_background(&self, workflow_id: &str) {
+        self.run_in_background_with(workflow_id, Claim::Take);
+    }
+
+    /// [`Engine::run_with`] in the background.
+    pub(super) fn run_in_background_with(&self, workflow_id: &str, claim: Claim) {
         let (engine, id) = (self.clone(), workflow_id.to_owned());
         tokio::spawn(async move {
-            if let Err(error) = engine.run(&id).await {
+            if let Err(error) = engine.run_with(&id, claim).await {
                 tracing::error!(workflow_id = %id, %error, "workflow run stopped on an internal error");
             }
         });

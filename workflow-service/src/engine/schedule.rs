@@ -8,14 +8,14 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use airt_kit::Principal;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::{CancelFlag, Claim, Engine, Outcome, Run, StepStart};
 use crate::domain::approval::rfc3339;
 use crate::domain::progress::{self, ApprovalState, Ending, Entry, Progress, StepState};
 use crate::domain::{StepSpec, StepStatus, WorkflowStatus, validate_workflow};
 use crate::error::WorkflowError;
-use crate::store::{ApprovalRow, Transition, WorkflowRow};
+use crate::store::{ApprovalRow, StepRow, Transition, WorkflowRow};
 
 /// Where a run picks a workflow up: its progress and the granted approvals
 /// the approved steps run with.
@@ -66,7 +66,8 @@ impl Engine {
         flag: &CancelFlag,
     ) -> Result<WorkflowStatus, WorkflowError> {
         let status = row.status()?;
-        let run = Arc::new(self.load_run(&row).await?);
+        let (run, steps) = self.load_run(&row).await?;
+        let run = Arc::new(run);
         let progress = match entry {
             // Interrupted rollback: continue at the first unfinished compensation.
             Entry::ContinueRollback => {
@@ -82,7 +83,7 @@ impl Engine {
             }
             // No step was touched: the first step write commits RUNNING with it.
             Entry::Start => Resumed::default(),
-            Entry::Resume | Entry::Finished => self.progress(&run).await?,
+            Entry::Resume | Entry::Finished => self.progress(&run, steps).await?,
         };
         if status == WorkflowStatus::Paused && !progress.progress.actionable() {
             return Ok(status);
@@ -90,11 +91,19 @@ impl Engine {
         self.drive(&run, flag, status, progress).await
     }
 
-    /// Where a workflow stands: its steps, and the state of the approvals
-    /// its waiting steps wait for (see [`progress::progress`]).
-    pub(super) async fn progress(&self, run: &Run) -> Result<Resumed, WorkflowError> {
+    /// Where a workflow stands: its steps (`steps` as this run read them,
+    /// read now if `None`: only the driver changes them), and the state of
+    /// the approvals its waiting steps wait for (see [`progress::progress`]).
+    pub(super) async fn progress(
+        &self,
+        run: &Run,
+        steps: Option<Vec<StepRow>>,
+    ) -> Result<Resumed, WorkflowError> {
+        let steps = match steps {
+            Some(steps) => steps,
+            None => self.inner.store.steps(&run.workflow_id).await?,
+        };
         let approvals = self.inner.store.approvals_of(&run.workflow_id).await?;
-        let steps = self.inner.store.steps(&run.workflow_id).await?;
         let mut approval_states = HashMap::new();
         for approval in &approvals {
             approval_states.insert(
@@ -142,7 +151,13 @@ impl Engine {
 
     /// A run's context from its stored row, with the outputs of the steps
     /// that already succeeded.
-    pub(super) async fn load_run(&self, row: &WorkflowRow) -> Result<Run, WorkflowError> {
+    /// The run of a stored workflow, and its steps when they were read
+    /// (for the outputs of those that succeeded; a PENDING workflow has
+    /// none).
+    pub(super) async fn load_run(
+        &self,
+        row: &WorkflowRow,
+    ) -> Result<(Run, Option<Vec<StepRow>>), WorkflowError> {
         let spec = validate_workflow(&row.draft()?).map_err(WorkflowError::InvalidWorkflow)?;
         let roles: Vec<String> = serde_json::from_str(&row.submitter_roles).unwrap_or_default();
         let submitter = Principal::parse(&row.submitter, roles)
@@ -156,32 +171,32 @@ impl Engine {
             .max_duration
             .map(|d| Instant::now() + d.saturating_sub(elapsed));
         // A PENDING workflow has no step touched, hence no outputs.
-        let outputs = if row.status()? == WorkflowStatus::Pending {
-            Map::new()
+        let steps = if row.status()? == WorkflowStatus::Pending {
+            None
         } else {
-            self.inner
-                .store
-                .steps(&row.workflow_id)
-                .await?
-                .into_iter()
-                // Succeeded, possibly compensated since: their outputs feed
-                // later steps and explicit compensations.
-                .filter(|s| s.completed_seq > 0)
-                .map(|s| {
-                    (
-                        s.step_name,
-                        serde_json::from_str(&s.outputs).unwrap_or(Value::Null),
-                    )
-                })
-                .collect()
+            Some(self.inner.store.steps(&row.workflow_id).await?)
         };
-        Ok(Run {
+        let outputs = steps
+            .iter()
+            .flatten()
+            // Succeeded, possibly compensated since: their outputs feed
+            // later steps and explicit compensations.
+            .filter(|s| s.completed_seq > 0)
+            .map(|s| {
+                (
+                    s.step_name.clone(),
+                    serde_json::from_str(&s.outputs).unwrap_or(Value::Null),
+                )
+            })
+            .collect();
+        let run = Run {
             workflow_id: row.workflow_id.clone(),
             spec,
             submitter,
             deadline,
             outputs: Mutex::new(outputs),
-        })
+        };
+        Ok((run, steps))
     }
 
     pub(super) async fn drive(

@@ -24,6 +24,7 @@ use airt_kit::db::{Database, TransactionTimer};
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use super::leases::{Lease, NEXT_EVENTS_CLAIMING, instance_prefix};
 use super::{
     NEXT_EVENTS, NEXT_EVENTS_WITH_STATUS, Transition, WorkflowRow, WorkflowStore, approvals,
 };
@@ -43,8 +44,29 @@ pub(super) struct Job {
     pub actor: String,
     /// Empty: no fence.
     pub lease_owner: String,
+    /// A lease to take in the same statement (only without a fence).
+    pub claim: Option<LeaseClaim>,
     pub work: Work,
-    pub reply: oneshot::Sender<Result<i64, WorkflowError>>,
+    pub reply: oneshot::Sender<Result<Committed, WorkflowError>>,
+}
+
+/// The lease a job takes for `owner` until `until_us` when
+/// [`WorkflowStore::claim`] would (free, expired, or `owner`'s instance's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseClaim {
+    pub owner: String,
+    pub until_us: i64,
+}
+
+/// What a committed job answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    /// The sequence number of the job's last event.
+    pub last_seq: i64,
+    /// The time written into its rows (`decided_at_us`, `updated_at_us`).
+    pub at_us: i64,
+    /// The answer to the job's [`LeaseClaim`], if it made one.
+    pub lease: Option<Lease>,
 }
 
 #[derive(Debug)]
@@ -174,12 +196,18 @@ macro_rules! write_jobs {
                             )
                             .with_details(submission.detail.clone()),
                         );
-                        results.push(Ok(1));
+                        results.push(Ok(Committed {
+                            last_seq: 1,
+                            at_us: now,
+                            lease: None,
+                        }));
                         continue;
                     }
                 };
                 let count = i64::try_from(transitions.len()).unwrap_or(i64::MAX);
-                let folded = single_status(transitions);
+                // A claiming job's statement sets the lease, not a status.
+                let folded = single_status(transitions).filter(|_| job.claim.is_none());
+                let mut lease = None;
                 // The sequence numbers of the job's events first: one
                 // statement, and the fence (the lease check) before anything
                 // of the job is written. Its one status change rides on that
@@ -203,6 +231,29 @@ macro_rules! write_jobs {
                             .bind(status.is_terminal() || *status == WorkflowStatus::Paused)
                             .fetch_optional(&mut *$tx)
                             .await?
+                    }
+                    _ if job.claim.is_some() => {
+                        let claim = job
+                            .claim
+                            .as_ref()
+                            .map_or(("", 0), |c| (c.owner.as_str(), c.until_us));
+                        let answer: Option<(i64, bool, String)> =
+                            sqlx::query_as(NEXT_EVENTS_CLAIMING)
+                                .bind(workflow_id)
+                                .bind(now)
+                                .bind(count)
+                                .bind(claim.0)
+                                .bind(claim.1)
+                                .bind(instance_prefix(claim.0))
+                                .fetch_optional(&mut *$tx)
+                                .await?;
+                        answer.map(|(last, held, cancel_request)| {
+                            lease = Some(Lease {
+                                held,
+                                cancel_request,
+                            });
+                            last
+                        })
                     }
                     _ => {
                         sqlx::query_scalar(NEXT_EVENTS)
@@ -256,7 +307,11 @@ macro_rules! write_jobs {
                             .with_details(audit_detail),
                     );
                 }
-                results.push(Ok(last));
+                results.push(Ok(Committed {
+                    last_seq: last,
+                    at_us: now,
+                    lease,
+                }));
             }
             if !events.is_empty() {
                 // At most MAX_BATCH_TRANSITIONS rows of 6 parameters (a
@@ -348,20 +403,22 @@ macro_rules! commit_jobs_on {
 }
 
 impl WorkflowStore {
-    /// Commits `work` with other callers' (see the module's comment) and
-    /// returns the workflow's last event sequence.
+    /// Commits `work` with other callers' (see the module's comment),
+    /// taking the workflow's lease with it if `claim` says so.
     pub(super) async fn commit_work(
         &self,
         workflow_id: &str,
         actor: &str,
         lease_owner: &str,
+        claim: Option<LeaseClaim>,
         work: Work,
-    ) -> Result<i64, WorkflowError> {
+    ) -> Result<Committed, WorkflowError> {
         let (reply, answer) = oneshot::channel();
         self.queue(Job {
             workflow_id: workflow_id.to_owned(),
             actor: actor.to_owned(),
             lease_owner: lease_owner.to_owned(),
+            claim,
             work,
             reply,
         });
@@ -436,7 +493,10 @@ impl WorkflowStore {
         }
     }
 
-    async fn commit_jobs(&self, jobs: &[Job]) -> Result<Vec<Result<i64, WorkflowError>>, Failure> {
+    async fn commit_jobs(
+        &self,
+        jobs: &[Job],
+    ) -> Result<Vec<Result<Committed, WorkflowError>>, Failure> {
         let now = airt_kit::clock::now_micros();
         match &self.db {
             Database::Sqlite(pool) => {
@@ -446,7 +506,7 @@ impl WorkflowStore {
         }
     }
 
-    fn answer(&self, job: Job, result: Result<i64, WorkflowError>) {
+    fn answer(&self, job: Job, result: Result<Committed, WorkflowError>) {
         if result.is_ok() {
             self.changes.changed(&job.workflow_id);
         }

@@ -38,14 +38,29 @@ const ORPHANS_POSTGRES: &str = "UPDATE workflows SET lease_owner = $1, lease_exp
          ORDER BY workflow_id LIMIT $4 FOR UPDATE SKIP LOCKED) \
      RETURNING workflow_id";
 /// PAUSED workflows with a step still waiting on an approval that was
-/// decided, expired or voided: something can happen to them now.
+/// decided, expired or voided: something can happen to them now. A
+/// decision's lease (taken with it, see [`NEXT_EVENTS_CLAIMING`]) held by a
+/// previous life of this instance counts as this instance's.
 const DECIDED_PAUSED: &str = "SELECT DISTINCT w.workflow_id FROM workflows w \
      JOIN workflow_steps s ON s.workflow_id = w.workflow_id AND s.status = 'AWAITING_APPROVAL' \
      JOIN approvals a ON a.approval_id = s.approval_id AND a.status <> 'PENDING' \
-     WHERE w.status = 'PAUSED' AND (w.lease_owner = $1 OR w.lease_expires_at_us < $2) LIMIT $3";
+     WHERE w.status = 'PAUSED' AND (w.lease_owner = $1 OR w.lease_expires_at_us < $2 \
+         OR substr(w.lease_owner, 1, length($4)) = $4) LIMIT $3";
+/// The events statement of a change from outside the driver (no fence)
+/// that also takes the lease for `$4` until `$5` where [`CLAIM`] would:
+/// the human's decision claims the workflow for the instance that resumes
+/// it, saving a transaction. Answers the last event sequence, whether `$4`
+/// holds the lease now, and the persisted cancellation request. Every
+/// right-hand side reads the row as it was before the update.
+pub(super) const NEXT_EVENTS_CLAIMING: &str = "UPDATE workflows SET event_seq = event_seq + $3, updated_at_us = $2, \
+     lease_owner = CASE WHEN lease_owner = $4 OR lease_owner = '' OR lease_expires_at_us < $2 \
+         OR substr(lease_owner, 1, length($6)) = $6 THEN $4 ELSE lease_owner END, \
+     lease_expires_at_us = CASE WHEN lease_owner = $4 OR lease_owner = '' OR lease_expires_at_us < $2 \
+         OR substr(lease_owner, 1, length($6)) = $6 THEN $5 ELSE lease_expires_at_us END \
+     WHERE workflow_id = $1 RETURNING event_seq, lease_owner = $4, cancel_request";
 
 /// `<instance id>#` of a lease owner `<instance id>#<boot id>`.
-fn instance_prefix(owner: &str) -> String {
+pub(super) fn instance_prefix(owner: &str) -> String {
     match owner.rfind('#') {
         Some(i) => owner[..=i].to_owned(),
         None => format!("{owner}#"),
@@ -162,16 +177,17 @@ impl WorkflowStore {
         Ok(claimed)
     }
 
-    /// PAUSED workflows (lease free, expired or `owner`'s) whose waiting
-    /// step's approval was decided, expired or voided.
+    /// PAUSED workflows (lease free, expired or `owner`'s instance's) whose
+    /// waiting step's approval was decided, expired or voided.
     pub async fn decided_paused(
         &self,
         owner: &str,
         limit: i64,
     ) -> Result<Vec<String>, WorkflowError> {
         let now = airt_kit::clock::now_micros();
+        let instance = instance_prefix(owner);
         Ok(airt_kit::with_pool!(&self.db, pool => {
-            sqlx::query_scalar(DECIDED_PAUSED).bind(owner).bind(now).bind(limit).fetch_all(pool).await?
+            sqlx::query_scalar(DECIDED_PAUSED).bind(owner).bind(now).bind(limit).bind(&instance).fetch_all(pool).await?
         }))
     }
 }

@@ -26,6 +26,7 @@ mod group;
 pub use approvals::{ApprovalFilter, ApprovalRow, DeliveryRow, NewDelivery};
 pub use changes::{ChangeFeed, ChangeSubscription};
 pub use gauges::PendingApprovals;
+pub use group::{Committed, LeaseClaim};
 pub use leases::Lease;
 pub use pages::PageQuery;
 pub use transition::Transition;
@@ -296,7 +297,7 @@ impl WorkflowStore {
         };
         let actor = submitter.to_string();
         let work = group::Work::Submission(Box::new(submission));
-        match self.commit_work(workflow_id, &actor, "", work).await {
+        match self.commit_work(workflow_id, &actor, "", None, work).await {
             Ok(_) => {}
             // A concurrent retry with the same request_id won the insert.
             Err(WorkflowError::Storage(sqlx::Error::Database(e)))
@@ -401,16 +402,32 @@ impl WorkflowStore {
         lease_owner: &str,
         transitions: Vec<Transition>,
     ) -> Result<i64, WorkflowError> {
+        self.apply_with(workflow_id, actor, lease_owner, None, transitions)
+            .await
+            .map(|committed| committed.last_seq)
+    }
+
+    /// [`WorkflowStore::apply_all`] that may also take the workflow's
+    /// lease as `claim` says, where [`WorkflowStore::claim`] would, in the
+    /// same statement (a change from outside the driver: only without a
+    /// fence); the answer's `lease` says whether it is held.
+    pub async fn apply_with(
+        &self,
+        workflow_id: &str,
+        actor: &str,
+        lease_owner: &str,
+        claim: Option<LeaseClaim>,
+        transitions: Vec<Transition>,
+    ) -> Result<Committed, WorkflowError> {
         if transitions.is_empty() {
             return Err(WorkflowError::Corrupt("no transition to apply".into()));
         }
-        self.commit_work(
-            workflow_id,
-            actor,
-            lease_owner,
-            group::Work::Transitions(transitions),
-        )
-        .await
+        if claim.is_some() && !lease_owner.is_empty() {
+            return Err(WorkflowError::Corrupt("a lease claim with a fence".into()));
+        }
+        let work = group::Work::Transitions(transitions);
+        self.commit_work(workflow_id, actor, lease_owner, claim, work)
+            .await
     }
 }
 

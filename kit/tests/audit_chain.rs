@@ -1,7 +1,7 @@
 //! The hash-chained audit log on both backends: intact chains verify, and
 //! any edit, deletion or reordering is reported at the first broken event.
 
-use airt_kit::audit::{AuditFilter, AuditLog, GENESIS_HASH, NewAuditEvent};
+use airt_kit::audit::{AuditFilter, AuditLog, AuditWriter, GENESIS_HASH, NewAuditEvent};
 use airt_kit::db::Database;
 use airt_kit::testing::TestDb;
 use serde_json::json;
@@ -253,4 +253,44 @@ async fn exported_json_lines_can_be_verified_offline() {
         prev = recomputed;
     }
     db.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_holding_a_connection_chains_with_others_and_releases_it() {
+    for test_db in TestDb::all().await {
+        let db = Database::connect(test_db.url(), None)
+            .await
+            .expect("connect");
+        let log = AuditLog::new(db.clone());
+        let mut writer = AuditWriter::new(&log);
+        let batch = |n: usize| -> Vec<NewAuditEvent> {
+            (0..n)
+                .map(|i| {
+                    NewAuditEvent::new("service:test", "test.batched", "test", format!("b-{i}"))
+                        .with_details(json!({"i": i}))
+                })
+                .collect()
+        };
+        // Batches over the held connection interleave with appends through
+        // the pool: one gapless chain either way.
+        for round in 0..3 {
+            writer.append_batch(&batch(40)).await.expect("batch");
+            log.append(&NewAuditEvent::new(
+                "user:alice",
+                "test.single",
+                "test",
+                format!("s-{round}"),
+            ))
+            .await
+            .expect("append");
+        }
+        let report = log.verify().await.expect("verify");
+        assert!(report.intact(), "{:?}: {report:?}", test_db.backend());
+        assert_eq!(report.events_checked, 123);
+        // Given back, the connection no longer keeps the pool from closing.
+        writer.release();
+        tokio::time::timeout(std::time::Duration::from_secs(10), db.close())
+            .await
+            .expect("the pool closes once the writer released its connection");
+    }
 }

@@ -4,7 +4,7 @@
 //! database, so a clean shutdown loses no acknowledged decision.
 
 use airt_kit::Principal;
-use airt_kit::audit::{AuditLog, NewAuditEvent};
+use airt_kit::audit::{AuditLog, AuditWriter, NewAuditEvent};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -114,6 +114,10 @@ fn details(ctx: &PolicyContext, record: &DecisionRecord) -> Value {
 }
 
 async fn write_batches(audit: AuditLog, mut receiver: mpsc::Receiver<NewAuditEvent>) {
+    // One connection for batches that follow one another (its page cache
+    // stays warm), given back whenever the queue is empty: an idle writer
+    // must not keep the database from closing.
+    let mut writer = AuditWriter::new(&audit);
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
         // A failed write is retried, never dropped: the entries were acknowledged.
@@ -121,7 +125,7 @@ async fn write_batches(audit: AuditLog, mut receiver: mpsc::Receiver<NewAuditEve
             std::time::Duration::from_millis(50),
             std::time::Duration::from_secs(5),
         );
-        while let Err(error) = audit.append_batch(&batch).await {
+        while let Err(error) = writer.append_batch(&batch).await {
             if receiver.is_closed() && matches!(error, sqlx::Error::PoolClosed) {
                 tracing::error!(
                     lost = batch.len(),
@@ -133,5 +137,8 @@ async fn write_batches(audit: AuditLog, mut receiver: mpsc::Receiver<NewAuditEve
             tokio::time::sleep(backoff.next_delay()).await;
         }
         batch.clear();
+        if receiver.is_empty() {
+            writer.release();
+        }
     }
 }

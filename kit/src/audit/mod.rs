@@ -14,6 +14,7 @@
 //! commit together or not at all.
 
 mod api;
+mod writer;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -24,6 +25,7 @@ use crate::json::canonical_json;
 use crate::with_pool;
 
 pub use api::AuditApi;
+pub use writer::AuditWriter;
 
 /// `prev_hash` of the first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";

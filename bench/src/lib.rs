@@ -17,6 +17,13 @@ use std::fmt::Write as _;
 
 pub mod workflows;
 
+/// The service binaries' allocator: the benches run services in-process,
+/// and they must allocate as the shipped binaries do (the system allocator
+/// cost `Evaluate` 10–15% of its decisions/s). Every binary here links this
+/// library, so this is their allocator too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A tiny deterministic generator (SplitMix64), so every run and every
 /// engine sees the same sets and requests.
 #[derive(Debug, Clone)]

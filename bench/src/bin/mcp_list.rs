@@ -19,6 +19,7 @@
 
 use std::time::{Duration, Instant};
 
+use airt_bench as _;
 use airt_kit::testing::TestDb;
 use airt_system_tests::{Stack, gateway};
 

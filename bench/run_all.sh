@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every table of docs/BENCHMARKS.md, in one go. Run it on an otherwise idle
-# machine (it takes about an hour on 2 vCPUs); each section prints the
+# machine (it takes 18 to 27 minutes on 2 vCPUs once the release builds exist); each section prints the
 # Markdown rows the document quotes, with the command that made them.
 # Usage: bench/run_all.sh > bench-results.md
 set -euo pipefail

@@ -130,7 +130,20 @@ impl Engine {
         };
         let slot = self.slot(workflow_id);
         let result = {
-            let _driving = slot.drive.lock().await;
+            let (_driving, claim) = match slot.drive.try_lock() {
+                Ok(driving) => (driving, claim),
+                // Another run of it here came first: what that run wrote
+                // since (a PAUSED gives the lease up) may have undone a
+                // claim taken with a decision; claim it again.
+                Err(_) => {
+                    let driving = slot.drive.lock().await;
+                    let claim = match claim {
+                        Claim::Claimed(_) => Claim::Take,
+                        claim => claim,
+                    };
+                    (driving, claim)
+                }
+            };
             self.drive_leased(workflow_id, &slot, claim).await
         };
         self.release(workflow_id, &result);

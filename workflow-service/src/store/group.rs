@@ -212,13 +212,16 @@ macro_rules! write_jobs {
                 // statement, and the fence (the lease check) before anything
                 // of the job is written. Its one status change rides on that
                 // statement (it updates the same row).
-                let last: Option<i64> = match folded.map(|i| &transitions[i]) {
-                    Some(Transition::Workflow {
-                        status,
-                        reason,
-                        failed_step,
-                        ..
-                    }) => {
+                let last: Option<i64> = match (folded.map(|i| &transitions[i]), &job.claim) {
+                    (
+                        Some(Transition::Workflow {
+                            status,
+                            reason,
+                            failed_step,
+                            ..
+                        }),
+                        _,
+                    ) => {
                         sqlx::query_scalar(NEXT_EVENTS_WITH_STATUS)
                             .bind(workflow_id)
                             .bind(now)
@@ -232,19 +235,15 @@ macro_rules! write_jobs {
                             .fetch_optional(&mut *$tx)
                             .await?
                     }
-                    _ if job.claim.is_some() => {
-                        let claim = job
-                            .claim
-                            .as_ref()
-                            .map_or(("", 0), |c| (c.owner.as_str(), c.until_us));
+                    (_, Some(claim)) => {
                         let answer: Option<(i64, bool, String)> =
                             sqlx::query_as(NEXT_EVENTS_CLAIMING)
                                 .bind(workflow_id)
                                 .bind(now)
                                 .bind(count)
-                                .bind(claim.0)
-                                .bind(claim.1)
-                                .bind(instance_prefix(claim.0))
+                                .bind(&claim.owner)
+                                .bind(claim.until_us)
+                                .bind(instance_prefix(&claim.owner))
                                 .fetch_optional(&mut *$tx)
                                 .await?;
                         answer.map(|(last, held, cancel_request)| {

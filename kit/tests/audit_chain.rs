@@ -170,7 +170,7 @@ async fn reordered_events_are_named() {
 async fn a_batch_of_several_inserts_extends_the_chain_and_its_head() {
     for test_db in TestDb::all().await {
         let (db, log) = log_with_events(&test_db, 2).await;
-        // 250 events: more than one insert statement (100 rows each).
+        // 250 events: more than one insert statement (128, 64, 58 rows).
         let batch: Vec<NewAuditEvent> = (0..250)
             .map(|i| NewAuditEvent::new("service:test", "test.batched", "test", format!("b-{i}")))
             .collect();
@@ -292,5 +292,61 @@ async fn a_writer_holding_a_connection_chains_with_others_and_releases_it() {
         tokio::time::timeout(std::time::Duration::from_secs(10), db.close())
             .await
             .expect("the pool closes once the writer released its connection");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_batches_chain_after_the_real_head_and_are_never_written_twice() {
+    for test_db in TestDb::all().await {
+        let (db, log) = log_with_events(&test_db, 2).await;
+        let mut writer = AuditWriter::new(&log);
+        let event = |i: usize| {
+            NewAuditEvent::new("service:test", "test.sealed", "test", format!("e-{i}"))
+                .with_details(json!({"i": i}))
+        };
+        // The first batch is sealed after a guessed head (the log already
+        // holds two events), the second after the first.
+        let mut first = writer.batch();
+        (0..10).for_each(|i| first.push(&event(i)));
+        writer.append_sealed(&mut first).await.expect("first");
+        let mut second = writer.batch();
+        (10..20).for_each(|i| second.push(&event(i)));
+        writer.append_sealed(&mut second).await.expect("second");
+        // A commit that reported an error but happened: the same batch
+        // again writes nothing.
+        writer.append_sealed(&mut second).await.expect("again");
+        assert_eq!(log.length().await.expect("length"), 22);
+        // Another appender moves the head between sealing and writing.
+        let mut third = writer.batch();
+        (20..25).for_each(|i| third.push(&event(i)));
+        log.append(&NewAuditEvent::new(
+            "user:alice",
+            "test.single",
+            "test",
+            "s",
+        ))
+        .await
+        .expect("append");
+        writer.append_sealed(&mut third).await.expect("third");
+
+        let report = log.verify().await.expect("verify");
+        assert!(report.intact(), "{:?}: {report:?}", test_db.backend());
+        assert_eq!(report.events_checked, 28);
+        let events = log
+            .list(&AuditFilter::default(), 0, 100)
+            .await
+            .expect("list");
+        let ids: Vec<&str> = events.iter().map(|e| e.resource_id.as_str()).collect();
+        let expected: Vec<String> = (0..20)
+            .map(|i| format!("e-{i}"))
+            .chain(["s".to_owned()])
+            .chain((20..25).map(|i| format!("e-{i}")))
+            .collect();
+        assert_eq!(
+            ids[2..],
+            expected.iter().map(String::as_str).collect::<Vec<_>>()[..]
+        );
+        writer.release();
+        db.close().await;
     }
 }

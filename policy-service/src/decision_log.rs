@@ -118,17 +118,22 @@ async fn write_batches(audit: AuditLog, mut receiver: mpsc::Receiver<NewAuditEve
     // stays warm), given back whenever the queue is empty: an idle writer
     // must not keep the database from closing.
     let mut writer = AuditWriter::new(&audit);
-    let mut batch = Vec::with_capacity(BATCH);
-    while receiver.recv_many(&mut batch, BATCH).await > 0 {
-        // A failed write is retried, never dropped: the entries were acknowledged.
+    let mut incoming = Vec::with_capacity(BATCH);
+    while receiver.recv_many(&mut incoming, BATCH).await > 0 {
+        let mut batch = writer.batch();
+        for event in incoming.drain(..) {
+            batch.push(&event);
+        }
+        // A failed write is retried, never dropped: the entries were
+        // acknowledged (a batch an attempt did commit is not written twice).
         let mut backoff = airt_kit::backoff::Backoff::doubling(
             std::time::Duration::from_millis(50),
             std::time::Duration::from_secs(5),
         );
-        while let Err(error) = writer.append_batch(&batch).await {
+        while let Err(error) = writer.append_sealed(&mut batch).await {
             if receiver.is_closed() && matches!(error, sqlx::Error::PoolClosed) {
                 tracing::error!(
-                    lost = batch.len(),
+                    lost = batch.len() + receiver.len(),
                     "database closed before the decision log was written"
                 );
                 return;
@@ -136,7 +141,6 @@ async fn write_batches(audit: AuditLog, mut receiver: mpsc::Receiver<NewAuditEve
             tracing::warn!(%error, pending = batch.len(), "decision log write failed; retrying");
             tokio::time::sleep(backoff.next_delay()).await;
         }
-        batch.clear();
         if receiver.is_empty() {
             writer.release();
         }

@@ -14,18 +14,23 @@
 //! commit together or not at all.
 
 mod api;
+mod append;
 mod writer;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, SqliteConnection};
 
 use crate::db::{Database, begin_immediate};
 use crate::json::canonical_json;
 use crate::with_pool;
 
+use append::SELECT_HEAD;
+
 pub use api::AuditApi;
-pub use writer::AuditWriter;
+pub use append::{
+    AppendAudit, append_batch_postgres, append_batch_sqlite, append_postgres, append_sqlite,
+};
+pub use writer::{AuditWriter, SealedBatch};
 
 /// `prev_hash` of the first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -98,6 +103,15 @@ impl AuditEvent {
         };
         sealed.hash = sealed.hash_of_canonical();
         sealed
+    }
+
+    /// Chains the event after another head: its sequence, time and hashes
+    /// change, its id and content do not.
+    fn rechain(&mut self, head_sequence: i64, head_hash: &str) {
+        self.sequence = head_sequence + 1;
+        self.occurred_at_us = crate::clock::now_micros();
+        head_hash.clone_into(&mut self.prev_hash);
+        self.hash = self.hash_of_canonical();
     }
 
     /// The hashed part of the event, or `None` if `details` is not JSON.
@@ -213,155 +227,11 @@ pub struct BrokenLink {
     pub problem: String,
 }
 
-const SELECT_HEAD: &str = "SELECT sequence, hash FROM audit_head WHERE id = 1";
-const SELECT_HEAD_FOR_UPDATE: &str =
-    "SELECT sequence, hash FROM audit_head WHERE id = 1 FOR UPDATE";
-const INSERT_EVENTS_PREFIX: &str = "INSERT INTO audit_events \
-     (sequence, event_id, occurred_at_us, actor, action, resource_type, resource_id, details, prev_hash, hash) ";
-const UPDATE_HEAD: &str = "UPDATE audit_head SET sequence = $1, hash = $2 WHERE id = 1";
 const SELECT_EVENTS: &str = "SELECT sequence, event_id, occurred_at_us, actor, action, resource_type, \
      resource_id, details, prev_hash, hash FROM audit_events \
      WHERE sequence > $1 AND ($2 = '' OR action = $2) AND ($3 = '' OR resource_type = $3) \
      AND ($4 = '' OR resource_id = $4) AND ($5 = '' OR actor = $5) \
      ORDER BY sequence LIMIT $6";
-
-/// Rows per multi-row INSERT (10 binds each; far below SQLite's limit).
-const INSERT_CHUNK: usize = 100;
-
-/// Appends `$events` on connection `$conn` inside the caller's transaction:
-/// reads (and on PostgreSQL locks) the head with `$head_sql`, seals the
-/// events in order, inserts them with multi-row INSERTs and moves the head
-/// once.
-macro_rules! append_batch_on {
-    // `$head_with_last_insert`: the head update rides with the last insert
-    // as one statement (a data-modifying CTE, PostgreSQL only), one round
-    // trip fewer while the head row is locked.
-    ($conn:expr, $head_sql:expr, $events:expr, $head_with_last_insert:expr) => {{
-        let (mut head_sequence, mut head_hash): (i64, String) =
-            sqlx::query_as($head_sql).fetch_one(&mut *$conn).await?;
-        let mut sealed = Vec::with_capacity($events.len());
-        for event in $events {
-            let next = AuditEvent::seal(head_sequence, &head_hash, event);
-            head_sequence = next.sequence;
-            head_hash.clone_from(&next.hash);
-            sealed.push(next);
-        }
-        let chunks = sealed.chunks(INSERT_CHUNK).count();
-        for (index, chunk) in sealed.chunks(INSERT_CHUNK).enumerate() {
-            let with_head = $head_with_last_insert && index + 1 == chunks;
-            let mut insert = sqlx::QueryBuilder::new(if with_head {
-                format!("WITH inserted AS ({INSERT_EVENTS_PREFIX}")
-            } else {
-                INSERT_EVENTS_PREFIX.to_owned()
-            });
-            insert.push_values(chunk, |mut row, event| {
-                row.push_bind(event.sequence)
-                    .push_bind(event.event_id.as_str())
-                    .push_bind(event.occurred_at_us)
-                    .push_bind(event.actor.as_str())
-                    .push_bind(event.action.as_str())
-                    .push_bind(event.resource_type.as_str())
-                    .push_bind(event.resource_id.as_str())
-                    .push_bind(event.details.as_str())
-                    .push_bind(event.prev_hash.as_str())
-                    .push_bind(event.hash.as_str());
-            });
-            if with_head {
-                insert.push(" RETURNING 1) UPDATE audit_head SET sequence = ");
-                insert.push_bind(head_sequence);
-                insert.push(", hash = ");
-                insert.push_bind(head_hash.as_str());
-                insert.push(" WHERE id = 1");
-            }
-            insert.build().execute(&mut *$conn).await?;
-        }
-        if !sealed.is_empty() && !$head_with_last_insert {
-            sqlx::query(UPDATE_HEAD)
-                .bind(head_sequence)
-                .bind(&head_hash)
-                .execute(&mut *$conn)
-                .await?;
-        }
-        Ok(sealed)
-    }};
-}
-
-/// Appends within a SQLite write transaction (one started with
-/// [`begin_immediate`]).
-pub async fn append_sqlite(
-    conn: &mut SqliteConnection,
-    event: &NewAuditEvent,
-) -> Result<AuditEvent, sqlx::Error> {
-    let mut sealed = append_batch_sqlite(conn, std::slice::from_ref(event)).await?;
-    sealed.pop().ok_or(sqlx::Error::RowNotFound)
-}
-
-/// Appends within a PostgreSQL transaction; the head row is locked until the
-/// transaction ends, which orders concurrent appends.
-pub async fn append_postgres(
-    conn: &mut PgConnection,
-    event: &NewAuditEvent,
-) -> Result<AuditEvent, sqlx::Error> {
-    let mut sealed = append_batch_postgres(conn, std::slice::from_ref(event)).await?;
-    sealed.pop().ok_or(sqlx::Error::RowNotFound)
-}
-
-/// Appends several events, in order, within a SQLite write transaction.
-pub async fn append_batch_sqlite(
-    conn: &mut SqliteConnection,
-    events: &[NewAuditEvent],
-) -> Result<Vec<AuditEvent>, sqlx::Error> {
-    append_batch_on!(conn, SELECT_HEAD, events, false)
-}
-
-/// Appends several events, in order, within a PostgreSQL transaction.
-pub async fn append_batch_postgres(
-    conn: &mut PgConnection,
-    events: &[NewAuditEvent],
-) -> Result<Vec<AuditEvent>, sqlx::Error> {
-    append_batch_on!(conn, SELECT_HEAD_FOR_UPDATE, events, true)
-}
-
-/// Appending inside an open transaction on either backend, so code written
-/// once for both (see [`crate::write_tx!`]) can record its audit event in the
-/// same transaction as its change.
-pub trait AppendAudit {
-    fn append_audit(
-        &mut self,
-        event: &NewAuditEvent,
-    ) -> impl std::future::Future<Output = Result<AuditEvent, sqlx::Error>> + Send;
-
-    fn append_audit_batch(
-        &mut self,
-        events: &[NewAuditEvent],
-    ) -> impl std::future::Future<Output = Result<Vec<AuditEvent>, sqlx::Error>> + Send;
-}
-
-impl AppendAudit for SqliteConnection {
-    async fn append_audit(&mut self, event: &NewAuditEvent) -> Result<AuditEvent, sqlx::Error> {
-        append_sqlite(self, event).await
-    }
-
-    async fn append_audit_batch(
-        &mut self,
-        events: &[NewAuditEvent],
-    ) -> Result<Vec<AuditEvent>, sqlx::Error> {
-        append_batch_sqlite(self, events).await
-    }
-}
-
-impl AppendAudit for PgConnection {
-    async fn append_audit(&mut self, event: &NewAuditEvent) -> Result<AuditEvent, sqlx::Error> {
-        append_postgres(self, event).await
-    }
-
-    async fn append_audit_batch(
-        &mut self,
-        events: &[NewAuditEvent],
-    ) -> Result<Vec<AuditEvent>, sqlx::Error> {
-        append_batch_postgres(self, events).await
-    }
-}
 
 /// The audit log of one service's database.
 #[derive(Debug, Clone)]

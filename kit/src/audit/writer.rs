@@ -1,5 +1,6 @@
-//! An appender that keeps one connection between batches, for a log that
-//! only ever appends from one task (the policy service's decision log).
+//! An appender that keeps one connection between batches and seals each
+//! batch before its transaction, for a log that only ever appends from one
+//! task (the policy service's decision log).
 //!
 //! On SQLite each pooled connection has its own page cache, and a write
 //! through one connection makes the others' caches stale; a writer that
@@ -8,12 +9,108 @@
 //! skips the pool's checkout on every batch. The owner gives it back when
 //! it has nothing to write ([`AuditWriter::release`]): a connection held
 //! by an idle writer would keep the pool from closing at shutdown.
+//!
+//! A [`SealedBatch`] is hashed and chained before its transaction begins,
+//! after the head its writer expects (the last one it wrote), so no lock is
+//! held while it is sealed and the transaction needs no read of the head:
+//! it moves the head only from that expected head (one statement), and
+//! when another appender moved it meanwhile, reads the real head and seals
+//! the batch again after it before anything is inserted. Appending a batch
+//! again after an error is safe: if the failed attempt had in fact
+//! committed, the head already is the batch's last event and nothing is
+//! written twice.
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection as _, Postgres, Sqlite};
 
-use super::{AuditLog, NewAuditEvent, append_batch_postgres, append_batch_sqlite};
+use super::append::{SELECT_HEAD, SELECT_HEAD_FOR_UPDATE, UPDATE_HEAD, insert_sealed};
+use super::{AuditEvent, AuditLog, GENESIS_HASH, NewAuditEvent};
 use crate::db::{Database, TransactionTimer};
+
+/// Moves the head from the expected one; no row when it moved meanwhile.
+const MOVE_HEAD_FROM: &str = "UPDATE audit_head SET sequence = $1, hash = $2 \
+     WHERE id = 1 AND sequence = $3 AND hash = $4";
+
+/// Events sealed ahead of their transaction, chained after an expected
+/// head (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct SealedBatch {
+    /// The head the first event is chained to.
+    after: (i64, String),
+    events: Vec<AuditEvent>,
+}
+
+impl SealedBatch {
+    /// Seals `event` after the batch's last event.
+    pub fn push(&mut self, event: &NewAuditEvent) {
+        let (sequence, hash) = self.tip();
+        self.events.push(AuditEvent::seal(sequence, &hash, event));
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The head once this batch is appended.
+    fn tip(&self) -> (i64, String) {
+        self.events.last().map_or_else(
+            || self.after.clone(),
+            |last| (last.sequence, last.hash.clone()),
+        )
+    }
+
+    /// Chains the events again, after `head`.
+    fn reseal(&mut self, head: (i64, String)) {
+        let (mut sequence, mut hash) = head.clone();
+        for event in &mut self.events {
+            event.rechain(sequence, &hash);
+            sequence = event.sequence;
+            hash.clone_from(&event.hash);
+        }
+        self.after = head;
+    }
+}
+
+/// Inside the transaction: moves the head from the batch's expected head
+/// to its tip, or reads the real head (locking it with `$head_sql`) and
+/// seals the batch again after it. Evaluates to `false` when the head is
+/// already the batch's tip: an earlier attempt whose commit reported an
+/// error had committed it, and nothing is to be written again.
+macro_rules! settle_head {
+    ($conn:expr, $batch:expr, $head_sql:expr) => {{
+        let batch: &mut SealedBatch = $batch;
+        let tip = batch.tip();
+        let moved = sqlx::query(MOVE_HEAD_FROM)
+            .bind(tip.0)
+            .bind(&tip.1)
+            .bind(batch.after.0)
+            .bind(&batch.after.1)
+            .execute(&mut *$conn)
+            .await?
+            .rows_affected();
+        if moved == 1 {
+            true
+        } else {
+            let head: (i64, String) = sqlx::query_as($head_sql).fetch_one(&mut *$conn).await?;
+            if head == tip {
+                false
+            } else {
+                batch.reseal(head);
+                let tip = batch.tip();
+                sqlx::query(UPDATE_HEAD)
+                    .bind(tip.0)
+                    .bind(&tip.1)
+                    .execute(&mut *$conn)
+                    .await?;
+                true
+            }
+        }
+    }};
+}
 
 /// Appends batches of events, each in its own transaction, over one
 /// connection held from the first batch on (taken again after an error).
@@ -21,6 +118,9 @@ use crate::db::{Database, TransactionTimer};
 pub struct AuditWriter {
     db: Database,
     held: Option<Held>,
+    /// The head after the last batch this writer appended (before the
+    /// first one, a guess the first transaction corrects).
+    head: (i64, String),
 }
 
 #[derive(Debug)]
@@ -34,16 +134,40 @@ impl AuditWriter {
         Self {
             db: log.db.clone(),
             held: None,
+            head: (0, GENESIS_HASH.to_owned()),
         }
     }
 
-    /// Appends `events` in one transaction, in order. After an error the
-    /// connection is given back (it may be broken) and the next batch
-    /// takes one from the pool again.
+    /// An empty batch chained after the last one this writer appended.
+    pub fn batch(&self) -> SealedBatch {
+        SealedBatch {
+            after: self.head.clone(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Appends `events` in one transaction, in order.
     pub async fn append_batch(&mut self, events: &[NewAuditEvent]) -> Result<(), sqlx::Error> {
-        let appended = self.append_held(events).await;
-        if appended.is_err() {
-            self.held = None;
+        let mut batch = self.batch();
+        for event in events {
+            batch.push(event);
+        }
+        self.append_sealed(&mut batch).await
+    }
+
+    /// Appends a sealed batch in one transaction (sealing it again first if
+    /// the head moved since it was sealed). After an error the connection
+    /// is given back (it may be broken) and the next batch takes one from
+    /// the pool again; appending the same batch again is safe: a batch an
+    /// earlier attempt committed is not written twice.
+    pub async fn append_sealed(&mut self, batch: &mut SealedBatch) -> Result<(), sqlx::Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let appended = self.append_held(batch).await;
+        match appended {
+            Ok(()) => self.head = batch.tip(),
+            Err(_) => self.held = None,
         }
         appended
     }
@@ -54,7 +178,7 @@ impl AuditWriter {
         self.held = None;
     }
 
-    async fn append_held(&mut self, events: &[NewAuditEvent]) -> Result<(), sqlx::Error> {
+    async fn append_held(&mut self, batch: &mut SealedBatch) -> Result<(), sqlx::Error> {
         let held = match self.held.take() {
             Some(held) => held,
             None => match &self.db {
@@ -67,12 +191,16 @@ impl AuditWriter {
         let committed = match held {
             Held::Sqlite(conn) => {
                 let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-                append_batch_sqlite(&mut tx, events).await?;
+                if settle_head!(&mut *tx, batch, SELECT_HEAD) {
+                    insert_sealed!(&mut *tx, &batch.events, false);
+                }
                 tx.commit().await
             }
             Held::Postgres(conn) => {
                 let mut tx = conn.begin().await?;
-                append_batch_postgres(&mut tx, events).await?;
+                if settle_head!(&mut *tx, batch, SELECT_HEAD_FOR_UPDATE) {
+                    insert_sealed!(&mut *tx, &batch.events, false);
+                }
                 tx.commit().await
             }
         };

@@ -4,6 +4,9 @@
 //! missing, WAL journal, `synchronous=NORMAL`, a busy timeout and foreign keys
 //! on. Write transactions must start with [`begin_immediate`] so that two
 //! writers never deadlock upgrading a read lock ("database is locked").
+//! No commit checkpoints the WAL (`wal_autocheckpoint=0`): a task beside
+//! the pool does, every [`SQLITE_CHECKPOINT_EVERY`], on a connection of
+//! its own, so no writer waits for the database file's copy and syncs.
 //! `postgres://...` opens a PostgreSQL pool.
 //!
 //! Migrations are embedded per backend. The audit chain's schema belongs to
@@ -22,6 +25,11 @@ use sqlx::{Sqlite, Transaction};
 
 /// How long a SQLite writer waits for the write lock before failing.
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the background checkpointer copies the SQLite WAL back into
+/// the database file (a passive checkpoint: it never waits for a reader or
+/// a writer, and costs nothing when no commit happened since the last).
+pub const SQLITE_CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// Which database a URL selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +162,8 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool, DbError> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(SQLITE_BUSY_TIMEOUT)
-        .foreign_keys(true);
+        .foreign_keys(true)
+        .pragma("wal_autocheckpoint", "0");
     let path = options.get_filename();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(DbError::CreateDir)?;
@@ -177,8 +186,50 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool, DbError> {
                 tracing::debug!(%error, "the database is being opened by another process; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
-            opened => return Ok(opened?),
+            Ok(pool) => {
+                tokio::spawn(checkpoint_in_background(pool.clone(), options));
+                return Ok(pool);
+            }
+            Err(error) => return Err(error.into()),
         }
+    }
+}
+
+/// Checkpoints `pool`'s database every [`SQLITE_CHECKPOINT_EVERY`] until
+/// the pool closes. With the automatic checkpoint, the commit that pushed
+/// the WAL past 1,000 pages copied them into the database file and synced
+/// both files before it returned, and every write queued behind it waited
+/// (tens to hundreds of milliseconds under load).
+async fn checkpoint_in_background(pool: SqlitePool, options: SqliteConnectOptions) {
+    use sqlx::Connection as _;
+    let mut ticks = tokio::time::interval(SQLITE_CHECKPOINT_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut conn: Option<sqlx::SqliteConnection> = None;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = pool.close_event() => break,
+        }
+        let checkpointer = match conn.as_mut() {
+            Some(conn) => conn,
+            None => match sqlx::SqliteConnection::connect_with(&options).await {
+                Ok(opened) => conn.insert(opened),
+                Err(error) => {
+                    tracing::debug!(%error, "cannot open the checkpoint connection; retrying");
+                    continue;
+                }
+            },
+        };
+        let checkpointed = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut *checkpointer)
+            .await;
+        if let Err(error) = checkpointed {
+            tracing::debug!(%error, "WAL checkpoint failed; retrying with a new connection");
+            conn = None;
+        }
+    }
+    if let Some(conn) = conn {
+        let _ = conn.close().await;
     }
 }
 

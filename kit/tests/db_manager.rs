@@ -137,6 +137,51 @@ async fn sqlite_file_is_created_with_wal_normal_sync_and_busy_timeout() {
     db.close().await;
 }
 
+/// No commit checkpoints the WAL; the task beside the pool copies it into
+/// the database file soon after.
+#[tokio::test]
+async fn the_wal_is_checkpointed_beside_the_writers_not_by_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("service.db");
+    let db = Database::connect(&format!("sqlite://{}", path.display()), None)
+        .await
+        .expect("connect");
+    let Database::Sqlite(pool) = &db else {
+        unreachable!()
+    };
+    let autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+        .fetch_one(pool)
+        .await
+        .expect("pragma");
+    assert_eq!(autocheckpoint, 0, "commits never checkpoint");
+    sqlx::query("CREATE TABLE filler (data BLOB NOT NULL)")
+        .execute(pool)
+        .await
+        .expect("create");
+    // About 8 MiB: far more than the 1,000 pages at which a commit would
+    // have checkpointed by itself.
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
+         INSERT INTO filler SELECT randomblob(4096) FROM n",
+    )
+    .execute(pool)
+    .await
+    .expect("fill");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let size = std::fs::metadata(&path).expect("database file").len();
+        if size > 8_000_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL was not copied into the database file ({size} bytes)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    db.close().await;
+}
+
 /// Replicas (and `airt up`) may open one new database file at the same
 /// moment; switching it to WAL is a lock SQLite does not wait for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -316,6 +316,17 @@ async fn sealed_batches_chain_after_the_real_head_and_are_never_written_twice() 
         // again writes nothing.
         writer.append_sealed(&mut second).await.expect("again");
         assert_eq!(log.length().await.expect("length"), 22);
+        // … even after another appender wrote behind it.
+        log.append(&NewAuditEvent::new(
+            "user:alice",
+            "test.single",
+            "test",
+            "s0",
+        ))
+        .await
+        .expect("append");
+        writer.append_sealed(&mut second).await.expect("once more");
+        assert_eq!(log.length().await.expect("length"), 23);
         // Another appender moves the head between sealing and writing.
         let mut third = writer.batch();
         (20..25).for_each(|i| third.push(&event(i)));
@@ -331,7 +342,7 @@ async fn sealed_batches_chain_after_the_real_head_and_are_never_written_twice() 
 
         let report = log.verify().await.expect("verify");
         assert!(report.intact(), "{:?}: {report:?}", test_db.backend());
-        assert_eq!(report.events_checked, 28);
+        assert_eq!(report.events_checked, 29);
         let events = log
             .list(&AuditFilter::default(), 0, 100)
             .await
@@ -339,7 +350,7 @@ async fn sealed_batches_chain_after_the_real_head_and_are_never_written_twice() 
         let ids: Vec<&str> = events.iter().map(|e| e.resource_id.as_str()).collect();
         let expected: Vec<String> = (0..20)
             .map(|i| format!("e-{i}"))
-            .chain(["s".to_owned()])
+            .chain(["s0".to_owned(), "s".to_owned()])
             .chain((20..25).map(|i| format!("e-{i}")))
             .collect();
         assert_eq!(

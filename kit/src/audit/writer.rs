@@ -17,7 +17,7 @@
 //! when another appender moved it meanwhile, reads the real head and seals
 //! the batch again after it before anything is inserted. Appending a batch
 //! again after an error is safe: if the failed attempt had in fact
-//! committed, the head already is the batch's last event and nothing is
+//! committed, the batch's first event is found in the log and nothing is
 //! written twice.
 
 use sqlx::pool::PoolConnection;
@@ -30,6 +30,10 @@ use crate::db::{Database, TransactionTimer};
 /// Moves the head from the expected one; no row when it moved meanwhile.
 const MOVE_HEAD_FROM: &str = "UPDATE audit_head SET sequence = $1, hash = $2 \
      WHERE id = 1 AND sequence = $3 AND hash = $4";
+
+/// Whether an event is in the log (a batch commits whole, so its first
+/// event tells whether it was written).
+const SELECT_BY_EVENT_ID: &str = "SELECT sequence FROM audit_events WHERE event_id = $1";
 
 /// Events sealed ahead of their transaction, chained after an expected
 /// head (see the module documentation).
@@ -77,9 +81,9 @@ impl SealedBatch {
 
 /// Inside the transaction: moves the head from the batch's expected head
 /// to its tip, or reads the real head (locking it with `$head_sql`) and
-/// seals the batch again after it. Evaluates to `false` when the head is
-/// already the batch's tip: an earlier attempt whose commit reported an
-/// error had committed it, and nothing is to be written again.
+/// seals the batch again after it. Evaluates to `false` when the batch is
+/// already in the log: an earlier attempt whose commit reported an error
+/// had committed it, and nothing is to be written again.
 macro_rules! settle_head {
     ($conn:expr, $batch:expr, $head_sql:expr) => {{
         let batch: &mut SealedBatch = $batch;
@@ -96,7 +100,11 @@ macro_rules! settle_head {
             true
         } else {
             let head: (i64, String) = sqlx::query_as($head_sql).fetch_one(&mut *$conn).await?;
-            if head == tip {
+            let written: Option<i64> = sqlx::query_scalar(SELECT_BY_EVENT_ID)
+                .bind(&batch.events[0].event_id)
+                .fetch_optional(&mut *$conn)
+                .await?;
+            if written.is_some() {
                 false
             } else {
                 batch.reseal(head);

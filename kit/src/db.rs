@@ -103,7 +103,12 @@ impl Database {
                     tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
                     attempt += 1;
                 }
-                Err(error) => return Err(error),
+                Err(error) => {
+                    // Nobody gets this pool: close it (and so end its
+                    // SQLite checkpointer) rather than leave it open.
+                    db.close().await;
+                    return Err(error);
+                }
             }
         }
     }
